@@ -1,0 +1,201 @@
+//! Load-time configuration handed to the eBPF programs as read-only globals.
+
+/// Filter flags in [`Config::filter_flags`].
+pub const FILTER_PID: u32 = 1;
+pub const FILTER_COMM: u32 = 2;
+pub const FILTER_CGROUP: u32 = 4;
+
+/// Option flags in [`Config::options`].
+pub const OPT_SIGCHLD: u32 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The collector's own process: never traced.
+    pub self_tgid: u32,
+    /// Bit set of [`crate::Family`] values to trace.
+    pub families: u32,
+    pub filter_flags: u32,
+    /// Depth of `filter_cgroup` below the cgroup v2 root (for descendants matching).
+    pub cgroup_level: u32,
+    pub filter_cgroup: u64,
+    pub filter_comm: [u8; 16],
+    /// Emit a memory sample when RSS or mapped bytes moved by this many bytes.
+    pub mem_sample_bytes: u64,
+    /// mmap/munmap/brk moves at least this large are single events.
+    pub large_mapping_bytes: u64,
+    pub options: u32,
+    pub _pad: u32,
+}
+
+impl Config {
+    pub const fn zeroed() -> Config {
+        Config {
+            self_tgid: 0,
+            families: 0,
+            filter_flags: 0,
+            cgroup_level: 0,
+            filter_cgroup: 0,
+            filter_comm: [0; 16],
+            mem_sample_bytes: 0,
+            large_mapping_bytes: 0,
+            options: 0,
+            _pad: 0,
+        }
+    }
+}
+
+/// Where a field sits in a tracepoint record, from `/sys/kernel/tracing/events/*/*/format`.
+/// `size == 0` means this kernel does not have the field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FieldOffset {
+    pub offset: u16,
+    pub size: u16,
+}
+
+impl FieldOffset {
+    pub const ABSENT: FieldOffset = FieldOffset { offset: 0, size: 0 };
+    pub const fn present(self) -> bool {
+        self.size != 0
+    }
+}
+
+/// Field offsets of every classic tracepoint the programs read. Grouped per tracepoint; the
+/// collector fills them from tracefs at start-up.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offsets {
+    // sock/inet_sock_set_state
+    pub iss_skaddr: FieldOffset,
+    pub iss_oldstate: FieldOffset,
+    pub iss_newstate: FieldOffset,
+    pub iss_sport: FieldOffset,
+    pub iss_dport: FieldOffset,
+    pub iss_family: FieldOffset,
+    pub iss_protocol: FieldOffset,
+    pub iss_saddr: FieldOffset,
+    pub iss_daddr: FieldOffset,
+    pub iss_saddr_v6: FieldOffset,
+    pub iss_daddr_v6: FieldOffset,
+    // tcp/tcp_send_reset (6.10+: saddr/daddr are 28-byte sockaddrs, no family/ports)
+    pub tsr_skaddr: FieldOffset,
+    pub tsr_state: FieldOffset,
+    pub tsr_sport: FieldOffset,
+    pub tsr_dport: FieldOffset,
+    pub tsr_family: FieldOffset,
+    pub tsr_saddr: FieldOffset,
+    pub tsr_daddr: FieldOffset,
+    pub tsr_saddr_v6: FieldOffset,
+    pub tsr_daddr_v6: FieldOffset,
+    // tcp/tcp_receive_reset
+    pub trr_skaddr: FieldOffset,
+    pub trr_sport: FieldOffset,
+    pub trr_dport: FieldOffset,
+    pub trr_family: FieldOffset,
+    pub trr_saddr: FieldOffset,
+    pub trr_daddr: FieldOffset,
+    pub trr_saddr_v6: FieldOffset,
+    pub trr_daddr_v6: FieldOffset,
+    // sock/sock_{recv,send}_length (same layout)
+    pub sl_sk: FieldOffset,
+    pub sl_family: FieldOffset,
+    pub sl_protocol: FieldOffset,
+    // signal/signal_generate
+    pub sg_sig: FieldOffset,
+    pub sg_errno: FieldOffset,
+    pub sg_code: FieldOffset,
+    pub sg_comm: FieldOffset,
+    pub sg_pid: FieldOffset,
+    pub sg_group: FieldOffset,
+    pub sg_result: FieldOffset,
+    // sched/sched_process_exec
+    pub exec_filename: FieldOffset,
+    pub exec_old_pid: FieldOffset,
+    // sched/sched_process_exit
+    pub exit_pid: FieldOffset,
+    pub exit_group_dead: FieldOffset,
+    // oom/mark_victim
+    pub mv_pid: FieldOffset,
+    pub mv_comm: FieldOffset,
+    pub mv_total_vm: FieldOffset,
+    pub mv_anon_rss: FieldOffset,
+    pub mv_file_rss: FieldOffset,
+    pub mv_shmem_rss: FieldOffset,
+    pub mv_uid: FieldOffset,
+    pub mv_pgtables: FieldOffset,
+    pub mv_oom_score_adj: FieldOffset,
+    // kmem/rss_stat
+    pub rss_curr: FieldOffset,
+    pub rss_member: FieldOffset,
+    pub rss_size: FieldOffset,
+    // syscalls/sys_enter_*: the first syscall argument and sys_exit_*: ret. Every syscall
+    // tracepoint puts args[i] at args0 + 8*i; this is checked per syscall by the collector.
+    pub sys_args0: FieldOffset,
+    pub sys_ret: FieldOffset,
+}
+
+/// Offsets inside kernel structures, from the kernel's BTF (`/sys/kernel/btf/vmlinux`), for
+/// what no tracepoint carries: a process's exit code, thread-group id, memory totals and
+/// arguments, and the socket behind an fd. `u32::MAX` = unknown on this kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskOffsets {
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_exit_code: u32,
+    pub task_mm: u32,
+    pub task_files: u32,
+    pub mm_total_vm: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub files_fdt: u32,
+    pub fdtable_max_fds: u32,
+    pub fdtable_fd: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    pub skc_daddr: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_dport: u32,
+    pub skc_num: u32,
+    pub skc_family: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    pub sk_protocol: u32,
+}
+
+impl TaskOffsets {
+    pub const UNKNOWN: u32 = u32::MAX;
+    pub const fn unknown() -> TaskOffsets {
+        let u = Self::UNKNOWN;
+        TaskOffsets {
+            task_pid: u,
+            task_tgid: u,
+            task_exit_code: u,
+            task_mm: u,
+            task_files: u,
+            mm_total_vm: u,
+            mm_arg_start: u,
+            mm_arg_end: u,
+            files_fdt: u,
+            fdtable_max_fds: u,
+            fdtable_fd: u,
+            file_private_data: u,
+            socket_sk: u,
+            skc_daddr: u,
+            skc_rcv_saddr: u,
+            skc_dport: u,
+            skc_num: u,
+            skc_family: u,
+            skc_v6_daddr: u,
+            skc_v6_rcv_saddr: u,
+            sk_protocol: u,
+        }
+    }
+}
+
+impl Default for TaskOffsets {
+    fn default() -> Self {
+        Self::unknown()
+    }
+}

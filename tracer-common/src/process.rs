@@ -1,0 +1,46 @@
+//! Process tree: fork, exec, exit.
+use crate::{Kind, Payload};
+
+/// A new process (not a thread). The header is the parent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fork {
+    pub child_pid: u32,
+    pub _pad: u32,
+}
+impl Payload for Fork {
+    const KIND: Kind = Kind::Fork;
+}
+
+pub const EXEC_FILENAME_LEN: usize = 256;
+pub const EXEC_ARGS_LEN: usize = 256;
+
+/// exec: the header is the process after exec (new comm).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exec {
+    pub old_pid: u32,
+    pub filename_len: u16,
+    /// Bytes of `args` that are valid: argv joined by NUL, truncated to EXEC_ARGS_LEN.
+    pub args_len: u16,
+    pub filename: [u8; EXEC_FILENAME_LEN],
+    pub args: [u8; EXEC_ARGS_LEN],
+}
+impl Payload for Exec {
+    const KIND: Kind = Kind::Exec;
+}
+
+/// `exit_code` is known (read from the task through BTF).
+pub const EXIT_CODE_KNOWN: u32 = 1;
+
+/// The last thread of a process exited. `exit_code` is the kernel's wait status: exit status
+/// in bits 8..16, or the fatal signal in bits 0..7 (0x80: core dumped).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub exit_code: i32,
+    pub flags: u32,
+}
+impl Payload for Exit {
+    const KIND: Kind = Kind::Exit;
+}

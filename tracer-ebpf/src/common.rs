@@ -1,0 +1,295 @@
+//! Maps, load-time globals, filters and record emission shared by every program.
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
+        bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+    },
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, ring_buf::RingBufEntry},
+};
+use tracer_common::{
+    Family, Header, MAX_KIND, Payload, Record,
+    config::{Config, FILTER_CGROUP, FILTER_COMM, FILTER_PID, Offsets, TaskOffsets},
+};
+
+// Set by the collector at load time (EbpfLoader::set_global). Read field by field through
+// `read_volatile` so the compiler neither folds the zero defaults nor copies whole structs onto
+// the 512-byte stack.
+#[unsafe(no_mangle)]
+pub static CONFIG: Config = Config::zeroed();
+#[unsafe(no_mangle)]
+// SAFETY: Offsets is plain integers; all-zero is a valid value (every field absent).
+pub static OFFSETS: Offsets = unsafe { core::mem::zeroed() };
+#[unsafe(no_mangle)]
+pub static TASK_OFFSETS: TaskOffsets = TaskOffsets::unknown();
+
+macro_rules! conf {
+    ($field:ident) => {
+        unsafe { core::ptr::read_volatile(&raw const $crate::common::CONFIG.$field) }
+    };
+}
+macro_rules! off {
+    ($field:ident) => {
+        unsafe { core::ptr::read_volatile(&raw const $crate::common::OFFSETS.$field) }
+    };
+}
+macro_rules! task_off {
+    ($field:ident) => {
+        unsafe { core::ptr::read_volatile(&raw const $crate::common::TASK_OFFSETS.$field) }
+    };
+}
+pub(crate) use {conf, off, task_off};
+
+/// Signals, process tree and OOM kills: never shares space with the bulk families.
+#[map]
+pub static CRITICAL: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+/// TCP and memory.
+#[map]
+pub static BULK: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+/// Records lost because a ring buffer was full, per kind id.
+#[map]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_KIND, 0);
+/// `--pid`: the processes followed, and their descendants as they fork.
+#[map]
+pub static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
+
+/// The process a socket belongs to, learnt in process context.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Owner {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub cgroup_id: u64,
+    pub comm: [u8; 16],
+}
+#[map]
+pub static SOCK_OWNER: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(131072, 0);
+
+/// Socket fds opened by socket()/accept(), keyed by (tgid << 32 | fd): close() of one of these
+/// is a socket close.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SockFd {
+    pub family: u16,
+    pub sock_type: u16,
+    pub _pad: u32,
+}
+#[map]
+pub static SOCK_FDS: LruHashMap<u64, SockFd> = LruHashMap::with_max_entries(262144, 0);
+
+/// Arguments saved at sys_enter for the matching sys_exit, per thread (one syscall at a time).
+#[map]
+pub static ARGS: LruHashMap<u32, [u64; 4]> = LruHashMap::with_max_entries(16384, 0);
+
+/// The task an event is about (usually the current one).
+#[derive(Clone, Copy)]
+pub struct Task {
+    pub tgid: u32,
+    pub pid: u32,
+    pub uid: u32,
+    pub cgroup_id: u64,
+    pub comm: [u8; 16],
+}
+
+#[inline(always)]
+pub fn family_enabled(f: Family) -> bool {
+    conf!(families) & f.bit() != 0
+}
+
+#[inline(always)]
+pub fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+#[inline(always)]
+pub fn is_self(tgid: u32) -> bool {
+    tgid == conf!(self_tgid)
+}
+
+/// The current task, unless it is the collector itself.
+#[inline(always)]
+pub fn current() -> Option<Task> {
+    let t = current_raw();
+    if is_self(t.tgid) { None } else { Some(t) }
+}
+
+#[inline(always)]
+pub fn current_raw() -> Task {
+    let id = bpf_get_current_pid_tgid();
+    Task {
+        tgid: (id >> 32) as u32,
+        pid: id as u32,
+        uid: bpf_get_current_uid_gid() as u32,
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
+}
+
+#[inline(always)]
+fn comm_matches(comm: &[u8; 16]) -> bool {
+    let want = unsafe { core::ptr::read_volatile(&raw const CONFIG.filter_comm) };
+    let mut i = 0;
+    while i < 16 {
+        if comm[i] != want[i] {
+            return false;
+        }
+        if comm[i] == 0 {
+            return true;
+        }
+        i += 1;
+    }
+    true
+}
+
+#[inline(always)]
+pub fn tracked(tgid: u32) -> bool {
+    unsafe { TRACKED.get(&tgid).is_some() }
+}
+
+/// The current task passes `--pid`, `--comm` and `--cgroup` (cgroup: the filter's cgroup or a
+/// descendant of it).
+#[inline(always)]
+pub fn current_allowed(t: &Task) -> bool {
+    let flags = conf!(filter_flags);
+    if flags == 0 {
+        return true;
+    }
+    if flags & FILTER_PID != 0 && !tracked(t.tgid) {
+        return false;
+    }
+    if flags & FILTER_COMM != 0 && !comm_matches(&t.comm) {
+        return false;
+    }
+    if flags & FILTER_CGROUP != 0 {
+        let level = conf!(cgroup_level) as i32;
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        if id != conf!(filter_cgroup) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Another task (a signal's target, a socket's owner) passes the filters. Its cgroup is only
+/// known for socket owners (`cgroup_id` 0 means unknown and fails a cgroup filter).
+#[inline(always)]
+pub fn other_allowed(tgid: u32, comm: &[u8; 16], cgroup_id: u64) -> bool {
+    let flags = conf!(filter_flags);
+    if flags == 0 {
+        return true;
+    }
+    if flags & FILTER_PID != 0 && !tracked(tgid) {
+        return false;
+    }
+    if flags & FILTER_COMM != 0 && !comm_matches(comm) {
+        return false;
+    }
+    // Descendant matching needs the task's ancestry, which is only known for the current task.
+    if flags & FILTER_CGROUP != 0 && cgroup_id != conf!(filter_cgroup) {
+        return false;
+    }
+    true
+}
+
+#[inline(always)]
+fn count_drop(kind: u32) {
+    if let Some(p) = DROPS.get_ptr_mut(kind) {
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn header<T: Payload>(t: &Task) -> Header {
+    Header {
+        kind: T::KIND as u16,
+        payload_len: core::mem::size_of::<T>() as u16,
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+        tgid: t.tgid,
+        pid: t.pid,
+        uid: t.uid,
+        _pad: 0,
+        cgroup_id: t.cgroup_id,
+        comm: t.comm,
+    }
+}
+
+/// Reserves a record of kind `T` in the ring buffer for its family, with the header filled
+/// in. A full ring buffer is counted in DROPS.
+#[inline(always)]
+pub fn reserve<T: Payload + 'static>(t: &Task) -> Option<RingBufEntry<Record<T>>> {
+    let rb = if T::KIND.is_critical() { &CRITICAL } else { &BULK };
+    match rb.reserve::<Record<T>>(0) {
+        Some(mut e) => {
+            unsafe { (&raw mut (*e.as_mut_ptr()).header).write(header::<T>(t)) };
+            Some(e)
+        }
+        None => {
+            count_drop(T::KIND as u32);
+            None
+        }
+    }
+}
+
+/// Writes a small record built on the stack.
+#[inline(always)]
+pub fn emit<T: Payload + 'static>(t: &Task, payload: T) {
+    if let Some(mut e) = reserve::<T>(t) {
+        unsafe { (&raw mut (*e.as_mut_ptr()).payload).write(payload) };
+        e.submit(0);
+    }
+}
+
+/// Reads a kernel value at `base + off`; None when the offset is unknown or the read faults.
+#[inline(always)]
+pub fn kread<T>(base: u64, off: u32) -> Option<T> {
+    if off == TaskOffsets::UNKNOWN || base == 0 {
+        return None;
+    }
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
+}
+
+#[inline(always)]
+pub fn current_task_ptr() -> u64 {
+    unsafe { bpf_get_current_task() }
+}
+
+/// Reads a tracepoint field; None when this kernel lacks it.
+#[inline(always)]
+pub fn field<T>(ctx: &aya_ebpf::programs::TracePointContext, f: tracer_common::config::FieldOffset) -> Option<T> {
+    if f.size == 0 {
+        return None;
+    }
+    unsafe { ctx.read_at::<T>(f.offset as usize).ok() }
+}
+
+/// Reads syscall argument `i` of a sys_enter_* tracepoint.
+#[inline(always)]
+pub fn sys_arg(ctx: &aya_ebpf::programs::TracePointContext, i: u16) -> Option<u64> {
+    let base = off!(sys_args0);
+    if base.size == 0 {
+        return None;
+    }
+    unsafe { ctx.read_at::<u64>((base.offset + 8 * i) as usize).ok() }
+}
+
+/// The return value of a sys_exit_* tracepoint.
+#[inline(always)]
+pub fn sys_ret(ctx: &aya_ebpf::programs::TracePointContext) -> Option<i64> {
+    field::<i64>(ctx, off!(sys_ret))
+}
+
+#[inline(always)]
+pub fn save_args(tid: u32, args: [u64; 4]) {
+    let _ = ARGS.insert(&tid, &args, 0);
+}
+
+#[inline(always)]
+pub fn take_args(tid: u32) -> Option<[u64; 4]> {
+    let v = unsafe { ARGS.get(&tid).copied() };
+    if v.is_some() {
+        let _ = ARGS.remove(&tid);
+    }
+    v
+}

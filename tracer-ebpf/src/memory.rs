@@ -1,0 +1,241 @@
+//! Memory: per-process RSS and mapped bytes aggregated here, in the kernel, and emitted as a
+//! sample only when one of them moved by the sample threshold; single events for large
+//! mmap/munmap/brk moves. `kmem/rss_stat` fires on every RSS counter update (page faults), so
+//! its program does one map lookup and rarely more.
+use aya_ebpf::{macros::{map, tracepoint}, maps::LruHashMap, programs::TracePointContext};
+use tracer_common::{
+    Family,
+    memory::{Brk, MAP_ANONYMOUS, MemSample, Mmap, Munmap},
+};
+
+use crate::common::{
+    Task, conf, current, current_allowed, current_task_ptr, emit, family_enabled, field, kread,
+    off, save_args, sys_arg, sys_ret, take_args, task_off,
+};
+
+/// Per-process memory state (tgid key).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MemState {
+    /// rss_stat members: MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES (bytes).
+    pub counters: [u64; 4],
+    pub last_rss: u64,
+    pub last_mapped: u64,
+    /// Program break at the last brk event (or when first seen).
+    pub last_brk: u64,
+}
+
+#[map]
+pub static PROC_MEM: LruHashMap<u32, MemState> = LruHashMap::with_max_entries(65536, 0);
+
+const PAGE_SIZE: u64 = 4096;
+const TAG_MMAP: u64 = 10;
+const TAG_BRK: u64 = 11;
+
+pub fn forget(tgid: u32) {
+    let _ = PROC_MEM.remove(&tgid);
+}
+
+#[inline(always)]
+fn state(tgid: u32) -> Option<*mut MemState> {
+    if let Some(p) = PROC_MEM.get_ptr_mut(&tgid) {
+        return Some(p);
+    }
+    let zero = MemState { counters: [0; 4], last_rss: 0, last_mapped: 0, last_brk: 0 };
+    let _ = PROC_MEM.insert(&tgid, &zero, 0);
+    PROC_MEM.get_ptr_mut(&tgid)
+}
+
+#[inline(always)]
+fn mapped_bytes() -> u64 {
+    let mm: u64 = kread(current_task_ptr(), task_off!(task_mm)).unwrap_or(0);
+    let pages: u64 = kread(mm, task_off!(mm_total_vm)).unwrap_or(0);
+    pages * PAGE_SIZE
+}
+
+#[inline(always)]
+fn moved(now: u64, last: u64, by: u64) -> bool {
+    now.abs_diff(last) >= by
+}
+
+/// Emits a sample when RSS or mapped bytes moved by the threshold since the last one.
+#[inline(always)]
+fn maybe_sample(cur: &Task, st: *mut MemState, mapped: Option<u64>) {
+    let threshold = conf!(mem_sample_bytes);
+    let s = unsafe { &mut *st };
+    let c = s.counters;
+    let rss = c[0] + c[1] + c[3];
+    let rss_moved = moved(rss, s.last_rss, threshold);
+    let mapped_moved = matches!(mapped, Some(m) if moved(m, s.last_mapped, threshold));
+    if !rss_moved && !mapped_moved {
+        return;
+    }
+    let mapped = mapped.unwrap_or_else(mapped_bytes);
+    s.last_rss = rss;
+    s.last_mapped = mapped;
+    emit(
+        cur,
+        MemSample {
+            rss_bytes: rss,
+            rss_anon: c[1],
+            rss_file: c[0],
+            rss_shmem: c[3],
+            swap_bytes: c[2],
+            mapped_bytes: mapped,
+        },
+    );
+}
+
+#[tracepoint]
+pub fn rss_stat(ctx: TracePointContext) -> u32 {
+    let _ = try_rss_stat(&ctx);
+    0
+}
+
+fn try_rss_stat(ctx: &TracePointContext) -> Option<()> {
+    if !family_enabled(Family::Memory) {
+        return None;
+    }
+    // Updates of another process's mm (reclaim, remote faults) cannot be attributed here.
+    if field::<u32>(ctx, off!(rss_curr))? == 0 {
+        return None;
+    }
+    let member = field::<i32>(ctx, off!(rss_member))?;
+    if !(0..4).contains(&member) {
+        return None;
+    }
+    let size = field::<i64>(ctx, off!(rss_size))?;
+    let cur = current()?;
+    if !current_allowed(&cur) {
+        return None;
+    }
+    let st = state(cur.tgid)?;
+    unsafe { (*st).counters[member as usize & 3] = size.max(0) as u64 };
+    maybe_sample(&cur, st, None);
+    Some(())
+}
+
+#[tracepoint]
+pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
+    let _ = try_sys_enter_mmap(&ctx);
+    0
+}
+
+fn try_sys_enter_mmap(ctx: &TracePointContext) -> Option<()> {
+    if !family_enabled(Family::Memory) {
+        return None;
+    }
+    let cur = current()?;
+    if !current_allowed(&cur) {
+        return None;
+    }
+    let len = sys_arg(ctx, 1)?;
+    let prot = sys_arg(ctx, 2)?;
+    let flags = sys_arg(ctx, 3)?;
+    let fd = sys_arg(ctx, 4)?;
+    save_args(cur.pid, [TAG_MMAP, len, (prot << 32) | (flags & 0xffff_ffff), fd]);
+    Some(())
+}
+
+#[tracepoint]
+pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
+    let _ = try_sys_exit_mmap(&ctx);
+    0
+}
+
+fn try_sys_exit_mmap(ctx: &TracePointContext) -> Option<()> {
+    let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
+    let args = take_args(tid)?;
+    if args[0] != TAG_MMAP {
+        return None;
+    }
+    let ret = sys_ret(ctx)?;
+    let cur = current()?;
+    let len = args[1];
+    if len >= conf!(large_mapping_bytes) || ret < 0 {
+        let flags = args[2] as u32;
+        emit(
+            &cur,
+            Mmap {
+                ret,
+                len,
+                prot: (args[2] >> 32) as u32,
+                flags,
+                fd: if flags & MAP_ANONYMOUS != 0 { -1 } else { args[3] as i32 },
+                _pad: 0,
+            },
+        );
+    }
+    if ret >= 0 {
+        let st = state(cur.tgid)?;
+        maybe_sample(&cur, st, Some(mapped_bytes()));
+    }
+    Some(())
+}
+
+#[tracepoint]
+pub fn sys_enter_munmap(ctx: TracePointContext) -> u32 {
+    let _ = try_sys_enter_munmap(&ctx);
+    0
+}
+
+fn try_sys_enter_munmap(ctx: &TracePointContext) -> Option<()> {
+    if !family_enabled(Family::Memory) {
+        return None;
+    }
+    let cur = current()?;
+    if !current_allowed(&cur) {
+        return None;
+    }
+    let addr = sys_arg(ctx, 0)?;
+    let len = sys_arg(ctx, 1)?;
+    if len >= conf!(large_mapping_bytes) {
+        emit(&cur, Munmap { addr, len });
+    }
+    // Mapped bytes drop after this returns; the next mmap/brk/rss update samples it.
+    Some(())
+}
+
+#[tracepoint]
+pub fn sys_enter_brk(ctx: TracePointContext) -> u32 {
+    let _ = try_sys_enter_brk(&ctx);
+    0
+}
+
+fn try_sys_enter_brk(ctx: &TracePointContext) -> Option<()> {
+    if !family_enabled(Family::Memory) {
+        return None;
+    }
+    let cur = current()?;
+    if !current_allowed(&cur) {
+        return None;
+    }
+    save_args(cur.pid, [TAG_BRK, sys_arg(ctx, 0)?, 0, 0]);
+    Some(())
+}
+
+#[tracepoint]
+pub fn sys_exit_brk(ctx: TracePointContext) -> u32 {
+    let _ = try_sys_exit_brk(&ctx);
+    0
+}
+
+fn try_sys_exit_brk(ctx: &TracePointContext) -> Option<()> {
+    let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
+    let args = take_args(tid)?;
+    if args[0] != TAG_BRK {
+        return None;
+    }
+    let brk = sys_ret(ctx)? as u64;
+    let cur = current()?;
+    let st = state(cur.tgid)?;
+    let s = unsafe { &mut *st };
+    if s.last_brk == 0 {
+        s.last_brk = brk;
+    } else if moved(brk, s.last_brk, conf!(large_mapping_bytes)) {
+        emit(&cur, Brk { brk, prev: s.last_brk });
+        s.last_brk = brk;
+    }
+    maybe_sample(&cur, st, Some(mapped_bytes()));
+    Some(())
+}

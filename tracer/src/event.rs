@@ -1,0 +1,430 @@
+//! The one decoder from record bytes (as the kernel writes them into a ring buffer, and as a
+//! dump stores them) to the typed [`Event`]. All unsafe reading of record bytes is here.
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tracer_common::{
+    COMM_LEN, HEADER_LEN, Header, Kind, memory, oom, process, signal, tcp,
+};
+
+/// Kind ids of records the collector itself produces (never by the kernel). Stable forever,
+/// like the kernel kinds.
+pub const KIND_PROC_INFO: u16 = 200;
+pub const KIND_DROPS: u16 = 201;
+
+/// A process or task name, as the kernel keeps it: up to 16 bytes, NUL padded.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub struct Comm(pub [u8; COMM_LEN]);
+
+impl Comm {
+    pub fn new(s: &str) -> Comm {
+        let mut b = [0u8; COMM_LEN];
+        let n = s.len().min(COMM_LEN - 1);
+        b[..n].copy_from_slice(&s.as_bytes()[..n]);
+        Comm(b)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        let end = self.0.iter().position(|&c| c == 0).unwrap_or(COMM_LEN);
+        &self.0[..end]
+    }
+
+    pub fn to_string_lossy(&self) -> String {
+        String::from_utf8_lossy(self.as_bytes()).into_owned()
+    }
+}
+
+impl fmt::Display for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+impl fmt::Debug for Comm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
+}
+
+impl Serialize for Comm {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Comm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(Comm::new(&s))
+    }
+}
+
+/// What the collector knows about a process beyond the kernel's records: read from /proc at
+/// start (the snapshot) and when a process is first seen. Stored in dumps so replay knows it too.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub comm: String,
+    #[serde(default)]
+    pub exe: String,
+    #[serde(default)]
+    pub cmdline: Vec<String>,
+    /// The process's memory cgroup path (v1 memory controller or v2 unified), if any.
+    #[serde(default)]
+    pub cgroup: String,
+    /// Memory limit of that cgroup, in bytes, when one is set.
+    #[serde(default)]
+    pub mem_limit: Option<u64>,
+    /// Soft RLIMIT_NOFILE.
+    #[serde(default)]
+    pub nofile_limit: Option<u64>,
+}
+
+/// Cumulative records lost in the kernel (ring buffer full), per kind name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drops {
+    pub per_kind: Vec<(String, u64)>,
+}
+
+impl Drops {
+    pub fn total(&self) -> u64 {
+        self.per_kind.iter().map(|(_, n)| n).sum()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Body {
+    TcpState(tcp::TcpState),
+    TcpAccept(tcp::TcpAccept),
+    TcpReset(tcp::TcpReset),
+    SocketOpen(tcp::SocketOpen),
+    SocketClose(tcp::SocketClose),
+    SockOwner(tcp::SockOwner),
+    TcpConnect(tcp::TcpConnect),
+    TcpListen(tcp::TcpListen),
+    Signal(signal::Signal),
+    Fork(process::Fork),
+    Exec(Box<Exec>),
+    Exit(process::Exit),
+    OomKill(oom::OomKill),
+    Mmap(memory::Mmap),
+    Munmap(memory::Munmap),
+    Brk(memory::Brk),
+    MemSample(memory::MemSample),
+    ProcInfo(Box<ProcInfo>),
+    Drops(Box<Drops>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exec {
+    pub old_pid: u32,
+    pub filename: String,
+    pub args: Vec<String>,
+}
+
+/// A decoded record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// Nanoseconds since boot (CLOCK_BOOTTIME).
+    pub ts_ns: u64,
+    pub cpu: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub cgroup_id: u64,
+    pub comm: Comm,
+    pub body: Body,
+}
+
+impl Event {
+    /// The stable name of this event's kind, as in JSON output.
+    pub fn kind_name(&self) -> &'static str {
+        match &self.body {
+            Body::ProcInfo(_) => "proc_info",
+            Body::Drops(_) => "drops",
+            b => b.kind().map(Kind::name).unwrap_or("unknown"),
+        }
+    }
+}
+
+impl Body {
+    /// The kernel kind, for records that come from the kernel.
+    pub fn kind(&self) -> Option<Kind> {
+        Some(match self {
+            Body::TcpState(_) => Kind::TcpState,
+            Body::TcpAccept(_) => Kind::TcpAccept,
+            Body::TcpReset(_) => Kind::TcpReset,
+            Body::SocketOpen(_) => Kind::SocketOpen,
+            Body::SocketClose(_) => Kind::SocketClose,
+            Body::SockOwner(_) => Kind::SockOwner,
+            Body::TcpConnect(_) => Kind::TcpConnect,
+            Body::TcpListen(_) => Kind::TcpListen,
+            Body::Signal(_) => Kind::Signal,
+            Body::Fork(_) => Kind::Fork,
+            Body::Exec(_) => Kind::Exec,
+            Body::Exit(_) => Kind::Exit,
+            Body::OomKill(_) => Kind::OomKill,
+            Body::Mmap(_) => Kind::Mmap,
+            Body::Munmap(_) => Kind::Munmap,
+            Body::Brk(_) => Kind::Brk,
+            Body::MemSample(_) => Kind::MemSample,
+            Body::ProcInfo(_) | Body::Drops(_) => return None,
+        })
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than the {HEADER_LEN}-byte header")]
+    Short(usize),
+    #[error("unknown record kind {0}")]
+    UnknownKind(u16),
+    #[error("record of kind {kind} has a {got}-byte payload, expected {want}")]
+    BadLength { kind: u16, got: usize, want: usize },
+    #[error("record of kind {kind} has an invalid payload: {msg}")]
+    BadPayload { kind: u16, msg: String },
+}
+
+/// Reads a plain-old-data value from the start of `bytes` (any alignment).
+fn read_pod<T: Copy>(bytes: &[u8]) -> T {
+    assert!(bytes.len() >= size_of::<T>());
+    // SAFETY: length checked above; T is one of tracer_common's #[repr(C)] integer-only types,
+    // for which every bit pattern is valid; read_unaligned handles any alignment.
+    unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+}
+
+fn payload<T: Copy>(kind: u16, p: &[u8]) -> Result<T, DecodeError> {
+    // Layouts never change; a longer payload would come from a later version that appended to a
+    // new kind, which this version does not know. Be strict.
+    if p.len() != size_of::<T>() {
+        return Err(DecodeError::BadLength { kind, got: p.len(), want: size_of::<T>() });
+    }
+    Ok(read_pod(p))
+}
+
+fn lossy(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+/// Splits argv as the kernel lays it out (NUL-terminated strings back to back).
+pub fn split_args(b: &[u8]) -> Vec<String> {
+    let b = b.strip_suffix(&[0]).unwrap_or(b);
+    if b.is_empty() {
+        return Vec::new();
+    }
+    b.split(|&c| c == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
+}
+
+/// Decodes one record: a [`Header`] then the payload of its kind.
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(DecodeError::Short(bytes.len()));
+    }
+    let h: Header = read_pod(bytes);
+    let end = HEADER_LEN + h.payload_len as usize;
+    if bytes.len() < end {
+        return Err(DecodeError::BadLength {
+            kind: h.kind,
+            got: bytes.len() - HEADER_LEN,
+            want: h.payload_len as usize,
+        });
+    }
+    let p = &bytes[HEADER_LEN..end];
+    let k = h.kind;
+    let body = match h.kind {
+        KIND_PROC_INFO => Body::ProcInfo(Box::new(serde_json::from_slice(p).map_err(|e| {
+            DecodeError::BadPayload { kind: k, msg: e.to_string() }
+        })?)),
+        KIND_DROPS => Body::Drops(Box::new(serde_json::from_slice(p).map_err(|e| {
+            DecodeError::BadPayload { kind: k, msg: e.to_string() }
+        })?)),
+        _ => match Kind::from_u16(h.kind).ok_or(DecodeError::UnknownKind(h.kind))? {
+            Kind::TcpState => Body::TcpState(payload(k, p)?),
+            Kind::TcpAccept => Body::TcpAccept(payload(k, p)?),
+            Kind::TcpReset => Body::TcpReset(payload(k, p)?),
+            Kind::SocketOpen => Body::SocketOpen(payload(k, p)?),
+            Kind::SocketClose => Body::SocketClose(payload(k, p)?),
+            Kind::SockOwner => Body::SockOwner(payload(k, p)?),
+            Kind::TcpConnect => Body::TcpConnect(payload(k, p)?),
+            Kind::TcpListen => Body::TcpListen(payload(k, p)?),
+            Kind::Signal => Body::Signal(payload(k, p)?),
+            Kind::Fork => Body::Fork(payload(k, p)?),
+            Kind::Exec => {
+                let e: process::Exec = payload(k, p)?;
+                let fl = (e.filename_len as usize).min(e.filename.len());
+                let al = (e.args_len as usize).min(e.args.len());
+                Body::Exec(Box::new(Exec {
+                    old_pid: e.old_pid,
+                    filename: lossy(&e.filename[..fl]),
+                    args: split_args(&e.args[..al]),
+                }))
+            }
+            Kind::Exit => Body::Exit(payload(k, p)?),
+            Kind::OomKill => Body::OomKill(payload(k, p)?),
+            Kind::Mmap => Body::Mmap(payload(k, p)?),
+            Kind::Munmap => Body::Munmap(payload(k, p)?),
+            Kind::Brk => Body::Brk(payload(k, p)?),
+            Kind::MemSample => Body::MemSample(payload(k, p)?),
+        },
+    };
+    Ok(Event {
+        ts_ns: h.ts_ns,
+        cpu: h.cpu,
+        tgid: h.tgid,
+        tid: h.pid,
+        uid: h.uid,
+        cgroup_id: h.cgroup_id,
+        comm: Comm(h.comm),
+        body,
+    })
+}
+
+/// Encodes a header for a record of `kind` with a payload of `payload_len` bytes.
+pub fn header_bytes(ev_header: &Header) -> [u8; HEADER_LEN] {
+    let mut out = [0u8; HEADER_LEN];
+    // SAFETY: Header is #[repr(C)] with no implicit padding (tracer_common layout tests).
+    let src = unsafe {
+        std::slice::from_raw_parts((ev_header as *const Header).cast::<u8>(), HEADER_LEN)
+    };
+    out.copy_from_slice(src);
+    out
+}
+
+/// Encodes a collector-made record (process info, drop counts) in the same framing as kernel
+/// records, so dumps hold one kind of thing. Returns None for kernel events (they are stored as
+/// the kernel wrote them).
+pub fn encode_user_record(ev: &Event) -> Option<Vec<u8>> {
+    let (kind, json) = match &ev.body {
+        Body::ProcInfo(p) => (KIND_PROC_INFO, serde_json::to_vec(p).ok()?),
+        Body::Drops(d) => (KIND_DROPS, serde_json::to_vec(d).ok()?),
+        _ => return None,
+    };
+    let len = u16::try_from(json.len()).ok()?;
+    let h = Header {
+        kind,
+        payload_len: len,
+        cpu: ev.cpu,
+        ts_ns: ev.ts_ns,
+        tgid: ev.tgid,
+        pid: ev.tid,
+        uid: ev.uid,
+        _pad: 0,
+        cgroup_id: ev.cgroup_id,
+        comm: ev.comm.0,
+    };
+    let mut out = Vec::with_capacity(HEADER_LEN + json.len());
+    out.extend_from_slice(&header_bytes(&h));
+    out.extend_from_slice(&json);
+    Some(out)
+}
+
+/// Test helper and synthetic-event builder: encodes a kernel payload with a header, exactly as
+/// the kernel would.
+pub fn encode_kernel_record<T: tracer_common::Payload>(h: &EventHeader, payload: &T) -> Vec<u8> {
+    let header = Header {
+        kind: T::KIND as u16,
+        payload_len: size_of::<T>() as u16,
+        cpu: h.cpu,
+        ts_ns: h.ts_ns,
+        tgid: h.tgid,
+        pid: h.tid,
+        uid: h.uid,
+        _pad: 0,
+        cgroup_id: h.cgroup_id,
+        comm: h.comm.0,
+    };
+    let mut out = Vec::with_capacity(HEADER_LEN + size_of::<T>());
+    out.extend_from_slice(&header_bytes(&header));
+    // SAFETY: T is a tracer_common #[repr(C)] payload without implicit padding.
+    let p = unsafe { std::slice::from_raw_parts((payload as *const T).cast::<u8>(), size_of::<T>()) };
+    out.extend_from_slice(p);
+    out
+}
+
+/// The header fields of an event, for building records in tests and synthetic streams.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EventHeader {
+    pub ts_ns: u64,
+    pub cpu: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub cgroup_id: u64,
+    pub comm: Comm,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hdr() -> EventHeader {
+        EventHeader { ts_ns: 42, cpu: 1, tgid: 100, tid: 101, uid: 0, cgroup_id: 7, comm: Comm::new("server") }
+    }
+
+    #[test]
+    fn decodes_a_kernel_record() {
+        let sig = signal::Signal {
+            sig: 15, code: 0, result: 0, target_pid: 200, group: 1, errno: 0,
+            target_comm: Comm::new("victim").0,
+        };
+        let ev = decode(&encode_kernel_record(&hdr(), &sig)).unwrap();
+        assert_eq!(ev.tgid, 100);
+        assert_eq!(ev.tid, 101);
+        assert_eq!(ev.comm.to_string(), "server");
+        assert_eq!(ev.kind_name(), "signal");
+        assert_eq!(ev.body, Body::Signal(sig));
+    }
+
+    #[test]
+    fn decodes_exec_filename_and_args() {
+        let mut e = process::Exec {
+            old_pid: 5, filename_len: 0, args_len: 0,
+            filename: [0; process::EXEC_FILENAME_LEN], args: [0; process::EXEC_ARGS_LEN],
+        };
+        let f = b"/usr/bin/sleep";
+        e.filename[..f.len()].copy_from_slice(f);
+        e.filename_len = f.len() as u16 + 1;
+        let a = b"sleep\x0010\x00";
+        e.args[..a.len()].copy_from_slice(a);
+        e.args_len = a.len() as u16;
+        let ev = decode(&encode_kernel_record(&hdr(), &e)).unwrap();
+        let Body::Exec(x) = ev.body else { panic!("not exec") };
+        assert_eq!(x.filename, "/usr/bin/sleep");
+        assert_eq!(x.args, vec!["sleep", "10"]);
+    }
+
+    #[test]
+    fn rejects_short_unknown_and_mis_sized_records() {
+        assert_eq!(decode(&[0u8; 10]), Err(DecodeError::Short(10)));
+        let mut bad = encode_kernel_record(&hdr(), &tcp::TcpListen { fd: 3, backlog: 128 });
+        bad[0] = 99;
+        assert_eq!(decode(&bad), Err(DecodeError::UnknownKind(99)));
+        let mut bad = encode_kernel_record(&hdr(), &tcp::TcpListen { fd: 3, backlog: 128 });
+        bad[2] = 4; // payload_len 4 instead of 8
+        assert!(matches!(decode(&bad), Err(DecodeError::BadLength { .. })));
+        let good = encode_kernel_record(&hdr(), &tcp::TcpListen { fd: 3, backlog: 128 });
+        assert!(matches!(decode(&good[..good.len() - 1]), Err(DecodeError::BadLength { .. })));
+    }
+
+    #[test]
+    fn user_records_round_trip() {
+        let ev = Event {
+            ts_ns: 9, cpu: 0, tgid: 1, tid: 1, uid: 0, cgroup_id: 0, comm: Comm::new("x"),
+            body: Body::ProcInfo(Box::new(ProcInfo {
+                pid: 1, ppid: 0, uid: 0, comm: "init".into(), exe: "/sbin/init".into(),
+                cmdline: vec!["/sbin/init".into()], cgroup: "/".into(), mem_limit: None,
+                nofile_limit: Some(1024),
+            })),
+        };
+        let bytes = encode_user_record(&ev).unwrap();
+        assert_eq!(decode(&bytes).unwrap(), ev);
+        let mut broken = bytes.clone();
+        let n = broken.len();
+        broken[n - 1] = b'!';
+        assert!(matches!(decode(&broken), Err(DecodeError::BadPayload { .. })));
+    }
+}

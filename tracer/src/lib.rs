@@ -1,0 +1,13 @@
+//! tracer: an eBPF connection and memory tracer (library part, shared by the `tracer` binary,
+//! the privileged tests, the benchmarks and the fuzz targets).
+//!
+//! The pipeline is visible in the layout: `probes` (load, attach, ring buffers) → `event`
+//! (decode) → `proc_table` (enrich) → sinks: `output` (printer), `dump` (recorder),
+//! `analysis` (findings).
+pub mod cli;
+pub mod event;
+pub mod filter;
+pub mod host;
+pub mod output;
+pub mod pipeline;
+pub mod proc_table;

@@ -1,0 +1,447 @@
+//! Rendering events for people (one line each) and for scripts (one JSON object per line).
+//! The only module that writes to stdout.
+use std::{
+    io::{self, Write},
+    net::{Ipv4Addr, Ipv6Addr},
+};
+
+use serde_json::{Map, Value, json};
+use tracer_common::{AF_INET6, memory, signal::SI_KERNEL, tcp};
+
+use crate::{
+    event::{Body, Comm, Event},
+    pipeline::{Ctx, Sink},
+};
+
+pub fn tcp_state_name(s: u16) -> &'static str {
+    match s {
+        tcp::state::ESTABLISHED => "ESTABLISHED",
+        tcp::state::SYN_SENT => "SYN_SENT",
+        tcp::state::SYN_RECV => "SYN_RECV",
+        tcp::state::FIN_WAIT1 => "FIN_WAIT1",
+        tcp::state::FIN_WAIT2 => "FIN_WAIT2",
+        tcp::state::TIME_WAIT => "TIME_WAIT",
+        tcp::state::CLOSE => "CLOSE",
+        tcp::state::CLOSE_WAIT => "CLOSE_WAIT",
+        tcp::state::LAST_ACK => "LAST_ACK",
+        tcp::state::LISTEN => "LISTEN",
+        tcp::state::CLOSING => "CLOSING",
+        tcp::state::NEW_SYN_RECV => "NEW_SYN_RECV",
+        _ => "UNKNOWN",
+    }
+}
+
+pub fn signal_name(sig: i32) -> String {
+    const NAMES: [&str; 32] = [
+        "0", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
+        "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT",
+        "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU",
+        "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+    ];
+    match usize::try_from(sig) {
+        Ok(i) if i > 0 && i < NAMES.len() => NAMES[i].to_owned(),
+        _ if (34..=64).contains(&sig) => format!("SIGRTMIN+{}", sig - 34),
+        _ => format!("SIG{sig}"),
+    }
+}
+
+pub fn errno_name(e: i32) -> String {
+    let e = e.abs();
+    let name = match e {
+        1 => "EPERM",
+        2 => "ENOENT",
+        4 => "EINTR",
+        9 => "EBADF",
+        11 => "EAGAIN",
+        12 => "ENOMEM",
+        13 => "EACCES",
+        14 => "EFAULT",
+        22 => "EINVAL",
+        23 => "ENFILE",
+        24 => "EMFILE",
+        32 => "EPIPE",
+        38 => "ENOSYS",
+        53 => "ECONNABORTED",
+        97 => "EAFNOSUPPORT",
+        98 => "EADDRINUSE",
+        99 => "EADDRNOTAVAIL",
+        101 => "ENETUNREACH",
+        103 => "ECONNABORTED",
+        104 => "ECONNRESET",
+        105 => "ENOBUFS",
+        110 => "ETIMEDOUT",
+        111 => "ECONNREFUSED",
+        113 => "EHOSTUNREACH",
+        114 => "EALREADY",
+        115 => "EINPROGRESS",
+        _ => return format!("E{e}"),
+    };
+    name.to_owned()
+}
+
+pub fn ip(family: u16, a: &[u8; 16]) -> String {
+    if family == AF_INET6 {
+        Ipv6Addr::from(*a).to_string()
+    } else {
+        Ipv4Addr::new(a[0], a[1], a[2], a[3]).to_string()
+    }
+}
+
+/// `addr:port`, with brackets for IPv6.
+pub fn endpoint(family: u16, a: &[u8; 16], port: u16) -> String {
+    if family == AF_INET6 {
+        format!("[{}]:{port}", ip(family, a))
+    } else {
+        format!("{}:{port}", ip(family, a))
+    }
+}
+
+fn family_name(f: u16) -> &'static str {
+    match f {
+        1 => "unix",
+        2 => "inet",
+        10 => "inet6",
+        16 => "netlink",
+        17 => "packet",
+        _ => "other",
+    }
+}
+
+/// Splits a kernel wait status into (exit code, fatal signal).
+pub fn wait_status(code: i32) -> (Option<i32>, Option<i32>) {
+    let sig = code & 0x7f;
+    if sig == 0 { (Some((code >> 8) & 0xff), None) } else { (None, Some(sig)) }
+}
+
+/// The JSON object for one event: `ts`, `kind`, `pid`, `tid`, `comm`, `ppid`, then the fields
+/// of its kind. This shape is a stable interface.
+pub fn to_json(ev: &Event, ctx: &Ctx<'_>) -> Value {
+    let mut m = Map::new();
+    m.insert("ts".into(), json!(ctx.host.rfc3339(ev.ts_ns)));
+    m.insert("kind".into(), json!(ev.kind_name()));
+    m.insert("pid".into(), json!(ev.tgid));
+    m.insert("tid".into(), json!(ev.tid));
+    m.insert("comm".into(), json!(ev.comm));
+    m.insert("ppid".into(), json!(ctx.procs.ppid(ev.tgid)));
+    m.insert("uid".into(), json!(ev.uid));
+    let mut put = |k: &str, v: Value| {
+        m.insert(k.to_owned(), v);
+    };
+    match &ev.body {
+        Body::TcpState(t) => {
+            put("old_state", json!(tcp_state_name(t.old_state)));
+            put("new_state", json!(tcp_state_name(t.new_state)));
+            put("family", json!(family_name(t.family)));
+            put("saddr", json!(ip(t.family, &t.saddr)));
+            put("sport", json!(t.sport));
+            put("daddr", json!(ip(t.family, &t.daddr)));
+            put("dport", json!(t.dport));
+            put("owner_pid", owner(t.owner_tgid));
+            put("sk", json!(format!("{:#x}", t.skaddr)));
+        }
+        Body::TcpAccept(a) => {
+            if a.ret >= 0 {
+                put("fd", json!(a.ret));
+            } else {
+                put("error", json!(errno_name(a.ret)));
+            }
+            put("listen_fd", json!(a.listen_fd));
+            if a.family != 0 {
+                put("family", json!(family_name(a.family)));
+                put("saddr", json!(ip(a.family, &a.saddr)));
+                put("sport", json!(a.sport));
+                if a.ret >= 0 {
+                    put("daddr", json!(ip(a.family, &a.daddr)));
+                    put("dport", json!(a.dport));
+                }
+            }
+        }
+        Body::TcpReset(r) => {
+            put("direction", json!(if r.direction == tcp::RESET_SENT { "sent" } else { "received" }));
+            put("family", json!(family_name(r.family)));
+            put("saddr", json!(ip(r.family, &r.saddr)));
+            put("sport", json!(r.sport));
+            put("daddr", json!(ip(r.family, &r.daddr)));
+            put("dport", json!(r.dport));
+            put("owner_pid", owner(r.owner_tgid));
+        }
+        Body::SocketOpen(s) => {
+            if s.fd >= 0 {
+                put("fd", json!(s.fd));
+            } else {
+                put("error", json!(errno_name(s.fd)));
+            }
+            put("family", json!(family_name(s.family)));
+            put("sock_type", json!(s.sock_type));
+        }
+        Body::SocketClose(s) => {
+            put("fd", json!(s.fd));
+            put("family", json!(family_name(s.family)));
+        }
+        Body::SockOwner(o) => {
+            put("sk", json!(format!("{:#x}", o.sk)));
+            put("prev_owner_pid", owner(o.prev_tgid));
+        }
+        Body::TcpConnect(c) => {
+            put("fd", json!(c.fd));
+            if c.ret < 0 {
+                put("error", json!(errno_name(c.ret)));
+            }
+            put("daddr", json!(ip(c.family, &c.daddr)));
+            put("dport", json!(c.dport));
+        }
+        Body::TcpListen(l) => {
+            put("fd", json!(l.fd));
+            put("backlog", json!(l.backlog));
+        }
+        Body::Signal(s) => {
+            put("signal", json!(s.sig));
+            put("signal_name", json!(signal_name(s.sig)));
+            put("target_pid", json!(s.target_pid));
+            put("target_comm", json!(Comm(s.target_comm)));
+            put("code", json!(s.code));
+            put("from_kernel", json!(s.code == SI_KERNEL));
+            put("result", json!(s.result));
+        }
+        Body::Fork(f) => put("child_pid", json!(f.child_pid)),
+        Body::Exec(x) => {
+            put("filename", json!(x.filename));
+            put("args", json!(x.args));
+        }
+        Body::Exit(x) => {
+            let known = x.flags & tracer_common::process::EXIT_CODE_KNOWN != 0;
+            let (code, sig) = if known { wait_status(x.exit_code) } else { (None, None) };
+            put("exit_code", json!(code));
+            put("signal", json!(sig));
+            put("signal_name", json!(sig.map(signal_name)));
+        }
+        Body::OomKill(o) => {
+            put("victim_pid", json!(o.victim_pid));
+            put("victim_comm", json!(Comm(o.victim_comm)));
+            let has_mem = o.flags & tracer_common::oom::OOM_HAS_MEMORY != 0;
+            let rss = (o.anon_rss_kb + o.file_rss_kb + o.shmem_rss_kb) * 1024;
+            put("victim_rss_bytes", if has_mem { json!(rss) } else { Value::Null });
+            put("victim_total_vm_bytes", if has_mem { json!(o.total_vm_kb * 1024) } else { Value::Null });
+            put("victim_anon_rss_bytes", if has_mem { json!(o.anon_rss_kb * 1024) } else { Value::Null });
+            put("oom_score_adj", json!(o.oom_score_adj));
+        }
+        Body::Mmap(x) => {
+            if x.ret >= 0 {
+                put("addr", json!(format!("{:#x}", x.ret)));
+            } else {
+                put("error", json!(errno_name(x.ret as i32)));
+            }
+            put("len", json!(x.len));
+            put("prot", json!(prot_string(x.prot)));
+            put("anonymous", json!(x.flags & memory::MAP_ANONYMOUS != 0));
+            put("shared", json!(x.flags & memory::MAP_SHARED != 0));
+            if x.fd >= 0 {
+                put("fd", json!(x.fd));
+            }
+        }
+        Body::Munmap(x) => {
+            put("addr", json!(format!("{:#x}", x.addr)));
+            put("len", json!(x.len));
+        }
+        Body::Brk(b) => {
+            put("addr", json!(format!("{:#x}", b.brk)));
+            put("prev_addr", json!(format!("{:#x}", b.prev)));
+            put("len", json!(b.brk as i64 - b.prev as i64));
+        }
+        Body::MemSample(s) => {
+            put("rss_bytes", json!(s.rss_bytes));
+            put("rss_anon_bytes", json!(s.rss_anon));
+            put("rss_file_bytes", json!(s.rss_file));
+            put("rss_shmem_bytes", json!(s.rss_shmem));
+            put("swap_bytes", json!(s.swap_bytes));
+            put("mapped_bytes", json!(s.mapped_bytes));
+        }
+        Body::ProcInfo(p) => {
+            put("info", serde_json::to_value(p).unwrap_or(Value::Null));
+        }
+        Body::Drops(d) => {
+            put("drops", json!(d.per_kind.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()));
+        }
+    }
+    Value::Object(m)
+}
+
+fn owner(tgid: u32) -> Value {
+    if tgid == 0 { Value::Null } else { json!(tgid) }
+}
+
+pub fn prot_string(p: u32) -> String {
+    let mut s = String::with_capacity(3);
+    s.push(if p & memory::PROT_READ != 0 { 'r' } else { '-' });
+    s.push(if p & memory::PROT_WRITE != 0 { 'w' } else { '-' });
+    s.push(if p & memory::PROT_EXEC != 0 { 'x' } else { '-' });
+    s
+}
+
+pub fn bytes_human(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{b} B") } else { format!("{v:.1} {}", U[i]) }
+}
+
+fn who(pid: u32, ctx: &Ctx<'_>) -> String {
+    match ctx.procs.get(pid) {
+        Some(p) => format!("{pid}({})", p.comm),
+        None => pid.to_string(),
+    }
+}
+
+/// One line for people: time, process, kind, then what happened.
+pub fn to_line(ev: &Event, ctx: &Ctx<'_>) -> String {
+    let ts = ctx.host.rfc3339(ev.ts_ns);
+    let time = ts.get(11..23).unwrap_or(&ts);
+    let what = match &ev.body {
+        Body::TcpState(t) => format!(
+            "{} -> {}  {} -> {}  owner={}",
+            tcp_state_name(t.old_state),
+            tcp_state_name(t.new_state),
+            endpoint(t.family, &t.saddr, t.sport),
+            endpoint(t.family, &t.daddr, t.dport),
+            if t.owner_tgid == 0 { "?".into() } else { who(t.owner_tgid, ctx) }
+        ),
+        Body::TcpAccept(a) if a.ret >= 0 => format!(
+            "fd {} from {} on {}",
+            a.ret,
+            endpoint(a.family, &a.daddr, a.dport),
+            endpoint(a.family, &a.saddr, a.sport)
+        ),
+        Body::TcpAccept(a) => format!(
+            "FAILED {} on listen fd {} ({})",
+            errno_name(a.ret),
+            a.listen_fd,
+            endpoint(a.family, &a.saddr, a.sport)
+        ),
+        Body::TcpReset(r) => format!(
+            "{} {} -> {}  owner={}",
+            if r.direction == tcp::RESET_SENT { "sent" } else { "received" },
+            endpoint(r.family, &r.saddr, r.sport),
+            endpoint(r.family, &r.daddr, r.dport),
+            if r.owner_tgid == 0 { "?".into() } else { who(r.owner_tgid, ctx) }
+        ),
+        Body::SocketOpen(s) if s.fd >= 0 => format!("fd {} ({})", s.fd, family_name(s.family)),
+        Body::SocketOpen(s) => format!("FAILED {} ({})", errno_name(s.fd), family_name(s.family)),
+        Body::SocketClose(s) => format!("fd {} ({})", s.fd, family_name(s.family)),
+        Body::SockOwner(o) => format!("sk {:#x} prev={}", o.sk, o.prev_tgid),
+        Body::TcpConnect(c) => format!(
+            "fd {} -> {} {}",
+            c.fd,
+            endpoint(c.family, &c.daddr, c.dport),
+            if c.ret < 0 { errno_name(c.ret) } else { "ok".into() }
+        ),
+        Body::TcpListen(l) => format!("fd {} backlog {}", l.fd, l.backlog),
+        Body::Signal(s) => format!(
+            "{} -> {}({}){}",
+            signal_name(s.sig),
+            s.target_pid,
+            Comm(s.target_comm),
+            if s.code == SI_KERNEL { " [kernel]" } else { "" }
+        ),
+        Body::Fork(f) => format!("child {}", f.child_pid),
+        Body::Exec(x) => format!("{} [{}]", x.filename, x.args.join(" ")),
+        Body::Exit(x) => match wait_status(x.exit_code) {
+            _ if x.flags & tracer_common::process::EXIT_CODE_KNOWN == 0 => "code unknown".into(),
+            (Some(c), _) => format!("code {c}"),
+            (_, Some(s)) => format!("killed by {}", signal_name(s)),
+            _ => String::new(),
+        },
+        Body::OomKill(o) => format!(
+            "victim {}({}) rss {}",
+            o.victim_pid,
+            Comm(o.victim_comm),
+            bytes_human((o.anon_rss_kb + o.file_rss_kb + o.shmem_rss_kb) * 1024)
+        ),
+        Body::Mmap(x) if x.ret >= 0 => format!(
+            "{} {} {} at {:#x}",
+            bytes_human(x.len),
+            prot_string(x.prot),
+            if x.flags & memory::MAP_ANONYMOUS != 0 { "anon" } else { "file" },
+            x.ret
+        ),
+        Body::Mmap(x) => format!("{} FAILED {}", bytes_human(x.len), errno_name(x.ret as i32)),
+        Body::Munmap(x) => format!("{} at {:#x}", bytes_human(x.len), x.addr),
+        Body::Brk(b) => format!("{:+} bytes to {:#x}", b.brk as i64 - b.prev as i64, b.brk),
+        Body::MemSample(s) => format!(
+            "rss {} mapped {}",
+            bytes_human(s.rss_bytes),
+            bytes_human(s.mapped_bytes)
+        ),
+        Body::ProcInfo(p) => format!("{} {}", p.pid, p.cmdline.join(" ")),
+        Body::Drops(d) => format!("{} records lost so far", d.total()),
+    };
+    format!("{time} {:>7} {:<15} {:<12} {what}", ev.tgid, ev.comm.to_string(), ev.kind_name())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+/// Prints events to stdout. Collector records (process info, drops) are not events for people
+/// and are left out, in both formats, so live and replay print the same lines.
+pub struct Printer {
+    format: Format,
+    out: io::BufWriter<io::Stdout>,
+    /// Flush after every line (interactive), or let the buffer fill (replay to a pipe).
+    line_flush: bool,
+}
+
+impl Printer {
+    pub fn new(format: Format, line_flush: bool) -> Printer {
+        Printer { format, out: io::BufWriter::with_capacity(1 << 16, io::stdout()), line_flush }
+    }
+}
+
+/// Whether an event is shown by the printer.
+pub fn printable(ev: &Event) -> bool {
+    !matches!(ev.body, Body::ProcInfo(_) | Body::Drops(_))
+}
+
+impl Sink for Printer {
+    fn event(&mut self, ev: &Event, ctx: &Ctx<'_>) -> anyhow::Result<()> {
+        if !printable(ev) {
+            return Ok(());
+        }
+        let r = match self.format {
+            Format::Json => {
+                serde_json::to_writer(&mut self.out, &to_json(ev, ctx))?;
+                self.out.write_all(b"\n")
+            }
+            Format::Human => writeln!(self.out, "{}", to_line(ev, ctx)),
+        };
+        match r {
+            // The reader went away (`| head`): stop quietly.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Err(BrokenPipe.into()),
+            r => r?,
+        }
+        if self.line_flush {
+            self.out.flush().or_else(|e| if e.kind() == io::ErrorKind::BrokenPipe { Err(BrokenPipe.into()) } else { Err(anyhow::Error::from(e)) })?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, _ctx: &Ctx<'_>) -> anyhow::Result<()> {
+        let _ = self.out.flush();
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("output closed")]
+pub struct BrokenPipe;
+
+/// Writes a line to stdout (for summaries and reports).
+pub fn print(s: &str) {
+    let mut o = io::stdout().lock();
+    let _ = writeln!(o, "{s}");
+}

@@ -1,0 +1,63 @@
+//! The pipeline shared by `live`, `record`, `replay` and `report`:
+//! source (ring buffers or a dump) → process table (enrichment) → filters → sinks (printer,
+//! recorder, analyses). Live and replay feed the same code, which is what makes their output
+//! identical for the same events.
+use crate::{event::Event, filter::Filter, host::HostInfo, proc_table::ProcTable};
+
+/// What a sink may consult besides the event itself.
+pub struct Ctx<'a> {
+    pub procs: &'a ProcTable,
+    pub host: &'a HostInfo,
+}
+
+/// A consumer of the event stream.
+pub trait Sink {
+    /// One event, after the process table has been updated with it.
+    fn event(&mut self, ev: &Event, ctx: &Ctx<'_>) -> anyhow::Result<()>;
+    /// The stream ended (Ctrl-C, end of dump, `--duration`).
+    fn finish(&mut self, _ctx: &Ctx<'_>) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+pub struct Pipeline {
+    pub procs: ProcTable,
+    pub host: HostInfo,
+    pub filter: Filter,
+    sinks: Vec<Box<dyn Sink>>,
+    /// Events seen (before filtering) and passed to sinks.
+    pub seen: u64,
+    pub passed: u64,
+}
+
+impl Pipeline {
+    pub fn new(host: HostInfo, filter: Filter) -> Pipeline {
+        Pipeline { procs: ProcTable::new(), host, filter, sinks: Vec::new(), seen: 0, passed: 0 }
+    }
+
+    pub fn add_sink(&mut self, sink: Box<dyn Sink>) {
+        self.sinks.push(sink);
+    }
+
+    pub fn feed(&mut self, ev: &Event) -> anyhow::Result<()> {
+        self.seen += 1;
+        self.procs.apply(ev);
+        if !self.filter.pass(ev, &self.procs) {
+            return Ok(());
+        }
+        self.passed += 1;
+        let ctx = Ctx { procs: &self.procs, host: &self.host };
+        for s in &mut self.sinks {
+            s.event(ev, &ctx)?;
+        }
+        Ok(())
+    }
+
+    pub fn finish(&mut self) -> anyhow::Result<()> {
+        let ctx = Ctx { procs: &self.procs, host: &self.host };
+        for s in &mut self.sinks {
+            s.finish(&ctx)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,259 @@
+//! The process table: seeded from /proc at start (as ProcInfo records) and kept up to date by
+//! fork, exec and exit events. It enriches events (ppid, command line, limits) in `live`,
+//! `replay` and `report` alike, since it is fed only by the event stream.
+//!
+//! Memory stays bounded when processes come and go by the million: a process leaves the live
+//! map when it exits and only the last [`GRAVEYARD`] exited processes are remembered (for
+//! late events that name them, such as a signal or OOM report that follows the exit).
+use std::collections::{HashMap, VecDeque};
+
+use crate::event::{Body, Event, ProcInfo};
+
+pub const GRAVEYARD: usize = 8192;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcEntry {
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub comm: String,
+    pub exe: String,
+    pub cmdline: Vec<String>,
+    pub cgroup: String,
+    pub mem_limit: Option<u64>,
+    pub nofile_limit: Option<u64>,
+    /// Boot-time ns of the exit, once exited.
+    pub exited_at: Option<u64>,
+    /// Whether /proc-only facts (limits, cgroup) are known for the current program image.
+    pub has_info: bool,
+}
+
+impl ProcEntry {
+    /// Command line for people: argv joined, or the comm in brackets when unknown.
+    pub fn cmdline_string(&self) -> String {
+        if self.cmdline.is_empty() {
+            format!("[{}]", self.comm)
+        } else {
+            self.cmdline.join(" ")
+        }
+    }
+
+    /// The program this process runs: executable path, else argv[0], else comm.
+    pub fn program(&self) -> &str {
+        if !self.exe.is_empty() {
+            &self.exe
+        } else if let Some(a) = self.cmdline.first() {
+            a
+        } else {
+            &self.comm
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct ProcTable {
+    live: HashMap<u32, ProcEntry>,
+    dead: HashMap<u32, ProcEntry>,
+    dead_order: VecDeque<u32>,
+}
+
+impl ProcTable {
+    pub fn new() -> ProcTable {
+        ProcTable::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    /// A live process, or a recently exited one.
+    pub fn get(&self, pid: u32) -> Option<&ProcEntry> {
+        self.live.get(&pid).or_else(|| self.dead.get(&pid))
+    }
+
+    pub fn is_live(&self, pid: u32) -> bool {
+        self.live.contains_key(&pid)
+    }
+
+    pub fn live_pids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.live.keys().copied()
+    }
+
+    pub fn ppid(&self, pid: u32) -> Option<u32> {
+        self.get(pid).map(|p| p.ppid)
+    }
+
+    /// `pid`, its parent, grandparent... up to init (at most 32 steps).
+    pub fn ancestry(&self, pid: u32) -> Vec<&ProcEntry> {
+        let mut out = Vec::new();
+        let mut cur = pid;
+        for _ in 0..32 {
+            let Some(p) = self.get(cur) else { break };
+            out.push(p);
+            if p.ppid == 0 || p.ppid == cur {
+                break;
+            }
+            cur = p.ppid;
+        }
+        out
+    }
+
+    /// Updates the table from one event. Call before the event is shown to sinks.
+    pub fn apply(&mut self, ev: &Event) {
+        match &ev.body {
+            Body::ProcInfo(info) => self.merge_info(info),
+            Body::Fork(f) => {
+                let parent = self.get(ev.tgid).cloned();
+                let mut child = parent.unwrap_or_else(|| ProcEntry {
+                    pid: ev.tgid,
+                    comm: ev.comm.to_string(),
+                    uid: ev.uid,
+                    ..ProcEntry::default()
+                });
+                child.pid = f.child_pid;
+                child.ppid = ev.tgid;
+                child.exited_at = None;
+                self.dead.remove(&f.child_pid);
+                self.live.insert(f.child_pid, child);
+                self.touch(ev);
+            }
+            Body::Exec(x) => {
+                let e = self.entry(ev);
+                e.comm = ev.comm.to_string();
+                e.exe = x.filename.clone();
+                e.cmdline = x.args.clone();
+                e.uid = ev.uid;
+                e.has_info = false;
+            }
+            Body::Exit(_) => {
+                if let Some(mut e) = self.live.remove(&ev.tgid) {
+                    e.exited_at = Some(ev.ts_ns);
+                    self.bury(e);
+                }
+            }
+            _ => self.touch(ev),
+        }
+    }
+
+    /// Records a process seen for the first time in an event (not in the snapshot).
+    fn touch(&mut self, ev: &Event) {
+        if ev.tgid != 0 && !self.live.contains_key(&ev.tgid) && !self.dead.contains_key(&ev.tgid) {
+            self.entry(ev);
+        }
+    }
+
+    fn entry(&mut self, ev: &Event) -> &mut ProcEntry {
+        let dead = &mut self.dead;
+        self.live.entry(ev.tgid).or_insert_with(|| {
+            dead.remove(&ev.tgid).unwrap_or_else(|| ProcEntry {
+                pid: ev.tgid,
+                comm: ev.comm.to_string(),
+                uid: ev.uid,
+                ..ProcEntry::default()
+            })
+        })
+    }
+
+    fn merge_info(&mut self, info: &ProcInfo) {
+        let e = self.live.entry(info.pid).or_default();
+        e.pid = info.pid;
+        if info.ppid != 0 || e.ppid == 0 {
+            e.ppid = info.ppid;
+        }
+        e.uid = info.uid;
+        if !info.comm.is_empty() {
+            e.comm = info.comm.clone();
+        }
+        if !info.exe.is_empty() {
+            e.exe = info.exe.clone();
+        }
+        if !info.cmdline.is_empty() {
+            e.cmdline = info.cmdline.clone();
+        }
+        e.cgroup = info.cgroup.clone();
+        e.mem_limit = info.mem_limit;
+        e.nofile_limit = info.nofile_limit;
+        e.has_info = true;
+    }
+
+    fn bury(&mut self, e: ProcEntry) {
+        let pid = e.pid;
+        if self.dead.insert(pid, e).is_none() {
+            self.dead_order.push_back(pid);
+        }
+        while self.dead_order.len() > GRAVEYARD {
+            if let Some(old) = self.dead_order.pop_front() {
+                // A pid reused and exited again is still in `dead` under the newer entry only
+                // if it was re-buried; remove only stale ones.
+                if self.dead.get(&old).is_some_and(|d| d.exited_at.is_some()) {
+                    self.dead.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Comm, Exec};
+    use tracer_common::process::{Exit, Fork};
+
+    fn ev(ts: u64, tgid: u32, comm: &str, body: Body) -> Event {
+        Event { ts_ns: ts, cpu: 0, tgid, tid: tgid, uid: 1000, cgroup_id: 0, comm: Comm::new(comm), body }
+    }
+
+    fn info(pid: u32, ppid: u32, comm: &str) -> Body {
+        Body::ProcInfo(Box::new(ProcInfo {
+            pid, ppid, uid: 0, comm: comm.into(), exe: format!("/bin/{comm}"),
+            cmdline: vec![comm.into()], cgroup: "/".into(), mem_limit: None, nofile_limit: Some(1024),
+        }))
+    }
+
+    #[test]
+    fn fork_exec_exit_keep_the_tree() {
+        let mut t = ProcTable::new();
+        t.apply(&ev(1, 1, "init", info(1, 0, "init")));
+        t.apply(&ev(2, 100, "monit", info(100, 1, "monit")));
+        t.apply(&ev(3, 100, "monit", Body::Fork(Fork { child_pid: 200, _pad: 0 })));
+        assert_eq!(t.ppid(200), Some(100));
+        assert_eq!(t.get(200).unwrap().nofile_limit, Some(1024), "inherits limits");
+        t.apply(&ev(4, 200, "node", Body::Exec(Box::new(Exec {
+            old_pid: 200, filename: "/usr/bin/node".into(), args: vec!["node".into(), "app.js".into()],
+        }))));
+        let p = t.get(200).unwrap();
+        assert_eq!(p.comm, "node");
+        assert_eq!(p.cmdline_string(), "node app.js");
+        assert_eq!(p.program(), "/usr/bin/node");
+        let chain: Vec<u32> = t.ancestry(200).iter().map(|p| p.pid).collect();
+        assert_eq!(chain, vec![200, 100, 1]);
+        t.apply(&ev(5, 200, "node", Body::Exit(Exit { exit_code: 15, flags: 1 })));
+        assert!(!t.is_live(200));
+        assert_eq!(t.get(200).unwrap().exited_at, Some(5), "recently exited stays queryable");
+    }
+
+    #[test]
+    fn memory_is_bounded_under_process_churn() {
+        let mut t = ProcTable::new();
+        for i in 0..100_000u32 {
+            let pid = 1000 + i;
+            t.apply(&ev(i as u64, 1, "sh", Body::Fork(Fork { child_pid: pid, _pad: 0 })));
+            t.apply(&ev(i as u64, pid, "sh", Body::Exit(Exit { exit_code: 0, flags: 1 })));
+        }
+        assert!(t.len() <= 2);
+        assert!(t.dead.len() <= GRAVEYARD);
+        assert!(t.dead_order.len() <= GRAVEYARD);
+    }
+
+    #[test]
+    fn unknown_processes_are_learnt_from_their_events() {
+        let mut t = ProcTable::new();
+        t.apply(&ev(1, 77, "curl", Body::Fork(Fork { child_pid: 78, _pad: 0 })));
+        assert_eq!(t.get(77).unwrap().comm, "curl");
+        assert_eq!(t.ppid(78), Some(77));
+    }
+}
