@@ -8,6 +8,7 @@ pub mod cli;
 pub mod event;
 pub mod filter;
 pub mod host;
+pub mod kernel;
 pub mod output;
 pub mod pipeline;
 pub mod proc_table;

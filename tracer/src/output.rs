@@ -408,7 +408,7 @@ pub fn printable(ev: &Event) -> bool {
 }
 
 impl Sink for Printer {
-    fn event(&mut self, ev: &Event, ctx: &Ctx<'_>) -> anyhow::Result<()> {
+    fn event(&mut self, ev: &Event, _raw: &[u8], ctx: &Ctx<'_>) -> anyhow::Result<()> {
         if !printable(ev) {
             return Ok(());
         }

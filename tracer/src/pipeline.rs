@@ -12,8 +12,10 @@ pub struct Ctx<'a> {
 
 /// A consumer of the event stream.
 pub trait Sink {
-    /// One event, after the process table has been updated with it.
-    fn event(&mut self, ev: &Event, ctx: &Ctx<'_>) -> anyhow::Result<()>;
+    /// One event, after the process table has been updated with it. `raw` is the record as the
+    /// kernel wrote it (or, for collector records, as `event::encode_user_record` frames it):
+    /// what a dump stores.
+    fn event(&mut self, ev: &Event, raw: &[u8], ctx: &Ctx<'_>) -> anyhow::Result<()>;
     /// The stream ended (Ctrl-C, end of dump, `--duration`).
     fn finish(&mut self, _ctx: &Ctx<'_>) -> anyhow::Result<()> {
         Ok(())
@@ -39,7 +41,7 @@ impl Pipeline {
         self.sinks.push(sink);
     }
 
-    pub fn feed(&mut self, ev: &Event) -> anyhow::Result<()> {
+    pub fn feed(&mut self, ev: &Event, raw: &[u8]) -> anyhow::Result<()> {
         self.seen += 1;
         self.procs.apply(ev);
         if !self.filter.pass(ev, &self.procs) {
@@ -48,7 +50,7 @@ impl Pipeline {
         self.passed += 1;
         let ctx = Ctx { procs: &self.procs, host: &self.host };
         for s in &mut self.sinks {
-            s.event(ev, &ctx)?;
+            s.event(ev, raw, &ctx)?;
         }
         Ok(())
     }
