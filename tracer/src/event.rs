@@ -81,6 +81,12 @@ pub struct ProcInfo {
     /// Soft RLIMIT_NOFILE.
     #[serde(default)]
     pub nofile_limit: Option<u64>,
+    /// Open file descriptors and, of those, sockets, when this was read from /proc: the
+    /// baseline the kernel's socket open/close accounting is added to.
+    #[serde(default)]
+    pub open_fds: Option<u32>,
+    #[serde(default)]
+    pub open_sockets: Option<u32>,
 }
 
 /// Cumulative records lost in the kernel (ring buffer full), per kind name.
@@ -418,6 +424,8 @@ mod tests {
                 pid: 1, ppid: 0, uid: 0, comm: "init".into(), exe: "/sbin/init".into(),
                 cmdline: vec!["/sbin/init".into()], cgroup: "/".into(), mem_limit: None,
                 nofile_limit: Some(1024),
+                open_fds: Some(4),
+                open_sockets: Some(1),
             })),
         };
         let bytes = encode_user_record(&ev).unwrap();

@@ -211,6 +211,7 @@ mod tests {
         Body::ProcInfo(Box::new(ProcInfo {
             pid, ppid, uid: 0, comm: comm.into(), exe: format!("/bin/{comm}"),
             cmdline: vec![comm.into()], cgroup: "/".into(), mem_limit: None, nofile_limit: Some(1024),
+            open_fds: None, open_sockets: None,
         }))
     }
 
