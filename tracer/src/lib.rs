@@ -5,10 +5,15 @@
 //! (decode) → `proc_table` (enrich) → sinks: `output` (printer), `dump` (recorder),
 //! `analysis` (findings).
 pub mod cli;
+pub mod doctor;
 pub mod event;
 pub mod filter;
 pub mod host;
 pub mod kernel;
+pub mod live;
 pub mod output;
 pub mod pipeline;
+pub mod probes;
 pub mod proc_table;
+pub mod procfs;
+pub mod units;

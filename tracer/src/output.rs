@@ -33,10 +33,38 @@ pub fn tcp_state_name(s: u16) -> &'static str {
 
 pub fn signal_name(sig: i32) -> String {
     const NAMES: [&str; 32] = [
-        "0", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
-        "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT",
-        "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU",
-        "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+        "0",
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
     ];
     match usize::try_from(sig) {
         Ok(i) if i > 0 && i < NAMES.len() => NAMES[i].to_owned(),
@@ -110,7 +138,11 @@ fn family_name(f: u16) -> &'static str {
 /// Splits a kernel wait status into (exit code, fatal signal).
 pub fn wait_status(code: i32) -> (Option<i32>, Option<i32>) {
     let sig = code & 0x7f;
-    if sig == 0 { (Some((code >> 8) & 0xff), None) } else { (None, Some(sig)) }
+    if sig == 0 {
+        (Some((code >> 8) & 0xff), None)
+    } else {
+        (None, Some(sig))
+    }
 }
 
 /// The JSON object for one event: `ts`, `kind`, `pid`, `tid`, `comm`, `ppid`, then the fields
@@ -157,7 +189,14 @@ pub fn to_json(ev: &Event, ctx: &Ctx<'_>) -> Value {
             }
         }
         Body::TcpReset(r) => {
-            put("direction", json!(if r.direction == tcp::RESET_SENT { "sent" } else { "received" }));
+            put(
+                "direction",
+                json!(if r.direction == tcp::RESET_SENT {
+                    "sent"
+                } else {
+                    "received"
+                }),
+            );
             put("family", json!(family_name(r.family)));
             put("saddr", json!(ip(r.family, &r.saddr)));
             put("sport", json!(r.sport));
@@ -210,7 +249,11 @@ pub fn to_json(ev: &Event, ctx: &Ctx<'_>) -> Value {
         }
         Body::Exit(x) => {
             let known = x.flags & tracer_common::process::EXIT_CODE_KNOWN != 0;
-            let (code, sig) = if known { wait_status(x.exit_code) } else { (None, None) };
+            let (code, sig) = if known {
+                wait_status(x.exit_code)
+            } else {
+                (None, None)
+            };
             put("exit_code", json!(code));
             put("signal", json!(sig));
             put("signal_name", json!(sig.map(signal_name)));
@@ -220,9 +263,26 @@ pub fn to_json(ev: &Event, ctx: &Ctx<'_>) -> Value {
             put("victim_comm", json!(Comm(o.victim_comm)));
             let has_mem = o.flags & tracer_common::oom::OOM_HAS_MEMORY != 0;
             let rss = (o.anon_rss_kb + o.file_rss_kb + o.shmem_rss_kb) * 1024;
-            put("victim_rss_bytes", if has_mem { json!(rss) } else { Value::Null });
-            put("victim_total_vm_bytes", if has_mem { json!(o.total_vm_kb * 1024) } else { Value::Null });
-            put("victim_anon_rss_bytes", if has_mem { json!(o.anon_rss_kb * 1024) } else { Value::Null });
+            put(
+                "victim_rss_bytes",
+                if has_mem { json!(rss) } else { Value::Null },
+            );
+            put(
+                "victim_total_vm_bytes",
+                if has_mem {
+                    json!(o.total_vm_kb * 1024)
+                } else {
+                    Value::Null
+                },
+            );
+            put(
+                "victim_anon_rss_bytes",
+                if has_mem {
+                    json!(o.anon_rss_kb * 1024)
+                } else {
+                    Value::Null
+                },
+            );
             put("oom_score_adj", json!(o.oom_score_adj));
         }
         Body::Mmap(x) => {
@@ -260,7 +320,15 @@ pub fn to_json(ev: &Event, ctx: &Ctx<'_>) -> Value {
             put("info", serde_json::to_value(p).unwrap_or(Value::Null));
         }
         Body::Drops(d) => {
-            put("drops", json!(d.per_kind.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()));
+            put(
+                "drops",
+                json!(
+                    d.per_kind
+                        .iter()
+                        .cloned()
+                        .collect::<std::collections::BTreeMap<_, _>>()
+                ),
+            );
         }
     }
     Value::Object(m)
@@ -273,7 +341,11 @@ fn owner(tgid: u32) -> Value {
 pub fn prot_string(p: u32) -> String {
     let mut s = String::with_capacity(3);
     s.push(if p & memory::PROT_READ != 0 { 'r' } else { '-' });
-    s.push(if p & memory::PROT_WRITE != 0 { 'w' } else { '-' });
+    s.push(if p & memory::PROT_WRITE != 0 {
+        'w'
+    } else {
+        '-'
+    });
     s.push(if p & memory::PROT_EXEC != 0 { 'x' } else { '-' });
     s
 }
@@ -286,7 +358,11 @@ pub fn bytes_human(b: u64) -> String {
         v /= 1024.0;
         i += 1;
     }
-    if i == 0 { format!("{b} B") } else { format!("{v:.1} {}", U[i]) }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
 }
 
 fn who(pid: u32, ctx: &Ctx<'_>) -> String {
@@ -307,7 +383,11 @@ pub fn to_line(ev: &Event, ctx: &Ctx<'_>) -> String {
             tcp_state_name(t.new_state),
             endpoint(t.family, &t.saddr, t.sport),
             endpoint(t.family, &t.daddr, t.dport),
-            if t.owner_tgid == 0 { "?".into() } else { who(t.owner_tgid, ctx) }
+            if t.owner_tgid == 0 {
+                "?".into()
+            } else {
+                who(t.owner_tgid, ctx)
+            }
         ),
         Body::TcpAccept(a) if a.ret >= 0 => format!(
             "fd {} from {} on {}",
@@ -323,10 +403,18 @@ pub fn to_line(ev: &Event, ctx: &Ctx<'_>) -> String {
         ),
         Body::TcpReset(r) => format!(
             "{} {} -> {}  owner={}",
-            if r.direction == tcp::RESET_SENT { "sent" } else { "received" },
+            if r.direction == tcp::RESET_SENT {
+                "sent"
+            } else {
+                "received"
+            },
             endpoint(r.family, &r.saddr, r.sport),
             endpoint(r.family, &r.daddr, r.dport),
-            if r.owner_tgid == 0 { "?".into() } else { who(r.owner_tgid, ctx) }
+            if r.owner_tgid == 0 {
+                "?".into()
+            } else {
+                who(r.owner_tgid, ctx)
+            }
         ),
         Body::SocketOpen(s) if s.fd >= 0 => format!("fd {} ({})", s.fd, family_name(s.family)),
         Body::SocketOpen(s) => format!("FAILED {} ({})", errno_name(s.fd), family_name(s.family)),
@@ -336,7 +424,11 @@ pub fn to_line(ev: &Event, ctx: &Ctx<'_>) -> String {
             "fd {} -> {} {}",
             c.fd,
             endpoint(c.family, &c.daddr, c.dport),
-            if c.ret < 0 { errno_name(c.ret) } else { "ok".into() }
+            if c.ret < 0 {
+                errno_name(c.ret)
+            } else {
+                "ok".into()
+            }
         ),
         Body::TcpListen(l) => format!("fd {} backlog {}", l.fd, l.backlog),
         Body::Signal(s) => format!(
@@ -364,7 +456,11 @@ pub fn to_line(ev: &Event, ctx: &Ctx<'_>) -> String {
             "{} {} {} at {:#x}",
             bytes_human(x.len),
             prot_string(x.prot),
-            if x.flags & memory::MAP_ANONYMOUS != 0 { "anon" } else { "file" },
+            if x.flags & memory::MAP_ANONYMOUS != 0 {
+                "anon"
+            } else {
+                "file"
+            },
             x.ret
         ),
         Body::Mmap(x) => format!("{} FAILED {}", bytes_human(x.len), errno_name(x.ret as i32)),
@@ -378,7 +474,12 @@ pub fn to_line(ev: &Event, ctx: &Ctx<'_>) -> String {
         Body::ProcInfo(p) => format!("{} {}", p.pid, p.cmdline.join(" ")),
         Body::Drops(d) => format!("{} records lost so far", d.total()),
     };
-    format!("{time} {:>7} {:<15} {:<12} {what}", ev.tgid, ev.comm.to_string(), ev.kind_name())
+    format!(
+        "{time} {:>7} {:<15} {:<12} {what}",
+        ev.tgid,
+        ev.comm.to_string(),
+        ev.kind_name()
+    )
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -398,7 +499,11 @@ pub struct Printer {
 
 impl Printer {
     pub fn new(format: Format, line_flush: bool) -> Printer {
-        Printer { format, out: io::BufWriter::with_capacity(1 << 16, io::stdout()), line_flush }
+        Printer {
+            format,
+            out: io::BufWriter::with_capacity(1 << 16, io::stdout()),
+            line_flush,
+        }
     }
 }
 
@@ -425,7 +530,13 @@ impl Sink for Printer {
             r => r?,
         }
         if self.line_flush {
-            self.out.flush().or_else(|e| if e.kind() == io::ErrorKind::BrokenPipe { Err(BrokenPipe.into()) } else { Err(anyhow::Error::from(e)) })?;
+            self.out.flush().or_else(|e| {
+                if e.kind() == io::ErrorKind::BrokenPipe {
+                    Err(BrokenPipe.into())
+                } else {
+                    Err(anyhow::Error::from(e))
+                }
+            })?;
         }
         Ok(())
     }
@@ -444,4 +555,10 @@ pub struct BrokenPipe;
 pub fn print(s: &str) {
     let mut o = io::stdout().lock();
     let _ = writeln!(o, "{s}");
+}
+
+/// Writes a line to stderr (summaries that must not mix with JSON on stdout).
+pub fn eprint(s: &str) {
+    let mut e = io::stderr().lock();
+    let _ = writeln!(e, "{s}");
 }

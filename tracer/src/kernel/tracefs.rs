@@ -1,0 +1,578 @@
+//! tracefs: where it is (mounting it if needed), which tracepoints exist, and the layout of
+//! their records, read from `events/<category>/<name>/format` so no kernel's layout is
+//! hard-coded.
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use thiserror::Error;
+use tracer_common::config::{FieldOffset, Offsets};
+
+#[derive(Debug, Error)]
+pub enum TracefsError {
+    #[error(
+        "tracefs is not mounted (looked in /sys/kernel/tracing and /sys/kernel/debug/tracing) and \
+         mounting it failed: {0}; mount it with `mount -t tracefs nodev /sys/kernel/tracing`"
+    )]
+    NotMounted(String),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("malformed format file {path}: {msg}")]
+    Malformed { path: PathBuf, msg: String },
+}
+
+/// One field of a tracepoint record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Field {
+    pub name: String,
+    pub ctype: String,
+    pub offset: u16,
+    pub size: u16,
+}
+
+/// The record layout of one tracepoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Format {
+    pub id: Option<u32>,
+    pub fields: HashMap<String, Field>,
+}
+
+impl Format {
+    pub fn field(&self, name: &str) -> FieldOffset {
+        self.fields
+            .get(name)
+            .map(|f| FieldOffset {
+                offset: f.offset,
+                size: f.size,
+            })
+            .unwrap_or(FieldOffset::ABSENT)
+    }
+}
+
+/// Parses a tracefs `format` file.
+pub fn parse_format(text: &str) -> Result<Format, String> {
+    let mut fmt = Format::default();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(id) = line.strip_prefix("ID:") {
+            fmt.id = id.trim().parse().ok();
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("field:") else {
+            continue;
+        };
+        // field:unsigned short common_type;	offset:0;	size:2;	signed:0;
+        let mut decl = None;
+        let mut offset = None;
+        let mut size = None;
+        for (i, part) in rest.split(';').map(str::trim).enumerate() {
+            if i == 0 {
+                decl = Some(part);
+            } else if let Some(v) = part.strip_prefix("offset:") {
+                offset = v.trim().parse::<u16>().ok();
+            } else if let Some(v) = part.strip_prefix("size:") {
+                size = v.trim().parse::<u16>().ok();
+            }
+        }
+        let decl = decl.ok_or_else(|| format!("no declaration in {line:?}"))?;
+        let (offset, size) = match (offset, size) {
+            (Some(o), Some(s)) => (o, s),
+            _ => return Err(format!("no offset/size in {line:?}")),
+        };
+        // The name is the last identifier, before any array suffix: `__u8 saddr[4]`.
+        // (`__data_loc char[] comm` has brackets in its type, not after its name.)
+        let base = match decl.strip_suffix(']') {
+            Some(d) => d.rsplit_once('[').map_or(d, |(b, _)| b).trim_end(),
+            None => decl,
+        };
+        let name = base
+            .rsplit(|c: char| c.is_whitespace() || c == '*')
+            .next()
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| format!("no field name in {line:?}"))?;
+        let ctype = base[..base.len() - name.len()].trim().to_owned();
+        fmt.fields.insert(
+            name.to_owned(),
+            Field {
+                name: name.to_owned(),
+                ctype,
+                offset,
+                size,
+            },
+        );
+    }
+    if fmt.fields.is_empty() {
+        return Err("no fields".into());
+    }
+    Ok(fmt)
+}
+
+/// A tracefs mount.
+#[derive(Clone, Debug)]
+pub struct Tracefs {
+    pub root: PathBuf,
+}
+
+impl Tracefs {
+    /// Finds tracefs, mounting it at /sys/kernel/tracing when it is not mounted (as `perf` and
+    /// `bpftrace` do); fails with an explanation when that is impossible.
+    pub fn find_or_mount() -> Result<Tracefs, TracefsError> {
+        for root in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+            if Path::new(root).join("events").is_dir() {
+                return Ok(Tracefs { root: root.into() });
+            }
+        }
+        let target = c"/sys/kernel/tracing";
+        // SAFETY: valid NUL-terminated strings; a failed mount has no effect.
+        let rc = unsafe {
+            libc::mount(
+                c"nodev".as_ptr(),
+                target.as_ptr(),
+                c"tracefs".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(TracefsError::NotMounted(
+                std::io::Error::last_os_error().to_string(),
+            ));
+        }
+        Ok(Tracefs {
+            root: "/sys/kernel/tracing".into(),
+        })
+    }
+
+    pub fn at(root: impl Into<PathBuf>) -> Tracefs {
+        Tracefs { root: root.into() }
+    }
+
+    pub fn exists(&self, category: &str, name: &str) -> bool {
+        self.root.join("events").join(category).join(name).is_dir()
+    }
+
+    /// The layout of a tracepoint; `Ok(None)` when this kernel does not have it.
+    pub fn format(&self, category: &str, name: &str) -> Result<Option<Format>, TracefsError> {
+        let path = self
+            .root
+            .join("events")
+            .join(category)
+            .join(name)
+            .join("format");
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(TracefsError::Read { path, source: e }),
+        };
+        parse_format(&text)
+            .map(Some)
+            .map_err(|msg| TracefsError::Malformed { path, msg })
+    }
+}
+
+/// A field the programs would like but this kernel's tracepoint lacks (or a missing
+/// tracepoint, with `field` None).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Missing {
+    pub tracepoint: String,
+    pub field: Option<&'static str>,
+}
+
+/// Fills [`Offsets`] from the format files. Missing tracepoints and fields are reported, not
+/// fatal: the programs treat an absent field (size 0) as unknown.
+pub fn offsets(tfs: &Tracefs) -> Result<(Offsets, Vec<Missing>), TracefsError> {
+    let mut o = Offsets::default();
+    let mut missing = Vec::new();
+    load(
+        tfs,
+        &mut missing,
+        "sock",
+        "inet_sock_set_state",
+        &mut [
+            ("skaddr", &mut o.iss_skaddr),
+            ("oldstate", &mut o.iss_oldstate),
+            ("newstate", &mut o.iss_newstate),
+            ("sport", &mut o.iss_sport),
+            ("dport", &mut o.iss_dport),
+            ("family", &mut o.iss_family),
+            ("protocol", &mut o.iss_protocol),
+            ("saddr", &mut o.iss_saddr),
+            ("daddr", &mut o.iss_daddr),
+            ("saddr_v6", &mut o.iss_saddr_v6),
+            ("daddr_v6", &mut o.iss_daddr_v6),
+        ],
+    )?;
+    // tcp_send_reset changed shape in 6.10 (sockaddr images instead of family/ports): take
+    // whichever fields exist without calling the others missing.
+    match tfs.format("tcp", "tcp_send_reset")? {
+        None => missing.push(Missing {
+            tracepoint: "tcp/tcp_send_reset".into(),
+            field: None,
+        }),
+        Some(f) => {
+            o.tsr_skaddr = f.field("skaddr");
+            o.tsr_state = f.field("state");
+            o.tsr_sport = f.field("sport");
+            o.tsr_dport = f.field("dport");
+            o.tsr_family = f.field("family");
+            o.tsr_saddr = f.field("saddr");
+            o.tsr_daddr = f.field("daddr");
+            o.tsr_saddr_v6 = f.field("saddr_v6");
+            o.tsr_daddr_v6 = f.field("daddr_v6");
+            let sockaddr_style = o.tsr_saddr.size == 28;
+            if !sockaddr_style && !o.tsr_family.present() {
+                missing.push(Missing {
+                    tracepoint: "tcp/tcp_send_reset".into(),
+                    field: Some("family"),
+                });
+            }
+        }
+    }
+    load(
+        tfs,
+        &mut missing,
+        "tcp",
+        "tcp_receive_reset",
+        &mut [
+            ("skaddr", &mut o.trr_skaddr),
+            ("sport", &mut o.trr_sport),
+            ("dport", &mut o.trr_dport),
+            ("family", &mut o.trr_family),
+            ("saddr", &mut o.trr_saddr),
+            ("daddr", &mut o.trr_daddr),
+            ("saddr_v6", &mut o.trr_saddr_v6),
+            ("daddr_v6", &mut o.trr_daddr_v6),
+        ],
+    )?;
+    let mut sl = [FieldOffset::ABSENT; 3];
+    {
+        let [a, b, c] = &mut sl;
+        load(
+            tfs,
+            &mut missing,
+            "sock",
+            "sock_recv_length",
+            &mut [("sk", a), ("family", b), ("protocol", c)],
+        )?;
+    }
+    let mut sl_send = [FieldOffset::ABSENT; 3];
+    {
+        let [a, b, c] = &mut sl_send;
+        load(
+            tfs,
+            &mut missing,
+            "sock",
+            "sock_send_length",
+            &mut [("sk", a), ("family", b), ("protocol", c)],
+        )?;
+    }
+    // One program serves both: they must agree (they share a tracepoint class).
+    if sl == sl_send || sl_send.iter().all(|f| !f.present()) {
+        [o.sl_sk, o.sl_family, o.sl_protocol] = sl;
+    } else if sl.iter().all(|f| !f.present()) {
+        [o.sl_sk, o.sl_family, o.sl_protocol] = sl_send;
+    }
+    load(
+        tfs,
+        &mut missing,
+        "signal",
+        "signal_generate",
+        &mut [
+            ("sig", &mut o.sg_sig),
+            ("errno", &mut o.sg_errno),
+            ("code", &mut o.sg_code),
+            ("comm", &mut o.sg_comm),
+            ("pid", &mut o.sg_pid),
+            ("group", &mut o.sg_group),
+            ("result", &mut o.sg_result),
+        ],
+    )?;
+    load(
+        tfs,
+        &mut missing,
+        "sched",
+        "sched_process_exec",
+        &mut [
+            ("filename", &mut o.exec_filename),
+            ("old_pid", &mut o.exec_old_pid),
+        ],
+    )?;
+    match tfs.format("sched", "sched_process_exit")? {
+        None => missing.push(Missing {
+            tracepoint: "sched/sched_process_exit".into(),
+            field: None,
+        }),
+        Some(f) => {
+            o.exit_pid = f.field("pid");
+            // Newer kernels only; without it the program uses "thread group leader exits".
+            o.exit_group_dead = f.field("group_dead");
+        }
+    }
+    match tfs.format("oom", "mark_victim")? {
+        None => missing.push(Missing {
+            tracepoint: "oom/mark_victim".into(),
+            field: None,
+        }),
+        Some(f) => {
+            // Older kernels carry only the pid: the rest is optional.
+            o.mv_pid = f.field("pid");
+            o.mv_comm = f.field("comm");
+            o.mv_total_vm = f.field("total_vm");
+            o.mv_anon_rss = f.field("anon_rss");
+            o.mv_file_rss = f.field("file_rss");
+            o.mv_shmem_rss = f.field("shmem_rss");
+            o.mv_uid = f.field("uid");
+            o.mv_pgtables = f.field("pgtables");
+            o.mv_oom_score_adj = f.field("oom_score_adj");
+            if !o.mv_pid.present() {
+                missing.push(Missing {
+                    tracepoint: "oom/mark_victim".into(),
+                    field: Some("pid"),
+                });
+            }
+        }
+    }
+    load(
+        tfs,
+        &mut missing,
+        "kmem",
+        "rss_stat",
+        &mut [
+            ("curr", &mut o.rss_curr),
+            ("member", &mut o.rss_member),
+            ("size", &mut o.rss_size),
+        ],
+    )?;
+    // Syscall tracepoints: args[i] at a fixed stride after __syscall_nr. Take the layout from
+    // one and check every syscall the programs read against it.
+    let mut args0: Option<u16> = None;
+    let mut ret: Option<FieldOffset> = None;
+    for (name, first_arg) in SYSCALL_ENTERS {
+        let Some(f) = tfs.format("syscalls", name)? else {
+            missing.push(Missing {
+                tracepoint: format!("syscalls/{name}"),
+                field: None,
+            });
+            continue;
+        };
+        let a = f.field(first_arg);
+        if !a.present() {
+            missing.push(Missing {
+                tracepoint: format!("syscalls/{name}"),
+                field: Some(first_arg),
+            });
+            continue;
+        }
+        match args0 {
+            None => args0 = Some(a.offset),
+            Some(x) if x != a.offset => {
+                return Err(TracefsError::Malformed {
+                    path: tfs.root.join("events/syscalls").join(name),
+                    msg: format!(
+                        "first argument at {} where other syscalls have it at {x}",
+                        a.offset
+                    ),
+                });
+            }
+            _ => {}
+        }
+    }
+    for name in SYSCALL_EXITS {
+        let Some(f) = tfs.format("syscalls", name)? else {
+            missing.push(Missing {
+                tracepoint: format!("syscalls/{name}"),
+                field: None,
+            });
+            continue;
+        };
+        let r = f.field("ret");
+        if r.present() {
+            ret.get_or_insert(r);
+        }
+    }
+    o.sys_args0 = args0
+        .map(|offset| FieldOffset { offset, size: 8 })
+        .unwrap_or_default();
+    o.sys_ret = ret.unwrap_or_default();
+    Ok((o, missing))
+}
+
+/// Reads the wanted fields of one tracepoint into their slots, noting what is missing.
+fn load(
+    tfs: &Tracefs,
+    missing: &mut Vec<Missing>,
+    cat: &str,
+    name: &str,
+    want: &mut [(&'static str, &mut FieldOffset)],
+) -> Result<(), TracefsError> {
+    match tfs.format(cat, name)? {
+        None => missing.push(Missing {
+            tracepoint: format!("{cat}/{name}"),
+            field: None,
+        }),
+        Some(f) => {
+            for (field, slot) in want.iter_mut() {
+                **slot = f.field(field);
+                if !slot.present() {
+                    missing.push(Missing {
+                        tracepoint: format!("{cat}/{name}"),
+                        field: Some(field),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The sys_enter tracepoints the programs read, with their first argument's name.
+const SYSCALL_ENTERS: [(&str, &str); 9] = [
+    ("sys_enter_accept", "fd"),
+    ("sys_enter_accept4", "fd"),
+    ("sys_enter_socket", "family"),
+    ("sys_enter_close", "fd"),
+    ("sys_enter_connect", "fd"),
+    ("sys_enter_listen", "fd"),
+    ("sys_enter_mmap", "addr"),
+    ("sys_enter_munmap", "addr"),
+    ("sys_enter_brk", "brk"),
+];
+const SYSCALL_EXITS: [&str; 6] = [
+    "sys_exit_accept",
+    "sys_exit_accept4",
+    "sys_exit_socket",
+    "sys_exit_connect",
+    "sys_exit_mmap",
+    "sys_exit_brk",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISS: &str = "name: inet_sock_set_state
+ID: 2287
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:int oldstate;\toffset:16;\tsize:4;\tsigned:1;
+\tfield:__u8 saddr_v6[16];\toffset:40;\tsize:16;\tsigned:0;
+\tfield:__data_loc char[] comm;\toffset:12;\tsize:4;\tsigned:0;
+
+print fmt: \"family=%s\", REC->family
+";
+
+    #[test]
+    fn parses_names_types_arrays_pointers_and_data_loc() {
+        let f = parse_format(ISS).unwrap();
+        assert_eq!(f.id, Some(2287));
+        assert_eq!(f.field("skaddr"), FieldOffset { offset: 8, size: 8 });
+        assert_eq!(f.fields["skaddr"].ctype, "const void *");
+        assert_eq!(
+            f.field("oldstate"),
+            FieldOffset {
+                offset: 16,
+                size: 4
+            }
+        );
+        assert_eq!(
+            f.field("saddr_v6"),
+            FieldOffset {
+                offset: 40,
+                size: 16
+            }
+        );
+        assert_eq!(
+            f.field("comm"),
+            FieldOffset {
+                offset: 12,
+                size: 4
+            }
+        );
+        assert_eq!(f.fields["comm"].ctype, "__data_loc char[]");
+        assert!(!f.field("nope").present());
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(parse_format("hello").is_err());
+        assert!(parse_format("field:int x;\toffset:zz;\tsize:4;").is_err());
+    }
+
+    fn write_tp(root: &Path, cat: &str, name: &str, fields: &[(&str, u16, u16)]) {
+        let dir = root.join("events").join(cat).join(name);
+        fs::create_dir_all(&dir).unwrap();
+        let mut s = String::from(
+            "format:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n",
+        );
+        for (decl, off, size) in fields {
+            s.push_str(&format!(
+                "\tfield:{decl};\toffset:{off};\tsize:{size};\tsigned:0;\n"
+            ));
+        }
+        fs::write(dir.join("format"), s).unwrap();
+    }
+
+    #[test]
+    fn missing_tracepoints_and_fields_are_reported_not_fatal() {
+        let dir = std::env::temp_dir().join(format!("tracer-tracefs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        // An "old kernel": mark_victim with only the pid, no rss_stat, one syscall.
+        write_tp(&dir, "oom", "mark_victim", &[("int pid", 8, 4)]);
+        write_tp(
+            &dir,
+            "syscalls",
+            "sys_enter_close",
+            &[("int __syscall_nr", 8, 4), ("unsigned int fd", 16, 8)],
+        );
+        write_tp(
+            &dir,
+            "syscalls",
+            "sys_exit_socket",
+            &[("int __syscall_nr", 8, 4), ("long ret", 16, 8)],
+        );
+        let (o, missing) = offsets(&Tracefs::at(&dir)).unwrap();
+        assert_eq!(o.mv_pid, FieldOffset { offset: 8, size: 4 });
+        assert!(!o.mv_total_vm.present());
+        assert_eq!(
+            o.sys_args0,
+            FieldOffset {
+                offset: 16,
+                size: 8
+            }
+        );
+        assert_eq!(
+            o.sys_ret,
+            FieldOffset {
+                offset: 16,
+                size: 8
+            }
+        );
+        assert!(missing.contains(&Missing {
+            tracepoint: "kmem/rss_stat".into(),
+            field: None
+        }));
+        assert!(!missing.iter().any(|m| m.tracepoint == "oom/mark_victim"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn this_kernels_formats_when_readable() {
+        let Ok(tfs) = Tracefs::find_or_mount() else {
+            return;
+        };
+        if !tfs.exists("sock", "inet_sock_set_state") {
+            return;
+        }
+        let (o, _) = offsets(&tfs).unwrap();
+        assert!(o.iss_skaddr.present() && o.iss_newstate.present());
+        assert_eq!(o.sys_args0.offset, 16);
+    }
+}

@@ -1,0 +1,347 @@
+//! The live source: load and attach the programs, seed the process table from /proc, then
+//! read both ring buffers and feed every record through the pipeline until stopped.
+use std::{
+    collections::{BTreeMap, HashSet},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use clap::Args;
+use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
+use tracer_common::Kind;
+
+use crate::{
+    event::{self, Body, Comm, Drops, Event, ProcInfo},
+    filter::{self, Filter},
+    host::{self, HostInfo},
+    kernel::tracefs::Tracefs,
+    pipeline::Pipeline,
+    probes::{self, Loaded, TraceConfig},
+    procfs::{self, CgroupMounts},
+    units,
+};
+
+/// What to trace: shared by `live` and `record` (and, without the kernel-only options, by
+/// `replay`).
+#[derive(Args, Debug, Clone, Default)]
+pub struct TraceArgs {
+    /// Event families to trace, comma separated: tcp, signal, process, oom, memory (or all).
+    #[arg(long, default_value = "all", value_name = "LIST")]
+    pub events: String,
+    /// Trace only this process and its descendants (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Trace only processes with this name (the kernel's 15-character comm).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+    /// Trace only this cgroup v2 (path below the cgroup2 mount, or absolute) and its children.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<String>,
+    /// Also show SIGCHLD (sent on every child exit; hidden by default).
+    #[arg(long)]
+    pub sigchld: bool,
+    /// Emit a memory sample when a process's RSS or mapped bytes moved by this much.
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = units::parse_size)]
+    pub mem_threshold: u64,
+    /// mmap/munmap/brk moves at least this large are single events.
+    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = units::parse_size)]
+    pub large_mapping: u64,
+    /// Ring buffer for TCP and memory events.
+    #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = units::parse_size)]
+    pub ring_size: u64,
+    /// Ring buffer for signals, process and OOM events (kept apart so floods cannot crowd them out).
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = units::parse_size)]
+    pub critical_ring_size: u64,
+}
+
+impl TraceArgs {
+    /// The userspace filter equivalent to what the kernel is asked to filter.
+    pub fn filter(&self, mounts: &CgroupMounts) -> anyhow::Result<Filter> {
+        let families = filter::parse_families(&self.events)?;
+        let cgroup_id = match &self.cgroup {
+            Some(c) => Some(procfs::cgroup_v2_id(mounts, c).map_err(anyhow::Error::msg)?.0),
+            None => None,
+        };
+        if let Some(c) = &self.comm
+            && c.len() > 15
+        {
+            anyhow::bail!("--comm '{c}' is longer than the kernel's 15-character process names");
+        }
+        Ok(Filter {
+            families,
+            pids: self.pids.iter().copied().collect(),
+            comm: self.comm.clone(),
+            cgroup_id,
+            sigchld: self.sigchld,
+            ..Filter::default()
+        })
+    }
+
+    fn kernel_config(&self, mounts: &CgroupMounts) -> anyhow::Result<TraceConfig> {
+        let f = self.filter(mounts)?;
+        let cgroup = match &self.cgroup {
+            Some(c) => Some(procfs::cgroup_v2_id(mounts, c).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        let ring = |v: u64, what: &str| -> anyhow::Result<u32> {
+            u32::try_from(v).ok().filter(|v| *v >= 4096).with_context(|| format!("{what} must be between 4K and 2G"))
+        };
+        Ok(TraceConfig {
+            families: f.families,
+            pids: self.pids.clone(),
+            comm: self.comm.clone(),
+            cgroup,
+            sigchld: self.sigchld,
+            mem_sample_bytes: self.mem_threshold,
+            large_mapping_bytes: self.large_mapping,
+            critical_ring_bytes: ring(self.critical_ring_size, "--critical-ring-size")?,
+            bulk_ring_bytes: ring(self.ring_size, "--ring-size")?,
+        })
+    }
+}
+
+/// How a live session ended, and what it saw.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub events: u64,
+    pub per_kind: BTreeMap<&'static str, u64>,
+    pub drops: Vec<(Kind, u64)>,
+    pub decode_errors: u64,
+    pub duration: Duration,
+}
+
+impl Summary {
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().map(|(_, n)| n).sum()
+    }
+
+    pub fn render(&self) -> String {
+        let kinds: Vec<String> = self.per_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let mut s = format!(
+            "tracer: {} events in {:.1}s{}{}",
+            self.events,
+            self.duration.as_secs_f64(),
+            if kinds.is_empty() { String::new() } else { format!(" ({})", kinds.join(", ")) },
+            if self.total_drops() == 0 { "; no records lost".to_owned() } else { String::new() }
+        );
+        if self.total_drops() > 0 {
+            let d: Vec<String> = self.drops.iter().map(|(k, n)| format!("{} {n}", k.name())).collect();
+            s.push_str(&format!("; LOST {} records (ring buffer full): {}", self.total_drops(), d.join(", ")));
+        }
+        if self.decode_errors > 0 {
+            s.push_str(&format!("; {} undecodable records", self.decode_errors));
+        }
+        s
+    }
+}
+
+/// A live session: attached programs plus the enrichment state.
+pub struct Session {
+    loaded: Loaded,
+    mounts: CgroupMounts,
+    /// Processes whose /proc facts could not be read (gone): not retried.
+    unreadable: HashSet<u32>,
+    last_drops: Vec<(Kind, u64)>,
+    /// Records copied out of the ring buffers, sorted by time before they are fed.
+    arena: Vec<u8>,
+    index: Vec<(u64, usize, usize)>,
+    summary: Summary,
+}
+
+/// Everything before the first event: tracefs, privileges, loading and attaching.
+pub fn start(args: &TraceArgs) -> anyhow::Result<(Session, HostInfo, Filter)> {
+    let mounts = CgroupMounts::read();
+    let filter = args.filter(&mounts)?;
+    let cfg = args.kernel_config(&mounts)?;
+    if !probes::has_privilege() {
+        return Err(probes::LoadError::NoPrivilege.into());
+    }
+    let tfs = Tracefs::find_or_mount()?;
+    let loaded = probes::load(&cfg, &tfs)?;
+    for m in &loaded.missing_fields {
+        match m.field {
+            Some(f) => tracing::warn!("{}: this kernel has no field '{f}'; it will be reported as unknown", m.tracepoint),
+            None => tracing::debug!("{}: not on this kernel", m.tracepoint),
+        }
+    }
+    tracing::info!("{} probes attached", loaded.attached());
+    let host = HostInfo::current();
+    Ok((
+        Session {
+            loaded,
+            mounts,
+            unreadable: HashSet::new(),
+            last_drops: Vec::new(),
+            arena: Vec::with_capacity(1 << 20),
+            index: Vec::with_capacity(8192),
+            summary: Summary::default(),
+        },
+        host,
+        filter,
+    ))
+}
+
+fn proc_event(info: ProcInfo, ts_ns: u64) -> Event {
+    Event {
+        ts_ns,
+        cpu: 0,
+        tgid: info.pid,
+        tid: info.pid,
+        uid: info.uid,
+        cgroup_id: 0,
+        comm: Comm::new(&info.comm),
+        body: Body::ProcInfo(Box::new(info)),
+    }
+}
+
+/// Feeds a collector-made record (process info, drops) through the pipeline with its framing.
+fn feed_user(pipeline: &mut Pipeline, ev: Event) -> anyhow::Result<()> {
+    let raw = event::encode_user_record(&ev).unwrap_or_default();
+    pipeline.feed(&ev, &raw)
+}
+
+/// How often drop counters are read.
+const DROP_POLL: Duration = Duration::from_secs(1);
+
+impl Session {
+    /// Feeds the /proc snapshot (taken after attaching, so every process is either in it or
+    /// seen forking).
+    pub fn seed(&mut self, pipeline: &mut Pipeline) -> anyhow::Result<()> {
+        let now = host::boot_ns();
+        for info in procfs::snapshot(&self.mounts) {
+            feed_user(pipeline, proc_event(info, now))?;
+        }
+        Ok(())
+    }
+
+    /// Runs until Ctrl-C, SIGTERM, `duration`, or a sink error (a closed stdout ends quietly).
+    pub async fn run(mut self, pipeline: &mut Pipeline, duration: Option<Duration>) -> anyhow::Result<Summary> {
+        let started = std::time::Instant::now();
+        let (critical, bulk) = self.loaded.take_rings().context("ring buffers already taken")?;
+        let mut critical = AsyncFd::new(critical)?;
+        let mut bulk = AsyncFd::new(bulk)?;
+        let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+        let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+        let mut tick = tokio::time::interval(DROP_POLL);
+        let deadline = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(deadline);
+        let result: anyhow::Result<()> = async {
+            loop {
+                tokio::select! {
+                    g = critical.readable_mut() => { let mut g = g?; g.clear_ready(); }
+                    g = bulk.readable_mut() => { let mut g = g?; g.clear_ready(); }
+                    _ = tick.tick() => { self.poll_drops(pipeline)?; }
+                    _ = sigterm.recv() => break,
+                    _ = sigint.recv() => break,
+                    _ = &mut deadline => break,
+                }
+                self.drain(critical.get_mut(), bulk.get_mut(), pipeline)?;
+            }
+            // Whatever is still in the rings when asked to stop.
+            self.drain(critical.get_mut(), bulk.get_mut(), pipeline)?;
+            self.poll_drops(pipeline)?;
+            Ok(())
+        }
+        .await;
+        let finish = pipeline.finish();
+        self.summary.duration = started.elapsed();
+        self.summary.drops = self.last_drops.clone();
+        match result.and(finish) {
+            Err(e) if e.is::<crate::output::BrokenPipe>() => Ok(self.summary),
+            Err(e) => Err(e),
+            Ok(()) => Ok(self.summary),
+        }
+    }
+
+    /// Copies out what both rings hold, orders it by time, and feeds it.
+    fn drain(&mut self, critical: &mut RingBuf<MapData>, bulk: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> anyhow::Result<()> {
+        loop {
+            self.arena.clear();
+            self.index.clear();
+            // Bounded batches keep memory flat under a flood; critical first.
+            for ring in [&mut *critical, &mut *bulk] {
+                let mut n = 0;
+                while n < 4096 {
+                    let Some(item) = ring.next() else { break };
+                    let start = self.arena.len();
+                    self.arena.extend_from_slice(&item);
+                    let ts = item.get(8..16).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))).unwrap_or(0);
+                    self.index.push((ts, start, self.arena.len()));
+                    n += 1;
+                }
+            }
+            if self.index.is_empty() {
+                return Ok(());
+            }
+            self.index.sort_by_key(|(ts, _, _)| *ts);
+            let index = std::mem::take(&mut self.index);
+            let arena = std::mem::take(&mut self.arena);
+            for &(_, a, b) in &index {
+                let raw = &arena[a..b];
+                match event::decode(raw) {
+                    Ok(ev) => {
+                        self.enrich(&ev, pipeline)?;
+                        *self.summary.per_kind.entry(ev.kind_name()).or_default() += 1;
+                        self.summary.events += 1;
+                        pipeline.feed(&ev, raw)?;
+                    }
+                    Err(e) => {
+                        self.summary.decode_errors += 1;
+                        tracing::warn!("undecodable record from the kernel: {e}");
+                    }
+                }
+            }
+            self.index = index;
+            self.arena = arena;
+        }
+    }
+
+    /// Reads /proc facts (limits, cgroup, open sockets) the first time a process shows up after
+    /// exec, and feeds them as a ProcInfo record so dumps carry them too.
+    fn enrich(&mut self, ev: &Event, pipeline: &mut Pipeline) -> anyhow::Result<()> {
+        if ev.tgid == 0 || matches!(ev.body, Body::Exit(_) | Body::Exec(_) | Body::ProcInfo(_) | Body::Drops(_)) {
+            return Ok(());
+        }
+        if pipeline.procs.get(ev.tgid).is_some_and(|p| p.has_info) || self.unreadable.contains(&ev.tgid) {
+            return Ok(());
+        }
+        match procfs::read_proc(ev.tgid, &self.mounts) {
+            Some(info) => feed_user(pipeline, proc_event(info, ev.ts_ns))?,
+            None => {
+                if self.unreadable.len() > 65536 {
+                    self.unreadable.clear();
+                }
+                self.unreadable.insert(ev.tgid);
+            }
+        }
+        Ok(())
+    }
+
+    fn poll_drops(&mut self, pipeline: &mut Pipeline) -> anyhow::Result<()> {
+        let drops = self.loaded.drops()?;
+        if drops != self.last_drops {
+            let new: u64 = drops.iter().map(|(_, n)| n).sum::<u64>() - self.last_drops.iter().map(|(_, n)| n).sum::<u64>();
+            tracing::warn!("{new} records lost: a ring buffer was full (raise --ring-size, or filter with --pid/--comm/--events)");
+            self.last_drops = drops.clone();
+            let ev = Event {
+                ts_ns: host::boot_ns(),
+                cpu: 0,
+                tgid: std::process::id(),
+                tid: std::process::id(),
+                uid: 0,
+                cgroup_id: 0,
+                comm: Comm::new("tracer"),
+                body: Body::Drops(Box::new(Drops { per_kind: drops.iter().map(|(k, n)| (k.name().to_owned(), *n)).collect() })),
+            };
+            feed_user(pipeline, ev)?;
+        }
+        Ok(())
+    }
+}
+

@@ -1,0 +1,435 @@
+//! Loading and attaching the eBPF programs, from one table, and reading what they produce.
+//!
+//! Each family module lists its probes ([`ProbeSpec`]); [`load`] sets the load-time globals
+//! (config, tracepoint field offsets, BTF offsets), loads the object, and attaches every probe
+//! of the selected families. A probe whose tracepoint this kernel lacks is skipped with a
+//! warning (and shown by `tracer doctor`) instead of failing everything.
+mod memory;
+mod oom;
+mod process;
+mod signal;
+mod tcp;
+
+use std::{collections::HashSet, io};
+
+use aya::{
+    Btf, Ebpf, EbpfError, EbpfLoader,
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, ProgramError, TracePoint},
+};
+use thiserror::Error;
+use tracer_common::{
+    Family, Kind, MAX_KIND,
+    config::{Config, FILTER_CGROUP, FILTER_COMM, FILTER_PID, OPT_SIGCHLD, Offsets, TaskOffsets},
+};
+
+use crate::kernel::tracefs::{Missing, Tracefs};
+
+/// Where a program attaches.
+#[derive(Clone, Copy, Debug)]
+pub enum Attach {
+    /// A classic tracepoint: category, name.
+    Tracepoint(&'static str, &'static str),
+    /// A BTF tracepoint (tp_btf) by name.
+    BtfTracepoint(&'static str),
+}
+
+impl Attach {
+    pub fn describe(&self) -> String {
+        match self {
+            Attach::Tracepoint(c, n) => format!("tracepoint {c}/{n}"),
+            Attach::BtfTracepoint(n) => format!("tp_btf {n}"),
+        }
+    }
+}
+
+/// One row of the probe table.
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeSpec {
+    /// Program (function) name in the eBPF object.
+    pub program: &'static str,
+    pub attach: Attach,
+    pub family: Family,
+    pub what: &'static str,
+}
+
+/// Every probe, family by family.
+pub fn all_probes() -> impl Iterator<Item = &'static ProbeSpec> {
+    [
+        tcp::PROBES,
+        signal::PROBES,
+        process::PROBES,
+        oom::PROBES,
+        memory::PROBES,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// What happened to one probe at start-up.
+#[derive(Clone, Debug)]
+pub enum ProbeState {
+    Attached,
+    /// Not needed for the selected families.
+    NotSelected,
+    /// This kernel lacks the attach point, or the program could not load; tracing goes on
+    /// without it.
+    Skipped(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct ProbeStatus {
+    pub spec: ProbeSpec,
+    pub state: ProbeState,
+}
+
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error(
+        "tracing needs root, or CAP_BPF and CAP_PERFMON (and CAP_DAC_READ_SEARCH for tracefs): run with sudo"
+    )]
+    NoPrivilege,
+    #[error("this kernel has no BPF ring buffers (BPF_MAP_TYPE_RINGBUF needs Linux 5.8 or later)")]
+    NoRingBuf,
+    #[error("this kernel refused to load BPF programs: {0}")]
+    Bpf(String),
+    #[error(transparent)]
+    Tracefs(#[from] crate::kernel::tracefs::TracefsError),
+    #[error("no probe could be attached; run `tracer doctor` to see why")]
+    NothingAttached,
+}
+
+/// What to trace, as set on the command line.
+#[derive(Clone, Debug)]
+pub struct TraceConfig {
+    pub families: u32,
+    /// `--pid`: followed with their descendants.
+    pub pids: Vec<u32>,
+    pub comm: Option<String>,
+    /// cgroup v2 id and its depth below the root.
+    pub cgroup: Option<(u64, u32)>,
+    pub sigchld: bool,
+    pub mem_sample_bytes: u64,
+    pub large_mapping_bytes: u64,
+    pub critical_ring_bytes: u32,
+    pub bulk_ring_bytes: u32,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        TraceConfig {
+            families: crate::filter::ALL_FAMILIES,
+            pids: Vec::new(),
+            comm: None,
+            cgroup: None,
+            sigchld: false,
+            mem_sample_bytes: DEFAULT_MEM_SAMPLE,
+            large_mapping_bytes: DEFAULT_LARGE_MAPPING,
+            critical_ring_bytes: 1 << 20,
+            bulk_ring_bytes: 8 << 20,
+        }
+    }
+}
+
+/// A process's RSS or mapped bytes must move this much before the kernel emits a sample: a
+/// runaway allocator growing 100 MiB/s gives ~6 samples a second, an idle host none.
+pub const DEFAULT_MEM_SAMPLE: u64 = 16 << 20;
+/// mmap/munmap/brk at least this large are single events (glibc's default mmap threshold is
+/// 128 KiB, so smaller would turn every malloc of a big buffer into an event).
+pub const DEFAULT_LARGE_MAPPING: u64 = 4 << 20;
+
+impl TraceConfig {
+    fn to_kernel(&self) -> Config {
+        let mut c = Config::zeroed();
+        c.self_tgid = std::process::id();
+        c.families = self.families;
+        if !self.pids.is_empty() {
+            c.filter_flags |= FILTER_PID;
+        }
+        if let Some(comm) = &self.comm {
+            c.filter_flags |= FILTER_COMM;
+            let b = comm.as_bytes();
+            let n = b.len().min(15);
+            c.filter_comm[..n].copy_from_slice(&b[..n]);
+        }
+        if let Some((id, level)) = self.cgroup {
+            c.filter_flags |= FILTER_CGROUP;
+            c.filter_cgroup = id;
+            c.cgroup_level = level;
+        }
+        c.mem_sample_bytes = self.mem_sample_bytes.max(1);
+        c.large_mapping_bytes = self.large_mapping_bytes.max(1);
+        if self.sigchld {
+            c.options |= OPT_SIGCHLD;
+        }
+        c
+    }
+
+    /// Whether a probe is needed: its family is selected, or it keeps kernel state another
+    /// selected feature relies on (fork follows `--pid` descendants).
+    fn wants(&self, p: &ProbeSpec) -> bool {
+        self.families & p.family.bit() != 0
+            || (p.program == "sched_process_fork" && !self.pids.is_empty())
+    }
+}
+
+/// Whether this process may use BPF: root, or CAP_BPF + CAP_PERFMON in its effective set.
+pub fn has_privilege() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    let caps = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .and_then(|v| u64::from_str_radix(&v, 16).ok())
+        .unwrap_or(0);
+    const CAP_PERFMON: u64 = 1 << 38;
+    const CAP_BPF: u64 = 1 << 39;
+    caps & CAP_BPF != 0 && caps & CAP_PERFMON != 0
+}
+
+/// The loaded, attached programs and the maps the collector reads.
+pub struct Loaded {
+    // Keeps programs attached for as long as it lives.
+    _ebpf: Ebpf,
+    rings: Option<(RingBuf<MapData>, RingBuf<MapData>)>,
+    drops: PerCpuArray<MapData, u64>,
+    pub status: Vec<ProbeStatus>,
+    pub missing_fields: Vec<Missing>,
+    pub task_offsets_known: bool,
+}
+
+/// The eBPF object built by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+fn classify(e: &EbpfError) -> LoadError {
+    let text = e.to_string();
+    let os = match e {
+        EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. }) => {
+            io_error.raw_os_error()
+        }
+        _ => None,
+    };
+    if os == Some(libc::EPERM) || text.contains("Operation not permitted") {
+        LoadError::NoPrivilege
+    } else if os == Some(libc::EINVAL) && text.contains("CRITICAL")
+        || text.contains("BULK") && os == Some(libc::EINVAL)
+    {
+        LoadError::NoRingBuf
+    } else {
+        LoadError::Bpf(format!("{e:#}"))
+    }
+}
+
+/// Loads the programs with `cfg` and attaches every selected probe.
+pub fn load(cfg: &TraceConfig, tfs: &Tracefs) -> Result<Loaded, LoadError> {
+    if !has_privilege() {
+        return Err(LoadError::NoPrivilege);
+    }
+    let (offsets, missing_fields): (Offsets, Vec<Missing>) = crate::kernel::tracefs::offsets(tfs)?;
+    let task_offsets = match crate::kernel::btf::task_offsets() {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(
+                "kernel BTF unavailable ({e}): exit codes, fork, accept addresses and mapped bytes will be missing"
+            );
+            TaskOffsets::unknown()
+        }
+    };
+    let kconf = cfg.to_kernel();
+    let btf = Btf::from_sys_fs().ok();
+    let mut loader = EbpfLoader::new();
+    if let Some(b) = btf.as_ref() {
+        loader.btf(b);
+    }
+    loader
+        .override_global("CONFIG", &kconf, true)
+        .override_global("OFFSETS", &offsets, true)
+        .override_global("TASK_OFFSETS", &task_offsets, true)
+        .map_max_entries("CRITICAL", ring_size(cfg.critical_ring_bytes))
+        .map_max_entries("BULK", ring_size(cfg.bulk_ring_bytes));
+    let mut ebpf = loader.load(OBJECT).map_err(|e| classify(&e))?;
+
+    if kconf.filter_flags & FILTER_PID != 0 {
+        seed_tracked(&mut ebpf, &cfg.pids)?;
+    }
+
+    let mut status = Vec::new();
+    for spec in all_probes() {
+        let state = if !cfg.wants(spec) {
+            ProbeState::NotSelected
+        } else {
+            match attach(&mut ebpf, spec, tfs, btf.as_ref()) {
+                Ok(()) => ProbeState::Attached,
+                Err(AttachError::Privilege) => return Err(LoadError::NoPrivilege),
+                Err(AttachError::Skip(why)) => {
+                    tracing::warn!("{} ({}) skipped: {why}", spec.attach.describe(), spec.what);
+                    ProbeState::Skipped(why)
+                }
+            }
+        };
+        status.push(ProbeStatus { spec: *spec, state });
+    }
+    if !status
+        .iter()
+        .any(|s| matches!(s.state, ProbeState::Attached))
+    {
+        return Err(LoadError::NothingAttached);
+    }
+    let take = |ebpf: &mut Ebpf, name: &str| {
+        ebpf.take_map(name)
+            .ok_or_else(|| LoadError::Bpf(format!("map {name} missing from the object")))
+    };
+    let critical = RingBuf::try_from(take(&mut ebpf, "CRITICAL")?)
+        .map_err(|e| LoadError::Bpf(e.to_string()))?;
+    let bulk =
+        RingBuf::try_from(take(&mut ebpf, "BULK")?).map_err(|e| LoadError::Bpf(e.to_string()))?;
+    let drops = PerCpuArray::try_from(take(&mut ebpf, "DROPS")?)
+        .map_err(|e| LoadError::Bpf(e.to_string()))?;
+    let task_offsets_known = task_offsets.task_exit_code != TaskOffsets::UNKNOWN;
+    Ok(Loaded {
+        _ebpf: ebpf,
+        rings: Some((critical, bulk)),
+        drops,
+        status,
+        missing_fields,
+        task_offsets_known,
+    })
+}
+
+/// Ring buffer sizes must be a power-of-two number of pages.
+fn ring_size(bytes: u32) -> u32 {
+    bytes.max(4096).next_power_of_two()
+}
+
+enum AttachError {
+    Privilege,
+    Skip(String),
+}
+
+fn program_error(e: ProgramError) -> AttachError {
+    let text = format!("{e}");
+    let verbose = match &e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            if io_error.raw_os_error() == Some(libc::EPERM)
+                && verifier_log.to_string().trim().is_empty()
+            {
+                return AttachError::Privilege;
+            }
+            format!(
+                "{io_error}; verifier: {}",
+                last_lines(&verifier_log.to_string(), 6)
+            )
+        }
+        ProgramError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EPERM) => {
+            return AttachError::Privilege;
+        }
+        _ => text,
+    };
+    AttachError::Skip(verbose)
+}
+
+fn last_lines(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+fn attach(
+    ebpf: &mut Ebpf,
+    spec: &ProbeSpec,
+    tfs: &Tracefs,
+    btf: Option<&Btf>,
+) -> Result<(), AttachError> {
+    let prog = ebpf
+        .program_mut(spec.program)
+        .ok_or_else(|| AttachError::Skip(format!("program {} not in the object", spec.program)))?;
+    match spec.attach {
+        Attach::Tracepoint(cat, name) => {
+            if !tfs.exists(cat, name) {
+                return Err(AttachError::Skip(
+                    "this kernel has no such tracepoint".into(),
+                ));
+            }
+            let tp: &mut TracePoint = prog.try_into().map_err(program_error)?;
+            tp.load().map_err(program_error)?;
+            tp.attach(cat, name).map_err(program_error)?;
+        }
+        Attach::BtfTracepoint(name) => {
+            let btf = btf.ok_or_else(|| {
+                AttachError::Skip("kernel BTF (/sys/kernel/btf/vmlinux) unavailable".into())
+            })?;
+            let tp: &mut BtfTracePoint = prog.try_into().map_err(program_error)?;
+            tp.load(name, btf).map_err(program_error)?;
+            tp.attach().map_err(program_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// Fills the kernel's TRACKED set with the `--pid` processes and their current descendants
+/// (later ones are added by the fork program).
+fn seed_tracked(ebpf: &mut Ebpf, pids: &[u32]) -> Result<(), LoadError> {
+    let mut set: HashSet<u32> = pids.iter().copied().collect();
+    let procs = crate::procfs::parent_map();
+    loop {
+        let before = set.len();
+        for (pid, ppid) in &procs {
+            if set.contains(ppid) {
+                set.insert(*pid);
+            }
+        }
+        if set.len() == before {
+            break;
+        }
+    }
+    let map = ebpf
+        .map_mut("TRACKED")
+        .ok_or_else(|| LoadError::Bpf("map TRACKED missing".into()))?;
+    let mut tracked: BpfHashMap<_, u32, u8> =
+        BpfHashMap::try_from(map).map_err(|e| LoadError::Bpf(e.to_string()))?;
+    for pid in set {
+        tracked
+            .insert(&pid, &1, 0)
+            .map_err(|e| LoadError::Bpf(e.to_string()))?;
+    }
+    Ok(())
+}
+
+impl Loaded {
+    /// The critical and bulk ring buffers, for the reader (once).
+    pub fn take_rings(&mut self) -> Option<(RingBuf<MapData>, RingBuf<MapData>)> {
+        self.rings.take()
+    }
+
+    /// Records lost in the kernel so far, per kind (all CPUs summed).
+    pub fn drops(&self) -> io::Result<Vec<(Kind, u64)>> {
+        let mut out = Vec::new();
+        for k in Kind::ALL {
+            let idx = k as u32;
+            if idx >= MAX_KIND {
+                continue;
+            }
+            let v = self.drops.get(&idx, 0).map_err(io::Error::other)?;
+            let n: u64 = v.iter().sum();
+            if n > 0 {
+                out.push((k, n));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn attached(&self) -> usize {
+        self.status
+            .iter()
+            .filter(|s| matches!(s.state, ProbeState::Attached))
+            .count()
+    }
+}

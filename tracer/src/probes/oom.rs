@@ -1,0 +1,9 @@
+use super::{Attach::Tracepoint, ProbeSpec};
+use tracer_common::Family::Oom;
+
+pub const PROBES: &[ProbeSpec] = &[ProbeSpec {
+    program: "mark_victim",
+    attach: Tracepoint("oom", "mark_victim"),
+    family: Oom,
+    what: "OOM kills",
+}];
