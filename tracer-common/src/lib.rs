@@ -107,7 +107,10 @@ impl Kind {
 
     /// Critical kinds go to their own ring buffer so a flood of bulk events cannot crowd them out.
     pub fn is_critical(self) -> bool {
-        matches!(self.family(), Family::Signal | Family::Process | Family::Oom)
+        matches!(
+            self.family(),
+            Family::Signal | Family::Process | Family::Oom
+        )
     }
 }
 
@@ -222,10 +225,23 @@ mod layout {
             )*};
         }
         check!(
-            tcp::TcpState, tcp::TcpAccept, tcp::TcpReset, tcp::SocketOpen, tcp::SocketClose,
-            tcp::SockOwner, tcp::TcpConnect, tcp::TcpListen, signal::Signal, process::Fork,
-            process::Exec, process::Exit, oom::OomKill, memory::Mmap, memory::Munmap,
-            memory::Brk, memory::MemSample
+            tcp::TcpState,
+            tcp::TcpAccept,
+            tcp::TcpReset,
+            tcp::SocketOpen,
+            tcp::SocketClose,
+            tcp::SockOwner,
+            tcp::TcpConnect,
+            tcp::TcpListen,
+            signal::Signal,
+            process::Fork,
+            process::Exec,
+            process::Exit,
+            oom::OomKill,
+            memory::Mmap,
+            memory::Munmap,
+            memory::Brk,
+            memory::MemSample
         );
     }
 

@@ -219,7 +219,11 @@ fn header<T: Payload>(t: &Task) -> Header {
 /// in. A full ring buffer is counted in DROPS.
 #[inline(always)]
 pub fn reserve<T: Payload + 'static>(t: &Task) -> Option<RingBufEntry<Record<T>>> {
-    let rb = if T::KIND.is_critical() { &CRITICAL } else { &BULK };
+    let rb = if T::KIND.is_critical() {
+        &CRITICAL
+    } else {
+        &BULK
+    };
     match rb.reserve::<Record<T>>(0) {
         Some(mut e) => {
             unsafe { (&raw mut (*e.as_mut_ptr()).header).write(header::<T>(t)) };
@@ -257,7 +261,10 @@ pub fn current_task_ptr() -> u64 {
 
 /// Reads a tracepoint field; None when this kernel lacks it.
 #[inline(always)]
-pub fn field<T>(ctx: &aya_ebpf::programs::TracePointContext, f: tracer_common::config::FieldOffset) -> Option<T> {
+pub fn field<T>(
+    ctx: &aya_ebpf::programs::TracePointContext,
+    f: tracer_common::config::FieldOffset,
+) -> Option<T> {
     if f.size == 0 {
         return None;
     }

@@ -2,7 +2,11 @@
 //! sample only when one of them moved by the sample threshold; single events for large
 //! mmap/munmap/brk moves. `kmem/rss_stat` fires on every RSS counter update (page faults), so
 //! its program does one map lookup and rarely more.
-use aya_ebpf::{macros::{map, tracepoint}, maps::LruHashMap, programs::TracePointContext};
+use aya_ebpf::{
+    macros::{map, tracepoint},
+    maps::LruHashMap,
+    programs::TracePointContext,
+};
 use tracer_common::{
     Family,
     memory::{Brk, MAP_ANONYMOUS, MemSample, Mmap, Munmap},
@@ -41,7 +45,12 @@ fn state(tgid: u32) -> Option<*mut MemState> {
     if let Some(p) = PROC_MEM.get_ptr_mut(&tgid) {
         return Some(p);
     }
-    let zero = MemState { counters: [0; 4], last_rss: 0, last_mapped: 0, last_brk: 0 };
+    let zero = MemState {
+        counters: [0; 4],
+        last_rss: 0,
+        last_mapped: 0,
+        last_brk: 0,
+    };
     let _ = PROC_MEM.insert(&tgid, &zero, 0);
     PROC_MEM.get_ptr_mut(&tgid)
 }
@@ -133,7 +142,10 @@ fn try_sys_enter_mmap(ctx: &TracePointContext) -> Option<()> {
     let prot = sys_arg(ctx, 2)?;
     let flags = sys_arg(ctx, 3)?;
     let fd = sys_arg(ctx, 4)?;
-    save_args(cur.pid, [TAG_MMAP, len, (prot << 32) | (flags & 0xffff_ffff), fd]);
+    save_args(
+        cur.pid,
+        [TAG_MMAP, len, (prot << 32) | (flags & 0xffff_ffff), fd],
+    );
     Some(())
 }
 
@@ -161,7 +173,11 @@ fn try_sys_exit_mmap(ctx: &TracePointContext) -> Option<()> {
                 len,
                 prot: (args[2] >> 32) as u32,
                 flags,
-                fd: if flags & MAP_ANONYMOUS != 0 { -1 } else { args[3] as i32 },
+                fd: if flags & MAP_ANONYMOUS != 0 {
+                    -1
+                } else {
+                    args[3] as i32
+                },
                 _pad: 0,
             },
         );
@@ -233,7 +249,13 @@ fn try_sys_exit_brk(ctx: &TracePointContext) -> Option<()> {
     if s.last_brk == 0 {
         s.last_brk = brk;
     } else if moved(brk, s.last_brk, conf!(large_mapping_bytes)) {
-        emit(&cur, Brk { brk, prev: s.last_brk });
+        emit(
+            &cur,
+            Brk {
+                brk,
+                prev: s.last_brk,
+            },
+        );
         s.last_brk = brk;
     }
     maybe_sample(&cur, st, Some(mapped_bytes()));

@@ -36,7 +36,13 @@ fn try_sched_process_fork(ctx: &BtfTracePointContext) -> Option<()> {
     if !family_enabled(Family::Process) || !current_allowed(&cur) {
         return None;
     }
-    emit(&cur, Fork { child_pid: child_tgid, _pad: 0 });
+    emit(
+        &cur,
+        Fork {
+            child_pid: child_tgid,
+            _pad: 0,
+        },
+    );
     Some(())
 }
 
@@ -72,7 +78,11 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Option<()> {
     if start != 0 && end > start {
         let len = core::cmp::min(end - start, EXEC_ARGS_LEN as u64) as u32;
         let n = len & (EXEC_ARGS_LEN as u32 - 1);
-        let n = if len == EXEC_ARGS_LEN as u32 { EXEC_ARGS_LEN as u32 } else { n };
+        let n = if len == EXEC_ARGS_LEN as u32 {
+            EXEC_ARGS_LEN as u32
+        } else {
+            n
+        };
         let dst = rec.payload.args.as_mut_ptr() as *mut core::ffi::c_void;
         if unsafe { bpf_probe_read_user(dst, n, start as *const core::ffi::c_void) } == 0 {
             rec.payload.args_len = n as u16;

@@ -3,11 +3,7 @@
 //! `inet_sock_set_state` and the reset tracepoints often run in softirq, where the current
 //! task is not the socket's owner. Ownership is learnt only in process context (connect,
 //! listen, accept, close, send/recv) and kept in SOCK_OWNER, keyed by the `struct sock`.
-use aya_ebpf::{
-    helpers::bpf_probe_read_user,
-    macros::tracepoint,
-    programs::TracePointContext,
-};
+use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use tracer_common::{
     AF_INET, AF_INET6, Family,
     tcp::{
@@ -18,8 +14,8 @@ use tracer_common::{
 
 use crate::common::{
     Owner, SOCK_FDS, SOCK_OWNER, SockFd, Task, current, current_allowed, current_raw,
-    current_task_ptr, emit, family_enabled, field, is_self, kread, off, other_allowed,
-    save_args, sys_arg, sys_ret, take_args, task_off,
+    current_task_ptr, emit, family_enabled, field, is_self, kread, off, other_allowed, save_args,
+    sys_arg, sys_ret, take_args, task_off,
 };
 
 const IPPROTO_TCP: u16 = 6;
@@ -28,7 +24,12 @@ const EINTR: i64 = 4;
 
 #[inline(always)]
 fn owner_of(t: &Task) -> Owner {
-    Owner { tgid: t.tgid, _pad: 0, cgroup_id: t.cgroup_id, comm: t.comm }
+    Owner {
+        tgid: t.tgid,
+        _pad: 0,
+        cgroup_id: t.cgroup_id,
+        comm: t.comm,
+    }
 }
 
 #[inline(always)]
@@ -134,7 +135,11 @@ fn try_tcp_send_reset(ctx: &TracePointContext) -> Option<()> {
     }
     let sk: u64 = field(ctx, off!(tsr_skaddr)).unwrap_or(0);
     let cur = current_raw();
-    let owner = if sk != 0 { unsafe { SOCK_OWNER.get(&sk).copied() } } else { None };
+    let owner = if sk != 0 {
+        unsafe { SOCK_OWNER.get(&sk).copied() }
+    } else {
+        None
+    };
     if !subject_allowed(owner.as_ref(), &cur) {
         return None;
     }
@@ -189,7 +194,11 @@ fn try_tcp_receive_reset(ctx: &TracePointContext) -> Option<()> {
     }
     let sk: u64 = field(ctx, off!(trr_skaddr)).unwrap_or(0);
     let cur = current_raw();
-    let owner = if sk != 0 { unsafe { SOCK_OWNER.get(&sk).copied() } } else { None };
+    let owner = if sk != 0 {
+        unsafe { SOCK_OWNER.get(&sk).copied() }
+    } else {
+        None
+    };
     if !subject_allowed(owner.as_ref(), &cur) {
         return None;
     }
@@ -239,7 +248,14 @@ fn sock_length(ctx: &TracePointContext) -> Option<()> {
     if is_self(tgid) || !current_allowed(&cur) {
         return None;
     }
-    emit(&cur, SockOwner { sk, prev_tgid: prev.unwrap_or(0), _pad: 0 });
+    emit(
+        &cur,
+        SockOwner {
+            sk,
+            prev_tgid: prev.unwrap_or(0),
+            _pad: 0,
+        },
+    );
     Some(())
 }
 
@@ -338,18 +354,40 @@ fn accept_exit(ctx: &TracePointContext) -> Option<()> {
             sock_addrs(sk, &mut ev);
             let _ = SOCK_OWNER.insert(&sk, &owner_of(&cur), 0);
         }
-        let fdv = SockFd { family: ev.family, sock_type: 1, _pad: 0 };
+        let fdv = SockFd {
+            family: ev.family,
+            sock_type: 1,
+            _pad: 0,
+        };
         let _ = SOCK_FDS.insert(&fd_key(cur.tgid, ret as u32), &fdv, 0);
         if ev.family != AF_INET && ev.family != AF_INET6 && ev.family != 0 {
             // accept() on a unix socket: still a socket fd for the accounting.
-            emit(&cur, SocketOpen { fd: ret as i32, family: ev.family, sock_type: 1, protocol: 0, _pad: 0 });
+            emit(
+                &cur,
+                SocketOpen {
+                    fd: ret as i32,
+                    family: ev.family,
+                    sock_type: 1,
+                    protocol: 0,
+                    _pad: 0,
+                },
+            );
             return Some(());
         }
     } else if let Some(sk) = sock_of_fd(args[1] as u32) {
         // Failure: report the listening socket's address, so EMFILE names the port.
         sock_addrs(sk, &mut ev);
         if ev.family != AF_INET && ev.family != AF_INET6 {
-            emit(&cur, SocketOpen { fd: ret as i32, family: ev.family, sock_type: 1, protocol: 0, _pad: 0 });
+            emit(
+                &cur,
+                SocketOpen {
+                    fd: ret as i32,
+                    family: ev.family,
+                    sock_type: 1,
+                    protocol: 0,
+                    _pad: 0,
+                },
+            );
             return Some(());
         }
     }
@@ -395,7 +433,15 @@ fn try_sys_enter_socket(ctx: &TracePointContext) -> Option<()> {
     if !current_allowed(&cur) {
         return None;
     }
-    save_args(cur.pid, [TAG_SOCKET, sys_arg(ctx, 0)?, sys_arg(ctx, 1)?, sys_arg(ctx, 2)?]);
+    save_args(
+        cur.pid,
+        [
+            TAG_SOCKET,
+            sys_arg(ctx, 0)?,
+            sys_arg(ctx, 1)?,
+            sys_arg(ctx, 2)?,
+        ],
+    );
     Some(())
 }
 
@@ -417,9 +463,26 @@ fn try_sys_exit_socket(ctx: &TracePointContext) -> Option<()> {
     // SOCK_NONBLOCK / SOCK_CLOEXEC live in the upper bits of the type argument.
     let sock_type = (args[2] & 0xf) as u16;
     if ret >= 0 {
-        let _ = SOCK_FDS.insert(&fd_key(cur.tgid, ret as u32), &SockFd { family, sock_type, _pad: 0 }, 0);
+        let _ = SOCK_FDS.insert(
+            &fd_key(cur.tgid, ret as u32),
+            &SockFd {
+                family,
+                sock_type,
+                _pad: 0,
+            },
+            0,
+        );
     }
-    emit(&cur, SocketOpen { fd: ret as i32, family, sock_type, protocol: args[3] as i32, _pad: 0 });
+    emit(
+        &cur,
+        SocketOpen {
+            fd: ret as i32,
+            family,
+            sock_type,
+            protocol: args[3] as i32,
+            _pad: 0,
+        },
+    );
     Some(())
 }
 
@@ -441,7 +504,14 @@ fn try_sys_enter_close(ctx: &TracePointContext) -> Option<()> {
     if !current_allowed(&cur) {
         return None;
     }
-    emit(&cur, SocketClose { fd: fd as i32, family: info.family, sock_type: info.sock_type });
+    emit(
+        &cur,
+        SocketClose {
+            fd: fd as i32,
+            family: info.family,
+            sock_type: info.sock_type,
+        },
+    );
     Some(())
 }
 
@@ -482,10 +552,21 @@ fn try_sys_exit_connect(ctx: &TracePointContext) -> Option<()> {
     }
     let ret = sys_ret(ctx)?;
     let cur = current()?;
-    let sa: [u8; 28] = unsafe { bpf_probe_read_user(args[2] as *const [u8; 28]) }.unwrap_or([0; 28]);
+    let sa: [u8; 28] =
+        unsafe { bpf_probe_read_user(args[2] as *const [u8; 28]) }.unwrap_or([0; 28]);
     let mut daddr = [0u8; 16];
     let (family, dport) = from_sockaddr(&sa, &mut daddr);
-    emit(&cur, TcpConnect { fd: args[1] as i32, ret: ret as i32, family, dport, _pad: 0, daddr });
+    emit(
+        &cur,
+        TcpConnect {
+            fd: args[1] as i32,
+            ret: ret as i32,
+            family,
+            dport,
+            _pad: 0,
+            daddr,
+        },
+    );
     Some(())
 }
 
@@ -505,6 +586,12 @@ fn try_sys_enter_listen(ctx: &TracePointContext) -> Option<()> {
     }
     let fd = sys_arg(ctx, 0)?;
     let backlog = sys_arg(ctx, 1)?;
-    emit(&cur, TcpListen { fd: fd as i32, backlog: backlog as i32 });
+    emit(
+        &cur,
+        TcpListen {
+            fd: fd as i32,
+            backlog: backlog as i32,
+        },
+    );
     Some(())
 }

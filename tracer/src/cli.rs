@@ -62,7 +62,9 @@ fn init_tracing(verbose: u8) {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 pub fn main() -> ExitCode {
@@ -92,7 +94,11 @@ pub fn main() -> ExitCode {
 fn run_live(args: LiveArgs) -> anyhow::Result<ExitCode> {
     let (mut session, host, filter) = live::start(&args.trace)?;
     let mut pipeline = Pipeline::new(host, filter);
-    let format = if args.json { Format::Json } else { Format::Human };
+    let format = if args.json {
+        Format::Json
+    } else {
+        Format::Human
+    };
     pipeline.add_sink(Box::new(Printer::new(format, true)));
     session.seed(&mut pipeline)?;
     let summary = runtime()?.block_on(session.run(&mut pipeline, args.duration))?;

@@ -17,7 +17,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
     let privileged = probes::has_privilege();
     print(&format!(
         "privileges      {}",
-        if privileged { "ok (root or CAP_BPF+CAP_PERFMON)" } else { "MISSING: run with sudo" }
+        if privileged {
+            "ok (root or CAP_BPF+CAP_PERFMON)"
+        } else {
+            "MISSING: run with sudo"
+        }
     ));
     if !privileged {
         fatal.push("no privilege to load BPF programs");
@@ -25,11 +29,19 @@ pub fn run() -> anyhow::Result<ExitCode> {
 
     match btf::task_offsets() {
         Ok(o) => {
-            let known = [o.task_exit_code, o.task_tgid, o.mm_total_vm, o.fdtable_fd, o.skc_num]
-                .iter()
-                .filter(|v| **v != TaskOffsets::UNKNOWN)
-                .count();
-            print(&format!("BTF             ok (/sys/kernel/btf/vmlinux; {known}/5 key struct offsets resolved)"));
+            let known = [
+                o.task_exit_code,
+                o.task_tgid,
+                o.mm_total_vm,
+                o.fdtable_fd,
+                o.skc_num,
+            ]
+            .iter()
+            .filter(|v| **v != TaskOffsets::UNKNOWN)
+            .count();
+            print(&format!(
+                "BTF             ok (/sys/kernel/btf/vmlinux; {known}/5 key struct offsets resolved)"
+            ));
         }
         Err(e) => print(&format!(
             "BTF             MISSING ({e}): fork events, exit codes, accept addresses and mapped bytes unavailable"
@@ -60,11 +72,18 @@ pub fn run() -> anyhow::Result<ExitCode> {
                         ProbeState::NotSelected => "not selected".to_owned(),
                         ProbeState::Skipped(why) => format!("SKIPPED: {why}"),
                     };
-                    print(&format!("{:<40}{:<9}{state}", s.spec.attach.describe(), s.spec.family.name()));
+                    print(&format!(
+                        "{:<40}{:<9}{state}",
+                        s.spec.attach.describe(),
+                        s.spec.family.name()
+                    ));
                 }
                 for m in &loaded.missing_fields {
                     if let Some(f) = m.field {
-                        print(&format!("note: {} has no field '{f}' on this kernel (reported as unknown)", m.tracepoint));
+                        print(&format!(
+                            "note: {} has no field '{f}' on this kernel (reported as unknown)",
+                            m.tracepoint
+                        ));
                     }
                 }
                 let total = loaded.status.len();

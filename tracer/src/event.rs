@@ -4,9 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use tracer_common::{
-    COMM_LEN, HEADER_LEN, Header, Kind, memory, oom, process, signal, tcp,
-};
+use tracer_common::{COMM_LEN, HEADER_LEN, Header, Kind, memory, oom, process, signal, tcp};
 
 /// Kind ids of records the collector itself produces (never by the kernel). Stable forever,
 /// like the kernel kinds.
@@ -206,7 +204,11 @@ fn payload<T: Copy>(kind: u16, p: &[u8]) -> Result<T, DecodeError> {
     // Layouts never change; a longer payload would come from a later version that appended to a
     // new kind, which this version does not know. Be strict.
     if p.len() != size_of::<T>() {
-        return Err(DecodeError::BadLength { kind, got: p.len(), want: size_of::<T>() });
+        return Err(DecodeError::BadLength {
+            kind,
+            got: p.len(),
+            want: size_of::<T>(),
+        });
     }
     Ok(read_pod(p))
 }
@@ -222,7 +224,9 @@ pub fn split_args(b: &[u8]) -> Vec<String> {
     if b.is_empty() {
         return Vec::new();
     }
-    b.split(|&c| c == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
+    b.split(|&c| c == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
 }
 
 /// Decodes one record: a [`Header`] then the payload of its kind.
@@ -243,10 +247,16 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let k = h.kind;
     let body = match h.kind {
         KIND_PROC_INFO => Body::ProcInfo(Box::new(serde_json::from_slice(p).map_err(|e| {
-            DecodeError::BadPayload { kind: k, msg: e.to_string() }
+            DecodeError::BadPayload {
+                kind: k,
+                msg: e.to_string(),
+            }
         })?)),
         KIND_DROPS => Body::Drops(Box::new(serde_json::from_slice(p).map_err(|e| {
-            DecodeError::BadPayload { kind: k, msg: e.to_string() }
+            DecodeError::BadPayload {
+                kind: k,
+                msg: e.to_string(),
+            }
         })?)),
         _ => match Kind::from_u16(h.kind).ok_or(DecodeError::UnknownKind(h.kind))? {
             Kind::TcpState => Body::TcpState(payload(k, p)?),
@@ -346,7 +356,8 @@ pub fn encode_kernel_record<T: tracer_common::Payload>(h: &EventHeader, payload:
     let mut out = Vec::with_capacity(HEADER_LEN + size_of::<T>());
     out.extend_from_slice(&header_bytes(&header));
     // SAFETY: T is a tracer_common #[repr(C)] payload without implicit padding.
-    let p = unsafe { std::slice::from_raw_parts((payload as *const T).cast::<u8>(), size_of::<T>()) };
+    let p =
+        unsafe { std::slice::from_raw_parts((payload as *const T).cast::<u8>(), size_of::<T>()) };
     out.extend_from_slice(p);
     out
 }
@@ -368,13 +379,26 @@ mod tests {
     use super::*;
 
     fn hdr() -> EventHeader {
-        EventHeader { ts_ns: 42, cpu: 1, tgid: 100, tid: 101, uid: 0, cgroup_id: 7, comm: Comm::new("server") }
+        EventHeader {
+            ts_ns: 42,
+            cpu: 1,
+            tgid: 100,
+            tid: 101,
+            uid: 0,
+            cgroup_id: 7,
+            comm: Comm::new("server"),
+        }
     }
 
     #[test]
     fn decodes_a_kernel_record() {
         let sig = signal::Signal {
-            sig: 15, code: 0, result: 0, target_pid: 200, group: 1, errno: 0,
+            sig: 15,
+            code: 0,
+            result: 0,
+            target_pid: 200,
+            group: 1,
+            errno: 0,
             target_comm: Comm::new("victim").0,
         };
         let ev = decode(&encode_kernel_record(&hdr(), &sig)).unwrap();
@@ -388,8 +412,11 @@ mod tests {
     #[test]
     fn decodes_exec_filename_and_args() {
         let mut e = process::Exec {
-            old_pid: 5, filename_len: 0, args_len: 0,
-            filename: [0; process::EXEC_FILENAME_LEN], args: [0; process::EXEC_ARGS_LEN],
+            old_pid: 5,
+            filename_len: 0,
+            args_len: 0,
+            filename: [0; process::EXEC_FILENAME_LEN],
+            args: [0; process::EXEC_ARGS_LEN],
         };
         let f = b"/usr/bin/sleep";
         e.filename[..f.len()].copy_from_slice(f);
@@ -398,7 +425,9 @@ mod tests {
         e.args[..a.len()].copy_from_slice(a);
         e.args_len = a.len() as u16;
         let ev = decode(&encode_kernel_record(&hdr(), &e)).unwrap();
-        let Body::Exec(x) = ev.body else { panic!("not exec") };
+        let Body::Exec(x) = ev.body else {
+            panic!("not exec")
+        };
         assert_eq!(x.filename, "/usr/bin/sleep");
         assert_eq!(x.args, vec!["sleep", "10"]);
     }
@@ -406,23 +435,56 @@ mod tests {
     #[test]
     fn rejects_short_unknown_and_mis_sized_records() {
         assert_eq!(decode(&[0u8; 10]), Err(DecodeError::Short(10)));
-        let mut bad = encode_kernel_record(&hdr(), &tcp::TcpListen { fd: 3, backlog: 128 });
+        let mut bad = encode_kernel_record(
+            &hdr(),
+            &tcp::TcpListen {
+                fd: 3,
+                backlog: 128,
+            },
+        );
         bad[0] = 99;
         assert_eq!(decode(&bad), Err(DecodeError::UnknownKind(99)));
-        let mut bad = encode_kernel_record(&hdr(), &tcp::TcpListen { fd: 3, backlog: 128 });
+        let mut bad = encode_kernel_record(
+            &hdr(),
+            &tcp::TcpListen {
+                fd: 3,
+                backlog: 128,
+            },
+        );
         bad[2] = 4; // payload_len 4 instead of 8
         assert!(matches!(decode(&bad), Err(DecodeError::BadLength { .. })));
-        let good = encode_kernel_record(&hdr(), &tcp::TcpListen { fd: 3, backlog: 128 });
-        assert!(matches!(decode(&good[..good.len() - 1]), Err(DecodeError::BadLength { .. })));
+        let good = encode_kernel_record(
+            &hdr(),
+            &tcp::TcpListen {
+                fd: 3,
+                backlog: 128,
+            },
+        );
+        assert!(matches!(
+            decode(&good[..good.len() - 1]),
+            Err(DecodeError::BadLength { .. })
+        ));
     }
 
     #[test]
     fn user_records_round_trip() {
         let ev = Event {
-            ts_ns: 9, cpu: 0, tgid: 1, tid: 1, uid: 0, cgroup_id: 0, comm: Comm::new("x"),
+            ts_ns: 9,
+            cpu: 0,
+            tgid: 1,
+            tid: 1,
+            uid: 0,
+            cgroup_id: 0,
+            comm: Comm::new("x"),
             body: Body::ProcInfo(Box::new(ProcInfo {
-                pid: 1, ppid: 0, uid: 0, comm: "init".into(), exe: "/sbin/init".into(),
-                cmdline: vec!["/sbin/init".into()], cgroup: "/".into(), mem_limit: None,
+                pid: 1,
+                ppid: 0,
+                uid: 0,
+                comm: "init".into(),
+                exe: "/sbin/init".into(),
+                cmdline: vec!["/sbin/init".into()],
+                cgroup: "/".into(),
+                mem_limit: None,
                 nofile_limit: Some(1024),
                 open_fds: Some(4),
                 open_sockets: Some(1),
@@ -433,6 +495,9 @@ mod tests {
         let mut broken = bytes.clone();
         let n = broken.len();
         broken[n - 1] = b'!';
-        assert!(matches!(decode(&broken), Err(DecodeError::BadPayload { .. })));
+        assert!(matches!(
+            decode(&broken),
+            Err(DecodeError::BadPayload { .. })
+        ));
     }
 }

@@ -74,9 +74,7 @@ impl Filter {
     }
 
     fn task_ok(&self, pid: u32, comm: &str, cgroup: Option<u64>) -> bool {
-        self.pid_ok(pid)
-            && self.comm_ok(comm)
-            && self.cgroup_id.is_none_or(|c| cgroup == Some(c))
+        self.pid_ok(pid) && self.comm_ok(comm) && self.cgroup_id.is_none_or(|c| cgroup == Some(c))
     }
 
     /// Whether `ev` passes. Keeps the `--pid` set up to date (children of followed processes are
@@ -146,51 +144,116 @@ mod tests {
     use tracer_common::{process::Fork, signal::Signal, tcp::SocketOpen};
 
     fn ev(tgid: u32, comm: &str, body: Body) -> Event {
-        Event { ts_ns: 10, cpu: 0, tgid, tid: tgid, uid: 0, cgroup_id: 5, comm: Comm::new(comm), body }
+        Event {
+            ts_ns: 10,
+            cpu: 0,
+            tgid,
+            tid: tgid,
+            uid: 0,
+            cgroup_id: 5,
+            comm: Comm::new(comm),
+            body,
+        }
     }
 
     fn sock() -> Body {
-        Body::SocketOpen(SocketOpen { fd: 3, family: 2, sock_type: 1, protocol: 0, _pad: 0 })
+        Body::SocketOpen(SocketOpen {
+            fd: 3,
+            family: 2,
+            sock_type: 1,
+            protocol: 0,
+            _pad: 0,
+        })
     }
 
     #[test]
     fn families_parse_and_reject_unknown() {
-        assert_eq!(parse_families("tcp,oom"), Ok(Family::Tcp.bit() | Family::Oom.bit()));
+        assert_eq!(
+            parse_families("tcp,oom"),
+            Ok(Family::Tcp.bit() | Family::Oom.bit())
+        );
         assert_eq!(parse_families("all"), Ok(ALL_FAMILIES));
-        assert_eq!(parse_families("tcp,disk"), Err(FilterError::UnknownFamily("disk".into())));
+        assert_eq!(
+            parse_families("tcp,disk"),
+            Err(FilterError::UnknownFamily("disk".into()))
+        );
     }
 
     #[test]
     fn pid_filter_follows_children() {
         let procs = ProcTable::new();
-        let mut f = Filter { pids: [100].into(), ..Filter::default() };
+        let mut f = Filter {
+            pids: [100].into(),
+            ..Filter::default()
+        };
         assert!(f.pass(&ev(100, "a", sock()), &procs));
         assert!(!f.pass(&ev(300, "b", sock()), &procs));
-        assert!(f.pass(&ev(100, "a", Body::Fork(Fork { child_pid: 200, _pad: 0 })), &procs));
+        assert!(f.pass(
+            &ev(
+                100,
+                "a",
+                Body::Fork(Fork {
+                    child_pid: 200,
+                    _pad: 0
+                })
+            ),
+            &procs
+        ));
         assert!(f.pass(&ev(200, "a", sock()), &procs), "child followed");
     }
 
     #[test]
     fn signal_passes_if_either_end_matches() {
         let procs = ProcTable::new();
-        let mut f = Filter { comm: Some("victim".into()), ..Filter::default() };
-        let s = Signal { sig: 15, code: 0, result: 0, target_pid: 9, group: 1, errno: 0, target_comm: Comm::new("victim").0 };
+        let mut f = Filter {
+            comm: Some("victim".into()),
+            ..Filter::default()
+        };
+        let s = Signal {
+            sig: 15,
+            code: 0,
+            result: 0,
+            target_pid: 9,
+            group: 1,
+            errno: 0,
+            target_comm: Comm::new("victim").0,
+        };
         assert!(f.pass(&ev(1, "monit", Body::Signal(s)), &procs));
-        let other = Signal { target_comm: Comm::new("other").0, ..s };
+        let other = Signal {
+            target_comm: Comm::new("other").0,
+            ..s
+        };
         assert!(!f.pass(&ev(1, "monit", Body::Signal(other)), &procs));
     }
 
     #[test]
     fn sigchld_and_families_and_time() {
         let procs = ProcTable::new();
-        let mut f = Filter { families: Family::Process.bit(), ..Filter::default() };
+        let mut f = Filter {
+            families: Family::Process.bit(),
+            ..Filter::default()
+        };
         assert!(!f.pass(&ev(1, "a", sock()), &procs));
         let mut f = Filter::default();
-        let s = Signal { sig: 17, code: 0, result: 0, target_pid: 9, group: 1, errno: 0, target_comm: [0; 16] };
+        let s = Signal {
+            sig: 17,
+            code: 0,
+            result: 0,
+            target_pid: 9,
+            group: 1,
+            errno: 0,
+            target_comm: [0; 16],
+        };
         assert!(!f.pass(&ev(1, "a", Body::Signal(s)), &procs));
-        let mut f = Filter { since_ns: Some(11), ..Filter::default() };
+        let mut f = Filter {
+            since_ns: Some(11),
+            ..Filter::default()
+        };
         assert!(!f.pass(&ev(1, "a", sock()), &procs));
-        let mut f = Filter { until_ns: Some(10), ..Filter::default() };
+        let mut f = Filter {
+            until_ns: Some(10),
+            ..Filter::default()
+        };
         assert!(f.pass(&ev(1, "a", sock()), &procs));
     }
 }

@@ -15,7 +15,10 @@ pub struct HostInfo {
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid clock id and out-pointer.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
@@ -28,7 +31,11 @@ pub fn boot_ns() -> u64 {
 
 impl HostInfo {
     pub fn current() -> HostInfo {
-        let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_owned()).unwrap_or_default();
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default()
+        };
         // Take the offset as the minimum over a few samples: the pair read with the least
         // preemption between the two clock reads.
         let boot_to_wall_ns = (0..5)
@@ -93,16 +100,20 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let y: i64 = dp.next()?.parse().ok()?;
     let m: u32 = dp.next()?.parse().ok()?;
     let d: u32 = dp.next()?.parse().ok()?;
-    let (time, offset_s) = if let Some(t) = rest.strip_suffix('Z').or_else(|| rest.strip_suffix('z')) {
-        (t, 0i64)
-    } else if let Some(i) = rest.rfind(['+', '-']) {
-        let (t, off) = rest.split_at(i);
-        let sign = if off.starts_with('-') { -1 } else { 1 };
-        let (oh, om) = off[1..].split_once(':')?;
-        (t, sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60))
-    } else {
-        (rest, 0)
-    };
+    let (time, offset_s) =
+        if let Some(t) = rest.strip_suffix('Z').or_else(|| rest.strip_suffix('z')) {
+            (t, 0i64)
+        } else if let Some(i) = rest.rfind(['+', '-']) {
+            let (t, off) = rest.split_at(i);
+            let sign = if off.starts_with('-') { -1 } else { 1 };
+            let (oh, om) = off[1..].split_once(':')?;
+            (
+                t,
+                sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60),
+            )
+        } else {
+            (rest, 0)
+        };
     let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
     let mut tp = hms.splitn(3, ':');
     let hh: i64 = tp.next()?.parse().ok()?;
@@ -153,8 +164,14 @@ mod tests {
     #[test]
     fn formats_rfc3339_with_nanoseconds() {
         assert_eq!(rfc3339_ns(0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(rfc3339_ns(1_795_479_845_123_456_789), "2026-11-24T00:24:05.123456789Z");
-        assert_eq!(rfc3339_ns(951_782_400_000_000_001), "2000-02-29T00:00:00.000000001Z");
+        assert_eq!(
+            rfc3339_ns(1_795_479_845_123_456_789),
+            "2026-11-24T00:24:05.123456789Z"
+        );
+        assert_eq!(
+            rfc3339_ns(951_782_400_000_000_001),
+            "2000-02-29T00:00:00.000000001Z"
+        );
     }
 
     #[test]
@@ -163,7 +180,10 @@ mod tests {
             assert_eq!(parse_rfc3339(&rfc3339_ns(ns)), Some(ns));
         }
         assert_eq!(parse_rfc3339("1970-01-01T01:00:00+01:00"), Some(0));
-        assert_eq!(parse_rfc3339("2026-11-24T00:24:05Z"), Some(1_795_479_845_000_000_000));
+        assert_eq!(
+            parse_rfc3339("2026-11-24T00:24:05Z"),
+            Some(1_795_479_845_000_000_000)
+        );
         assert_eq!(parse_rfc3339("yesterday"), None);
         assert_eq!(parse_rfc3339("2026-13-01T00:00:00Z"), None);
     }

@@ -60,7 +60,11 @@ impl TraceArgs {
     pub fn filter(&self, mounts: &CgroupMounts) -> anyhow::Result<Filter> {
         let families = filter::parse_families(&self.events)?;
         let cgroup_id = match &self.cgroup {
-            Some(c) => Some(procfs::cgroup_v2_id(mounts, c).map_err(anyhow::Error::msg)?.0),
+            Some(c) => Some(
+                procfs::cgroup_v2_id(mounts, c)
+                    .map_err(anyhow::Error::msg)?
+                    .0,
+            ),
             None => None,
         };
         if let Some(c) = &self.comm
@@ -85,7 +89,10 @@ impl TraceArgs {
             None => None,
         };
         let ring = |v: u64, what: &str| -> anyhow::Result<u32> {
-            u32::try_from(v).ok().filter(|v| *v >= 4096).with_context(|| format!("{what} must be between 4K and 2G"))
+            u32::try_from(v)
+                .ok()
+                .filter(|v| *v >= 4096)
+                .with_context(|| format!("{what} must be between 4K and 2G"))
         };
         Ok(TraceConfig {
             families: f.families,
@@ -117,17 +124,37 @@ impl Summary {
     }
 
     pub fn render(&self) -> String {
-        let kinds: Vec<String> = self.per_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let kinds: Vec<String> = self
+            .per_kind
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
         let mut s = format!(
             "tracer: {} events in {:.1}s{}{}",
             self.events,
             self.duration.as_secs_f64(),
-            if kinds.is_empty() { String::new() } else { format!(" ({})", kinds.join(", ")) },
-            if self.total_drops() == 0 { "; no records lost".to_owned() } else { String::new() }
+            if kinds.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", kinds.join(", "))
+            },
+            if self.total_drops() == 0 {
+                "; no records lost".to_owned()
+            } else {
+                String::new()
+            }
         );
         if self.total_drops() > 0 {
-            let d: Vec<String> = self.drops.iter().map(|(k, n)| format!("{} {n}", k.name())).collect();
-            s.push_str(&format!("; LOST {} records (ring buffer full): {}", self.total_drops(), d.join(", ")));
+            let d: Vec<String> = self
+                .drops
+                .iter()
+                .map(|(k, n)| format!("{} {n}", k.name()))
+                .collect();
+            s.push_str(&format!(
+                "; LOST {} records (ring buffer full): {}",
+                self.total_drops(),
+                d.join(", ")
+            ));
         }
         if self.decode_errors > 0 {
             s.push_str(&format!("; {} undecodable records", self.decode_errors));
@@ -161,7 +188,10 @@ pub fn start(args: &TraceArgs) -> anyhow::Result<(Session, HostInfo, Filter)> {
     let loaded = probes::load(&cfg, &tfs)?;
     for m in &loaded.missing_fields {
         match m.field {
-            Some(f) => tracing::warn!("{}: this kernel has no field '{f}'; it will be reported as unknown", m.tracepoint),
+            Some(f) => tracing::warn!(
+                "{}: this kernel has no field '{f}'; it will be reported as unknown",
+                m.tracepoint
+            ),
             None => tracing::debug!("{}: not on this kernel", m.tracepoint),
         }
     }
@@ -216,9 +246,16 @@ impl Session {
     }
 
     /// Runs until Ctrl-C, SIGTERM, `duration`, or a sink error (a closed stdout ends quietly).
-    pub async fn run(mut self, pipeline: &mut Pipeline, duration: Option<Duration>) -> anyhow::Result<Summary> {
+    pub async fn run(
+        mut self,
+        pipeline: &mut Pipeline,
+        duration: Option<Duration>,
+    ) -> anyhow::Result<Summary> {
         let started = std::time::Instant::now();
-        let (critical, bulk) = self.loaded.take_rings().context("ring buffers already taken")?;
+        let (critical, bulk) = self
+            .loaded
+            .take_rings()
+            .context("ring buffers already taken")?;
         let mut critical = AsyncFd::new(critical)?;
         let mut bulk = AsyncFd::new(bulk)?;
         let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
@@ -260,7 +297,12 @@ impl Session {
     }
 
     /// Copies out what both rings hold, orders it by time, and feeds it.
-    fn drain(&mut self, critical: &mut RingBuf<MapData>, bulk: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> anyhow::Result<()> {
+    fn drain(
+        &mut self,
+        critical: &mut RingBuf<MapData>,
+        bulk: &mut RingBuf<MapData>,
+        pipeline: &mut Pipeline,
+    ) -> anyhow::Result<()> {
         loop {
             self.arena.clear();
             self.index.clear();
@@ -271,7 +313,10 @@ impl Session {
                     let Some(item) = ring.next() else { break };
                     let start = self.arena.len();
                     self.arena.extend_from_slice(&item);
-                    let ts = item.get(8..16).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))).unwrap_or(0);
+                    let ts = item
+                        .get(8..16)
+                        .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
+                        .unwrap_or(0);
                     self.index.push((ts, start, self.arena.len()));
                     n += 1;
                 }
@@ -305,10 +350,17 @@ impl Session {
     /// Reads /proc facts (limits, cgroup, open sockets) the first time a process shows up after
     /// exec, and feeds them as a ProcInfo record so dumps carry them too.
     fn enrich(&mut self, ev: &Event, pipeline: &mut Pipeline) -> anyhow::Result<()> {
-        if ev.tgid == 0 || matches!(ev.body, Body::Exit(_) | Body::Exec(_) | Body::ProcInfo(_) | Body::Drops(_)) {
+        if ev.tgid == 0
+            || matches!(
+                ev.body,
+                Body::Exit(_) | Body::Exec(_) | Body::ProcInfo(_) | Body::Drops(_)
+            )
+        {
             return Ok(());
         }
-        if pipeline.procs.get(ev.tgid).is_some_and(|p| p.has_info) || self.unreadable.contains(&ev.tgid) {
+        if pipeline.procs.get(ev.tgid).is_some_and(|p| p.has_info)
+            || self.unreadable.contains(&ev.tgid)
+        {
             return Ok(());
         }
         match procfs::read_proc(ev.tgid, &self.mounts) {
@@ -326,8 +378,11 @@ impl Session {
     fn poll_drops(&mut self, pipeline: &mut Pipeline) -> anyhow::Result<()> {
         let drops = self.loaded.drops()?;
         if drops != self.last_drops {
-            let new: u64 = drops.iter().map(|(_, n)| n).sum::<u64>() - self.last_drops.iter().map(|(_, n)| n).sum::<u64>();
-            tracing::warn!("{new} records lost: a ring buffer was full (raise --ring-size, or filter with --pid/--comm/--events)");
+            let new: u64 = drops.iter().map(|(_, n)| n).sum::<u64>()
+                - self.last_drops.iter().map(|(_, n)| n).sum::<u64>();
+            tracing::warn!(
+                "{new} records lost: a ring buffer was full (raise --ring-size, or filter with --pid/--comm/--events)"
+            );
             self.last_drops = drops.clone();
             let ev = Event {
                 ts_ns: host::boot_ns(),
@@ -337,11 +392,15 @@ impl Session {
                 uid: 0,
                 cgroup_id: 0,
                 comm: Comm::new("tracer"),
-                body: Body::Drops(Box::new(Drops { per_kind: drops.iter().map(|(k, n)| (k.name().to_owned(), *n)).collect() })),
+                body: Body::Drops(Box::new(Drops {
+                    per_kind: drops
+                        .iter()
+                        .map(|(k, n)| (k.name().to_owned(), *n))
+                        .collect(),
+                })),
             };
             feed_user(pipeline, ev)?;
         }
         Ok(())
     }
 }
-

@@ -34,7 +34,14 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(host: HostInfo, filter: Filter) -> Pipeline {
-        Pipeline { procs: ProcTable::new(), host, filter, sinks: Vec::new(), seen: 0, passed: 0 }
+        Pipeline {
+            procs: ProcTable::new(),
+            host,
+            filter,
+            sinks: Vec::new(),
+            seen: 0,
+            passed: 0,
+        }
     }
 
     pub fn add_sink(&mut self, sink: Box<dyn Sink>) {
@@ -48,7 +55,10 @@ impl Pipeline {
             return Ok(());
         }
         self.passed += 1;
-        let ctx = Ctx { procs: &self.procs, host: &self.host };
+        let ctx = Ctx {
+            procs: &self.procs,
+            host: &self.host,
+        };
         for s in &mut self.sinks {
             s.event(ev, raw, &ctx)?;
         }
@@ -56,7 +66,10 @@ impl Pipeline {
     }
 
     pub fn finish(&mut self) -> anyhow::Result<()> {
-        let ctx = Ctx { procs: &self.procs, host: &self.host };
+        let ctx = Ctx {
+            procs: &self.procs,
+            host: &self.host,
+        };
         for s in &mut self.sinks {
             s.finish(&ctx)?;
         }

@@ -7,9 +7,13 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     if digits == 0 {
-        return Err(format!("invalid size '{s}': expected a number with an optional K, M, G or T suffix, like 64M"));
+        return Err(format!(
+            "invalid size '{s}': expected a number with an optional K, M, G or T suffix, like 64M"
+        ));
     }
-    let n: u64 = t[..digits].parse().map_err(|_| format!("invalid size '{s}': number too large"))?;
+    let n: u64 = t[..digits]
+        .parse()
+        .map_err(|_| format!("invalid size '{s}': number too large"))?;
     let unit = t[digits..].trim().to_ascii_lowercase();
     let mult: u64 = match unit.trim_end_matches("ib").trim_end_matches('b') {
         "" => 1,
@@ -17,25 +21,37 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "m" => 1 << 20,
         "g" => 1 << 30,
         "t" => 1 << 40,
-        _ => return Err(format!("invalid size '{s}': unknown unit '{}' (use K, M, G or T)", &t[digits..])),
+        _ => {
+            return Err(format!(
+                "invalid size '{s}': unknown unit '{}' (use K, M, G or T)",
+                &t[digits..]
+            ));
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("invalid size '{s}': too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("invalid size '{s}': too large"))
 }
 
 /// Parses a duration: a number followed by ms, s, m, h or d (a bare number means seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let digits = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
-    let n: f64 = t[..digits]
-        .parse()
-        .map_err(|_| format!("invalid duration '{s}': expected a number and a unit, like 30s, 10m or 7d"))?;
+    let digits = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let n: f64 = t[..digits].parse().map_err(|_| {
+        format!("invalid duration '{s}': expected a number and a unit, like 30s, 10m or 7d")
+    })?;
     let secs = match t[digits..].trim() {
         "" | "s" | "sec" | "secs" => 1.0,
         "ms" => 0.001,
         "m" | "min" | "mins" => 60.0,
         "h" | "hour" | "hours" => 3600.0,
         "d" | "day" | "days" => 86400.0,
-        u => return Err(format!("invalid duration '{s}': unknown unit '{u}' (use ms, s, m, h or d)")),
+        u => {
+            return Err(format!(
+                "invalid duration '{s}': unknown unit '{u}' (use ms, s, m, h or d)"
+            ));
+        }
     };
     let total = n * secs;
     if !total.is_finite() || total < 0.0 || total > 1e12 {
