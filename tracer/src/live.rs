@@ -195,7 +195,12 @@ pub fn start(args: &TraceArgs) -> anyhow::Result<(Session, HostInfo, Filter)> {
             None => tracing::debug!("{}: not on this kernel", m.tracepoint),
         }
     }
-    tracing::info!("{} probes attached", loaded.attached());
+    let skipped = loaded.status.iter().filter(|s| matches!(s.state, probes::ProbeState::Skipped(_))).count();
+    crate::output::eprint(&format!(
+        "tracer: tracing ({} probes attached{}); Ctrl-C to stop",
+        loaded.attached(),
+        if skipped > 0 { format!(", {skipped} skipped: see `tracer doctor`") } else { String::new() }
+    ));
     let host = HostInfo::current();
     Ok((
         Session {
