@@ -1,1 +1,863 @@
-//! (being written)
+//! Offsets of kernel struct members, read from the kernel's BTF (`/sys/kernel/btf/vmlinux`).
+//!
+//! aya's Rust eBPF has no CO-RE, so the programs get these offsets as a load-time global
+//! ([`TaskOffsets`]). `aya-obj` 0.6 parses BTF but keeps struct members, type lookup by id and
+//! the string table crate-private, so this is a small parser of its own: header, type section
+//! (every kind's trailing data, to find record boundaries) and string section, per
+//! <https://docs.kernel.org/bpf/btf.html>. Everything is bounds-checked: a corrupt file is an
+//! error, never a panic, and nothing is allocated from a length in the file.
+
+use std::path::Path;
+
+use tracer_common::config::TaskOffsets;
+
+const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+const MAGIC: u16 = 0xeb9f;
+const HEADER_LEN: usize = 24;
+/// Type record header: name_off, info, size/type.
+const TYPE_LEN: usize = 12;
+/// Bounds following typedef/const chains and nesting of anonymous members (a corrupt file can
+/// make them cycle).
+const MAX_DEPTH: u32 = 32;
+/// Members looked at per lookup, at most (task_struct has a few hundred).
+const MAX_MEMBER_VISITS: u32 = 1 << 16;
+
+const KIND_INT: u32 = 1;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_TYPE_TAG: u32 = 18;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("no BTF at {VMLINUX}: kernel built without CONFIG_DEBUG_INFO_BTF")]
+    Missing,
+    #[error("cannot read {VMLINUX}: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("not BTF: magic is {0:#06x}, expected {MAGIC:#06x}")]
+    BadMagic(u16),
+    #[error("unsupported BTF version {0} (only version 1 is known)")]
+    Version(u8),
+    #[error("corrupt or truncated BTF: {0}")]
+    Corrupt(&'static str),
+    #[error("BTF type {id} has kind {kind}, which this parser does not know (newer kernel?)")]
+    UnknownKind { id: u32, kind: u32 },
+}
+
+/// Reads `/sys/kernel/btf/vmlinux` (world-readable, no root needed) and resolves the offsets.
+pub fn task_offsets() -> Result<TaskOffsets, BtfError> {
+    let bytes = std::fs::read(Path::new(VMLINUX)).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => BtfError::Missing,
+        _ => BtfError::Read(e),
+    })?;
+    task_offsets_from(&bytes)
+}
+
+/// Resolves the offsets from raw BTF. Members this kernel lacks (or has as bitfields) are left
+/// at [`TaskOffsets::UNKNOWN`]; only an unreadable file is an error.
+pub fn task_offsets_from(bytes: &[u8]) -> Result<TaskOffsets, BtfError> {
+    let btf = Btf::parse(bytes)?;
+    let task = btf.find_struct("task_struct");
+    let mm = btf.find_struct("mm_struct");
+    let files = btf.find_struct("files_struct");
+    let fdtable = btf.find_struct("fdtable");
+    let file = btf.find_struct("file");
+    let socket = btf.find_struct("socket");
+    let sock = btf.find_struct("sock");
+    let off = |outer: Option<u32>, path: &[&str]| {
+        outer
+            .and_then(|id| btf.offset_of(id, path))
+            .unwrap_or(TaskOffsets::UNKNOWN)
+    };
+    // struct sock embeds struct sock_common as `__sk_common`: offsets are from the struct sock.
+    let skc = |member: &str| off(sock, &["__sk_common", member]);
+    Ok(TaskOffsets {
+        task_pid: off(task, &["pid"]),
+        task_tgid: off(task, &["tgid"]),
+        task_exit_code: off(task, &["exit_code"]),
+        task_mm: off(task, &["mm"]),
+        task_files: off(task, &["files"]),
+        mm_total_vm: off(mm, &["total_vm"]),
+        mm_arg_start: off(mm, &["arg_start"]),
+        mm_arg_end: off(mm, &["arg_end"]),
+        files_fdt: off(files, &["fdt"]),
+        fdtable_max_fds: off(fdtable, &["max_fds"]),
+        fdtable_fd: off(fdtable, &["fd"]),
+        file_private_data: off(file, &["private_data"]),
+        socket_sk: off(socket, &["sk"]),
+        skc_daddr: skc("skc_daddr"),
+        skc_rcv_saddr: skc("skc_rcv_saddr"),
+        skc_dport: skc("skc_dport"),
+        skc_num: skc("skc_num"),
+        skc_family: skc("skc_family"),
+        skc_v6_daddr: skc("skc_v6_daddr"),
+        skc_v6_rcv_saddr: skc("skc_v6_rcv_saddr"),
+        sk_protocol: off(sock, &["sk_protocol"]),
+    })
+}
+
+/// A validated BTF blob: every type record lies inside the type section.
+struct Btf<'a> {
+    types: &'a [u8],
+    strings: &'a [u8],
+    big_endian: bool,
+    /// Start of each type record in `types`; type id `n` is `starts[n - 1]` (0 is void).
+    starts: Vec<usize>,
+}
+
+/// One type record: its 12-byte header decoded, plus its trailing data.
+struct Type<'a> {
+    name_off: u32,
+    kind: u32,
+    kind_flag: bool,
+    /// `size` for ints, structs, unions, …; `type` for pointers, typedefs, modifiers, ….
+    size_or_type: u32,
+    extra: &'a [u8],
+}
+
+struct Member {
+    name_off: u32,
+    type_id: u32,
+    bit_offset: u32,
+    /// Non-zero only for bitfields encoded in the member (`kind_flag`).
+    bitfield_size: u32,
+}
+
+fn read_u32(bytes: &[u8], at: usize, big_endian: bool) -> Option<u32> {
+    let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    Some(if big_endian {
+        u32::from_be_bytes(b)
+    } else {
+        u32::from_le_bytes(b)
+    })
+}
+
+/// `bytes[start..start + len]`, with the error naming the section that does not fit.
+fn section<'a>(
+    bytes: &'a [u8],
+    start: usize,
+    len: u32,
+    what: &'static str,
+) -> Result<&'a [u8], BtfError> {
+    start
+        .checked_add(len as usize)
+        .and_then(|end| bytes.get(start..end))
+        .ok_or(BtfError::Corrupt(what))
+}
+
+/// Bytes of data after the 12-byte header of a type record; `None` for a kind this parser does
+/// not know (the record's length, and so every later record, would be unknown).
+fn extra_len(kind: u32, vlen: usize) -> Option<usize> {
+    Some(match kind {
+        // ptr, fwd, typedef, volatile, const, restrict, func, float, type_tag
+        2 | 7 | 8 | 9 | 10 | 11 | 12 | 16 | 18 => 0,
+        // int (encoding), var (linkage), decl_tag (component index)
+        1 | 14 | 17 => 4,
+        // array: element type, index type, length
+        3 => 12,
+        // struct/union members, datasec entries, enum64 values: 12 bytes each
+        4 | 5 | 15 | 19 => 12 * vlen,
+        // enum values, func_proto params: 8 bytes each
+        6 | 13 => 8 * vlen,
+        _ => return None,
+    })
+}
+
+impl<'a> Btf<'a> {
+    fn parse(bytes: &'a [u8]) -> Result<Btf<'a>, BtfError> {
+        let Some(&[m0, m1]) = bytes.get(..2) else {
+            return Err(BtfError::Corrupt("shorter than the BTF header"));
+        };
+        let big_endian = match [m0, m1] {
+            m if m == MAGIC.to_le_bytes() => false,
+            m if m == MAGIC.to_be_bytes() => true,
+            m => return Err(BtfError::BadMagic(u16::from_le_bytes(m))),
+        };
+        let Some(&[_, _, version, _flags]) = bytes.get(..4) else {
+            return Err(BtfError::Corrupt("shorter than the BTF header"));
+        };
+        if version != 1 {
+            return Err(BtfError::Version(version));
+        }
+        let field = |at| {
+            read_u32(bytes, at, big_endian).ok_or(BtfError::Corrupt("shorter than the BTF header"))
+        };
+        let (hdr_len, type_off, type_len, str_off, str_len) =
+            (field(4)?, field(8)?, field(12)?, field(16)?, field(20)?);
+        // A longer header (fields appended by a newer kernel) is fine; a shorter one is not.
+        let body = match bytes.get(hdr_len as usize..) {
+            Some(body) if hdr_len as usize >= HEADER_LEN => body,
+            _ => return Err(BtfError::Corrupt("header length out of range")),
+        };
+        let types = section(
+            body,
+            type_off as usize,
+            type_len,
+            "type section past the end",
+        )?;
+        let strings = section(
+            body,
+            str_off as usize,
+            str_len,
+            "string section past the end",
+        )?;
+        // Name lookups rely on both: offset 0 is the empty name, and every name is terminated.
+        if strings.first() != Some(&0) || strings.last() != Some(&0) {
+            return Err(BtfError::Corrupt("string section not NUL-delimited"));
+        }
+
+        // Record lengths depend on kind and vlen: one pass finds where each record starts.
+        let mut starts = Vec::new();
+        let mut at = 0;
+        while at < types.len() {
+            let id =
+                u32::try_from(starts.len() + 1).map_err(|_| BtfError::Corrupt("too many types"))?;
+            let info = read_u32(types, at + 4, big_endian)
+                .ok_or(BtfError::Corrupt("type record cut short"))?;
+            let kind = (info >> 24) & 0x1f;
+            let extra = extra_len(kind, (info & 0xffff) as usize)
+                .ok_or(BtfError::UnknownKind { id, kind })?;
+            let end = at + TYPE_LEN + extra;
+            if end > types.len() {
+                return Err(BtfError::Corrupt("type record cut short"));
+            }
+            starts.push(at);
+            at = end;
+        }
+        Ok(Btf {
+            types,
+            strings,
+            big_endian,
+            starts,
+        })
+    }
+
+    fn u32_at(&self, bytes: &[u8], at: usize) -> Option<u32> {
+        read_u32(bytes, at, self.big_endian)
+    }
+
+    /// The type with this id; `None` for void (0) and ids past the end.
+    fn ty(&self, id: u32) -> Option<Type<'a>> {
+        let at = *self.starts.get((id as usize).checked_sub(1)?)?;
+        let info = self.u32_at(self.types, at + 4)?;
+        let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
+        let extra_start = at + TYPE_LEN;
+        Some(Type {
+            name_off: self.u32_at(self.types, at)?,
+            kind,
+            kind_flag: info >> 31 == 1,
+            size_or_type: self.u32_at(self.types, at + 8)?,
+            extra: self
+                .types
+                .get(extra_start..extra_start + extra_len(kind, vlen)?)?,
+        })
+    }
+
+    /// The name at `off` in the string section (empty for anonymous types and members).
+    fn name(&self, off: u32) -> Option<&'a [u8]> {
+        let rest = self.strings.get(off as usize..)?;
+        rest.split(|&b| b == 0).next()
+    }
+
+    /// The first STRUCT (not union, not forward declaration) called `name`.
+    fn find_struct(&self, name: &str) -> Option<u32> {
+        (1..=self.starts.len() as u32).find(|&id| {
+            self.ty(id).is_some_and(|t| {
+                t.kind == KIND_STRUCT && self.name(t.name_off) == Some(name.as_bytes())
+            })
+        })
+    }
+
+    /// Follows typedefs and qualifiers to the type they name.
+    fn resolve(&self, mut id: u32) -> Option<Type<'a>> {
+        for _ in 0..MAX_DEPTH {
+            let ty = self.ty(id)?;
+            match ty.kind {
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
+                    id = ty.size_or_type;
+                }
+                _ => return Some(ty),
+            }
+        }
+        None
+    }
+
+    /// A struct's or union's members (none for other kinds: their trailing data is not 12-byte
+    /// members, except datasec and enum64, which are never passed here).
+    fn members(&self, ty: &Type<'a>) -> impl Iterator<Item = Member> + use<'_, 'a> {
+        let kind_flag = ty.kind_flag;
+        ty.extra.as_chunks::<12>().0.iter().filter_map(move |m| {
+            let offset = self.u32_at(m, 8)?;
+            Some(Member {
+                name_off: self.u32_at(m, 0)?,
+                type_id: self.u32_at(m, 4)?,
+                // With kind_flag the offset word is `bitfield_size << 24 | bit_offset`.
+                bit_offset: if kind_flag {
+                    offset & 0xff_ffff
+                } else {
+                    offset
+                },
+                bitfield_size: if kind_flag { offset >> 24 } else { 0 },
+            })
+        })
+    }
+
+    /// Without kind_flag, a bitfield is a member whose INT type covers fewer bits than its size.
+    fn is_int_bitfield(&self, id: u32) -> bool {
+        let Some(ty) = self.resolve(id) else {
+            return false;
+        };
+        let Some(encoding) = self.u32_at(ty.extra, 0) else {
+            return false;
+        };
+        let (bits, bit_offset) = (encoding & 0xff, (encoding >> 16) & 0xff);
+        ty.kind == KIND_INT
+            && (bit_offset != 0 || u64::from(bits) != u64::from(ty.size_or_type) * 8)
+    }
+
+    /// Byte offset of `path` (a member, a member of that member, …) from the start of struct
+    /// `outer`; `None` when missing, a bitfield, or not byte-aligned.
+    fn offset_of(&self, outer: u32, path: &[&str]) -> Option<u32> {
+        let (mut id, mut total) = (outer, 0u32);
+        for name in path {
+            // Bounds the work a corrupt file can cause through shared anonymous members.
+            let mut budget = MAX_MEMBER_VISITS;
+            let (offset, member_type) = self.member(id, name, 0, &mut budget)?;
+            total = total.checked_add(offset)?;
+            id = member_type;
+        }
+        (total != TaskOffsets::UNKNOWN).then_some(total)
+    }
+
+    /// Finds member `name` of struct/union `id`, looking inside anonymous struct/union members
+    /// (whose own offset is added). Returns its byte offset and type id.
+    fn member(&self, id: u32, name: &str, depth: u32, budget: &mut u32) -> Option<(u32, u32)> {
+        let ty = self.resolve(id)?;
+        if depth > MAX_DEPTH || !matches!(ty.kind, KIND_STRUCT | KIND_UNION) {
+            return None;
+        }
+        for m in self.members(&ty) {
+            *budget = budget.checked_sub(1)?;
+            let aligned = m.bit_offset % 8 == 0;
+            match self.name(m.name_off) {
+                Some(b"") if aligned => {
+                    if let Some((inner, t)) = self.member(m.type_id, name, depth + 1, budget) {
+                        return Some(((m.bit_offset / 8).checked_add(inner)?, t));
+                    }
+                }
+                Some(n) if n == name.as_bytes() => {
+                    let bitfield = m.bitfield_size != 0 || self.is_int_bitfield(m.type_id);
+                    return (aligned && !bitfield).then_some((m.bit_offset / 8, m.type_id));
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KIND_PTR: u32 = 2;
+    const KIND_FWD: u32 = 7;
+
+    /// Writes BTF blobs type by type, as pahole would.
+    struct Builder {
+        strings: Vec<u8>,
+        /// Every type record is a sequence of u32 words.
+        words: Vec<u32>,
+        next_id: u32,
+    }
+
+    /// (name, type id, bit offset, bitfield size)
+    type M<'s> = (&'s str, u32, u32, u32);
+
+    impl Builder {
+        fn new() -> Builder {
+            Builder {
+                strings: vec![0],
+                words: Vec::new(),
+                next_id: 1,
+            }
+        }
+
+        fn str(&mut self, s: &str) -> u32 {
+            if s.is_empty() {
+                return 0;
+            }
+            let off = self.strings.len() as u32;
+            self.strings.extend_from_slice(s.as_bytes());
+            self.strings.push(0);
+            off
+        }
+
+        fn record(&mut self, name: &str, info: u32, size_or_type: u32, extra: &[u32]) -> u32 {
+            let name = self.str(name);
+            self.words.extend([name, info, size_or_type]);
+            self.words.extend_from_slice(extra);
+            self.next_id += 1;
+            self.next_id - 1
+        }
+
+        fn int_bits(&mut self, name: &str, size: u32, bits: u32) -> u32 {
+            self.record(name, KIND_INT << 24, size, &[bits])
+        }
+
+        fn int(&mut self, name: &str, size: u32) -> u32 {
+            self.int_bits(name, size, size * 8)
+        }
+
+        fn ptr(&mut self, to: u32) -> u32 {
+            self.record("", KIND_PTR << 24, to, &[])
+        }
+
+        fn typedef(&mut self, name: &str, to: u32) -> u32 {
+            self.record(name, KIND_TYPEDEF << 24, to, &[])
+        }
+
+        fn aggregate(&mut self, kind: u32, name: &str, size: u32, members: &[M]) -> u32 {
+            let kind_flag = members.iter().any(|m| m.3 != 0);
+            let mut extra = Vec::new();
+            for &(member, ty, bit_offset, bits) in members {
+                let offset = if kind_flag {
+                    bits << 24 | bit_offset
+                } else {
+                    bit_offset
+                };
+                extra.extend([self.str(member), ty, offset]);
+            }
+            let info = u32::from(kind_flag) << 31 | kind << 24 | members.len() as u32;
+            self.record(name, info, size, &extra)
+        }
+
+        fn strukt(&mut self, name: &str, size: u32, members: &[M]) -> u32 {
+            self.aggregate(KIND_STRUCT, name, size, members)
+        }
+
+        fn union(&mut self, name: &str, size: u32, members: &[M]) -> u32 {
+            self.aggregate(KIND_UNION, name, size, members)
+        }
+
+        fn build(&self, big_endian: bool) -> Vec<u8> {
+            let word = |w: u32| {
+                if big_endian {
+                    w.to_be_bytes()
+                } else {
+                    w.to_le_bytes()
+                }
+            };
+            let type_len = self.words.len() as u32 * 4;
+            let mut out = Vec::new();
+            out.extend(if big_endian {
+                MAGIC.to_be_bytes()
+            } else {
+                MAGIC.to_le_bytes()
+            });
+            out.extend([1, 0]);
+            for w in [24, 0, type_len, type_len, self.strings.len() as u32] {
+                out.extend(word(w));
+            }
+            for &w in &self.words {
+                out.extend(word(w));
+            }
+            out.extend(&self.strings);
+            out
+        }
+    }
+
+    /// Layout choices for [`kernel_like`].
+    struct Shape {
+        /// Byte offset of `__sk_common` in struct sock.
+        sk_common_at: u32,
+        /// Make `sk_protocol` an 8-bit bitfield (pre-5.6) with kind_flag encoding.
+        protocol_bitfield: bool,
+    }
+
+    const PLAIN: Shape = Shape {
+        sk_common_at: 0,
+        protocol_bitfield: false,
+    };
+
+    /// The structs the tracer reads, shaped like 6.x: mm_struct's fields in an anonymous
+    /// struct, sock_common's addresses and ports in anonymous unions of anonymous structs.
+    fn kernel_like(shape: Shape) -> Builder {
+        let mut b = Builder::new();
+        let int = b.int("int", 4);
+        let u16_ = b.int("unsigned short", 2);
+        let u32_ = b.int("unsigned int", 4);
+        let u64_ = b.int("long long unsigned int", 8);
+        let ul = b.int("long unsigned int", 8);
+        let pid_t = b.typedef("pid_t", int);
+        let void_ptr = b.ptr(0);
+        // Decoys: a forward declaration and a union with a wanted name come first.
+        b.record("task_struct", KIND_FWD << 24, 0, &[]);
+        b.union("file", 8, &[("private_data", u64_, 0, 0)]);
+
+        b.strukt(
+            "task_struct",
+            64,
+            &[
+                ("__state", u32_, 0, 0),
+                ("pid", pid_t, 8 * 8, 0),
+                ("tgid", pid_t, 12 * 8, 0),
+                ("exit_code", int, 16 * 8, 0),
+                ("mm", void_ptr, 24 * 8, 0),
+                ("files", void_ptr, 32 * 8, 0),
+            ],
+        );
+        let mm_fields = b.strukt(
+            "",
+            32,
+            &[
+                ("mm_count", ul, 0, 0),
+                ("total_vm", ul, 8 * 8, 0),
+                ("arg_start", ul, 16 * 8, 0),
+                ("arg_end", ul, 24 * 8, 0),
+            ],
+        );
+        b.strukt("mm_struct", 48, &[("", mm_fields, 8 * 8, 0)]);
+        b.strukt(
+            "files_struct",
+            16,
+            &[("count", int, 0, 0), ("fdt", void_ptr, 8 * 8, 0)],
+        );
+        b.strukt(
+            "fdtable",
+            16,
+            &[("max_fds", u32_, 0, 0), ("fd", void_ptr, 8 * 8, 0)],
+        );
+        b.strukt(
+            "file",
+            256,
+            &[
+                ("f_mode", u32_, 0, 0),
+                ("private_data", void_ptr, 200 * 8, 0),
+            ],
+        );
+        b.strukt(
+            "socket",
+            32,
+            &[("state", int, 0, 0), ("sk", void_ptr, 24 * 8, 0)],
+        );
+
+        let addrs = b.strukt(
+            "",
+            8,
+            &[("skc_daddr", u32_, 0, 0), ("skc_rcv_saddr", u32_, 32, 0)],
+        );
+        let addrpair = b.union("", 8, &[("skc_addrpair", u64_, 0, 0), ("", addrs, 0, 0)]);
+        let ports = b.strukt(
+            "",
+            4,
+            &[("skc_dport", u16_, 0, 0), ("skc_num", u16_, 16, 0)],
+        );
+        let portpair = b.union("", 4, &[("skc_portpair", u32_, 0, 0), ("", ports, 0, 0)]);
+        let in6 = b.strukt("in6_addr", 16, &[]);
+        let sock_common = b.strukt(
+            "sock_common",
+            136,
+            &[
+                ("", addrpair, 0, 0),
+                ("", portpair, 12 * 8, 0),
+                ("skc_family", u16_, 16 * 8, 0),
+                ("skc_v6_daddr", in6, 56 * 8, 0),
+                ("skc_v6_rcv_saddr", in6, 72 * 8, 0),
+            ],
+        );
+        let protocol = if shape.protocol_bitfield {
+            ("sk_protocol", u32_, 400 * 8 + 8, 8)
+        } else {
+            ("sk_protocol", u16_, 400 * 8 + 16, 0)
+        };
+        b.strukt(
+            "sock",
+            512,
+            &[
+                ("__sk_common", sock_common, shape.sk_common_at * 8, 0),
+                protocol,
+            ],
+        );
+        b
+    }
+
+    fn expected(sk: u32) -> TaskOffsets {
+        TaskOffsets {
+            task_pid: 8,
+            task_tgid: 12,
+            task_exit_code: 16,
+            task_mm: 24,
+            task_files: 32,
+            mm_total_vm: 16,
+            mm_arg_start: 24,
+            mm_arg_end: 32,
+            files_fdt: 8,
+            fdtable_max_fds: 0,
+            fdtable_fd: 8,
+            file_private_data: 200,
+            socket_sk: 24,
+            skc_daddr: sk,
+            skc_rcv_saddr: sk + 4,
+            skc_dport: sk + 12,
+            skc_num: sk + 14,
+            skc_family: sk + 16,
+            skc_v6_daddr: sk + 56,
+            skc_v6_rcv_saddr: sk + 72,
+            sk_protocol: 402,
+        }
+    }
+
+    #[test]
+    fn resolves_through_anonymous_members() {
+        let blob = kernel_like(PLAIN).build(false);
+        assert_eq!(task_offsets_from(&blob).unwrap(), expected(0));
+    }
+
+    #[test]
+    fn big_endian_blob_parses_the_same() {
+        let blob = kernel_like(PLAIN).build(true);
+        assert_eq!(task_offsets_from(&blob).unwrap(), expected(0));
+    }
+
+    #[test]
+    fn adds_the_offset_of_sk_common_in_sock() {
+        let shape = Shape {
+            sk_common_at: 8,
+            ..PLAIN
+        };
+        let blob = kernel_like(shape).build(false);
+        assert_eq!(task_offsets_from(&blob).unwrap(), expected(8));
+    }
+
+    #[test]
+    fn bitfield_member_is_unknown() {
+        let shape = Shape {
+            protocol_bitfield: true,
+            ..PLAIN
+        };
+        let blob = kernel_like(shape).build(false);
+        let offsets = task_offsets_from(&blob).unwrap();
+        assert_eq!(offsets.sk_protocol, TaskOffsets::UNKNOWN);
+        assert_eq!(
+            TaskOffsets {
+                sk_protocol: 402,
+                ..offsets
+            },
+            expected(0)
+        );
+    }
+
+    #[test]
+    fn old_style_int_bitfield_is_unknown() {
+        // Without kind_flag, the width sits in the INT type: a byte-aligned 8-bit "int".
+        let mut b = Builder::new();
+        let narrow = b.int_bits("unsigned int", 4, 8);
+        let u16_ = b.int("unsigned short", 2);
+        b.strukt(
+            "sock",
+            16,
+            &[("sk_protocol", narrow, 64, 0), ("sk_type", u16_, 96, 0)],
+        );
+        let offsets = task_offsets_from(&b.build(false)).unwrap();
+        assert_eq!(offsets.sk_protocol, TaskOffsets::UNKNOWN);
+    }
+
+    #[test]
+    fn missing_structs_and_members_are_unknown() {
+        let mut b = Builder::new();
+        let int = b.int("int", 4);
+        b.strukt("task_struct", 8, &[("pid", int, 0, 0)]);
+        let offsets = task_offsets_from(&b.build(false)).unwrap();
+        assert_eq!(
+            offsets,
+            TaskOffsets {
+                task_pid: 0,
+                ..TaskOffsets::unknown()
+            }
+        );
+        let empty = Builder::new().build(false);
+        assert_eq!(task_offsets_from(&empty).unwrap(), TaskOffsets::unknown());
+    }
+
+    #[test]
+    fn cyclic_anonymous_members_terminate() {
+        // A struct made of anonymous copies of itself: a corrupt file must not hang or
+        // overflow the stack.
+        let mut b = Builder::new();
+        let me = b.next_id;
+        let members: Vec<M> = (0..200).map(|_| ("", me, 0, 0)).collect();
+        b.strukt("task_struct", 8, &members);
+        let offsets = task_offsets_from(&b.build(false)).unwrap();
+        assert_eq!(offsets, TaskOffsets::unknown());
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let blob = kernel_like(PLAIN).build(false);
+        for len in 0..blob.len() {
+            assert!(task_offsets_from(&blob[..len]).is_err(), "cut at {len}");
+        }
+    }
+
+    #[test]
+    fn lying_lengths_are_errors() {
+        let blob = kernel_like(PLAIN).build(false);
+        let with = |at: usize, value: u32| {
+            let mut b = blob.clone();
+            b[at..at + 4].copy_from_slice(&value.to_le_bytes());
+            task_offsets_from(&b)
+        };
+        for (at, value) in [
+            (4, 8),         // hdr_len shorter than the header
+            (4, u32::MAX),  // hdr_len past the end
+            (8, u32::MAX),  // type_off + type_len overflows
+            (12, u32::MAX), // type_len
+            (20, 1 << 30),  // str_len
+            (16, u32::MAX), // str_off
+        ] {
+            let result = with(at, value);
+            assert!(
+                matches!(result, Err(BtfError::Corrupt(_))),
+                "{at}={value}: {result:?}"
+            );
+        }
+        let mut unterminated = blob.clone();
+        *unterminated.last_mut().unwrap() = b'x';
+        let result = task_offsets_from(&unterminated);
+        assert!(matches!(result, Err(BtfError::Corrupt(_))), "{result:?}");
+        // A struct claiming 65535 members with the section ending right after.
+        let mut b = Builder::new();
+        b.record("task_struct", KIND_STRUCT << 24 | 0xffff, 8, &[]);
+        let result = task_offsets_from(&b.build(false));
+        assert!(
+            matches!(result, Err(BtfError::Corrupt("type record cut short"))),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(matches!(task_offsets_from(b""), Err(BtfError::Corrupt(_))));
+        let elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+        let err = task_offsets_from(elf).unwrap_err();
+        assert!(matches!(err, BtfError::BadMagic(0x457f)), "{err:?}");
+        assert_eq!(err.to_string(), "not BTF: magic is 0x457f, expected 0xeb9f");
+        let mut blob = kernel_like(PLAIN).build(false);
+        blob[2] = 2;
+        assert!(matches!(
+            task_offsets_from(&blob),
+            Err(BtfError::Version(2))
+        ));
+        let mut b = Builder::new();
+        b.int("int", 4);
+        b.record("future", 25 << 24, 0, &[]);
+        let err = task_offsets_from(&b.build(false)).unwrap_err();
+        assert!(
+            matches!(err, BtfError::UnknownKind { id: 2, kind: 25 }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn missing_file_message_says_why() {
+        assert_eq!(
+            BtfError::Missing.to_string(),
+            "no BTF at /sys/kernel/btf/vmlinux: kernel built without CONFIG_DEBUG_INFO_BTF"
+        );
+    }
+
+    /// Mutated and random blobs: any result is fine, a panic or a hang is not.
+    #[test]
+    fn mutated_blobs_never_panic() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            // xorshift64
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let bases = [
+            kernel_like(PLAIN).build(false),
+            kernel_like(Shape {
+                protocol_bitfield: true,
+                ..PLAIN
+            })
+            .build(true),
+        ];
+        let interesting = [0, 1, 7, 8, 12, 24, 0xff, 0xffff, 0x8000_0000, u32::MAX];
+        for round in 0..20_000 {
+            let mut blob = bases[round % bases.len()].clone();
+            for _ in 0..1 + next() % 6 {
+                let len = blob.len() as u64;
+                let at = (next() % len) as usize;
+                match next() % 4 {
+                    0 => blob[at] = next() as u8,
+                    1 if at + 4 <= blob.len() => {
+                        let v = interesting[(next() % interesting.len() as u64) as usize];
+                        blob[at & !3..(at & !3) + 4].copy_from_slice(&v.to_le_bytes());
+                    }
+                    2 => blob.truncate(at.max(1)),
+                    _ => blob[at] ^= 1 << (next() % 8),
+                }
+            }
+            let _ = task_offsets_from(&blob);
+            // Pure noise behind a valid magic and version.
+            let mut noise: Vec<u8> = (0..next() % 256).map(|_| next() as u8).collect();
+            noise.splice(0..noise.len().min(3), [0x9f, 0xeb, 1]);
+            let _ = task_offsets_from(&noise);
+        }
+    }
+
+    /// This machine's kernel (6.18 on the dev and CI hosts) has BTF; elsewhere this is skipped.
+    #[test]
+    fn real_vmlinux() {
+        if !Path::new(VMLINUX).exists() {
+            eprintln!("skipped: no {VMLINUX}");
+            return;
+        }
+        let o = task_offsets().unwrap();
+        eprintln!("{o:#?}");
+        let all = [
+            o.task_pid,
+            o.task_tgid,
+            o.task_exit_code,
+            o.task_mm,
+            o.task_files,
+            o.mm_total_vm,
+            o.mm_arg_start,
+            o.mm_arg_end,
+            o.files_fdt,
+            o.fdtable_max_fds,
+            o.fdtable_fd,
+            o.file_private_data,
+            o.socket_sk,
+            o.skc_daddr,
+            o.skc_rcv_saddr,
+            o.skc_dport,
+            o.skc_num,
+            o.skc_family,
+            o.skc_v6_daddr,
+            o.skc_v6_rcv_saddr,
+            o.sk_protocol,
+        ];
+        assert!(all.iter().all(|&v| v != TaskOffsets::UNKNOWN), "{o:#?}");
+        // Layout facts that have held for a long time: pid and tgid are adjacent pid_ts,
+        // skc_addrpair is daddr then rcv_saddr, skc_portpair is dport then num.
+        assert_eq!(o.task_tgid, o.task_pid + 4);
+        assert_eq!(o.skc_rcv_saddr, o.skc_daddr + 4);
+        assert_eq!(o.skc_num, o.skc_dport + 2);
+        assert_eq!(o.mm_arg_end, o.mm_arg_start + 8);
+        assert!(o.skc_family < 64, "{o:#?}");
+        let task = [o.task_pid, o.task_exit_code, o.task_mm, o.task_files];
+        assert!(
+            task.iter()
+                .enumerate()
+                .all(|(i, a)| !task[i + 1..].contains(a))
+        );
+    }
+}
