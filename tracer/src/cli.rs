@@ -31,6 +31,9 @@ pub enum Command {
     Live(LiveArgs),
     /// Check privileges, BTF, tracefs and every tracepoint; exits non-zero if tracing is impossible.
     Doctor,
+    /// A workload of `tracer demo` (internal).
+    #[command(hide = true)]
+    Scenario(crate::scenario::ScenarioArgs),
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +84,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Live(args) => run_live(args),
         Command::Doctor => crate::doctor::run(),
+        Command::Scenario(a) => crate::scenario::run(&a).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

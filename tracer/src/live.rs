@@ -195,11 +195,19 @@ pub fn start(args: &TraceArgs) -> anyhow::Result<(Session, HostInfo, Filter)> {
             None => tracing::debug!("{}: not on this kernel", m.tracepoint),
         }
     }
-    let skipped = loaded.status.iter().filter(|s| matches!(s.state, probes::ProbeState::Skipped(_))).count();
+    let skipped = loaded
+        .status
+        .iter()
+        .filter(|s| matches!(s.state, probes::ProbeState::Skipped(_)))
+        .count();
     crate::output::eprint(&format!(
         "tracer: tracing ({} probes attached{}); Ctrl-C to stop",
         loaded.attached(),
-        if skipped > 0 { format!(", {skipped} skipped: see `tracer doctor`") } else { String::new() }
+        if skipped > 0 {
+            format!(", {skipped} skipped: see `tracer doctor`")
+        } else {
+            String::new()
+        }
     ));
     let host = HostInfo::current();
     Ok((
@@ -261,8 +269,14 @@ impl Session {
             .loaded
             .take_rings()
             .context("ring buffers already taken")?;
-        let mut critical = AsyncFd::new(critical)?;
-        let mut bulk = AsyncFd::new(bulk)?;
+        // SAFETY: each RingBuf owns its map fd, which stays open and the same for as long as the
+        // AsyncFd that owns the RingBuf lives.
+        let register = |r| {
+            unsafe { AsyncFd::register_with_interest(r, tokio::io::Interest::READABLE) }
+                .map_err(|e| anyhow::anyhow!("cannot poll a ring buffer: {e}"))
+        };
+        let mut critical = register(critical)?;
+        let mut bulk = register(bulk)?;
         let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
         let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
         let mut tick = tokio::time::interval(DROP_POLL);
