@@ -16,4 +16,6 @@ pub mod pipeline;
 pub mod probes;
 pub mod proc_table;
 pub mod procfs;
+pub mod sandbox;
+pub mod scenario;
 pub mod units;
