@@ -82,14 +82,24 @@ pub static SOCK_FDS: LruHashMap<u64, SockFd> = LruHashMap::with_max_entries(2621
 #[map]
 pub static ARGS: LruHashMap<u32, [u64; 4]> = LruHashMap::with_max_entries(16384, 0);
 
-/// The task an event is about (usually the current one).
+/// The current task, by ids only: uid, cgroup and comm are read when a record is written (most
+/// hook hits write nothing, e.g. rss_stat on every page fault).
 #[derive(Clone, Copy)]
 pub struct Task {
     pub tgid: u32,
     pub pid: u32,
-    pub uid: u32,
-    pub cgroup_id: u64,
-    pub comm: [u8; 16],
+}
+
+impl Task {
+    #[inline(always)]
+    pub fn comm(&self) -> [u8; 16] {
+        bpf_get_current_comm().unwrap_or([0; 16])
+    }
+
+    #[inline(always)]
+    pub fn cgroup_id(&self) -> u64 {
+        unsafe { bpf_get_current_cgroup_id() }
+    }
 }
 
 #[inline(always)]
@@ -120,9 +130,6 @@ pub fn current_raw() -> Task {
     Task {
         tgid: (id >> 32) as u32,
         pid: id as u32,
-        uid: bpf_get_current_uid_gid() as u32,
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
     }
 }
 
@@ -158,7 +165,7 @@ pub fn current_allowed(t: &Task) -> bool {
     if flags & FILTER_PID != 0 && !tracked(t.tgid) {
         return false;
     }
-    if flags & FILTER_COMM != 0 && !comm_matches(&t.comm) {
+    if flags & FILTER_COMM != 0 && !comm_matches(&t.comm()) {
         return false;
     }
     if flags & FILTER_CGROUP != 0 {
@@ -208,10 +215,10 @@ fn header<T: Payload>(t: &Task) -> Header {
         ts_ns: unsafe { bpf_ktime_get_boot_ns() },
         tgid: t.tgid,
         pid: t.pid,
-        uid: t.uid,
+        uid: bpf_get_current_uid_gid() as u32,
         _pad: 0,
-        cgroup_id: t.cgroup_id,
-        comm: t.comm,
+        cgroup_id: t.cgroup_id(),
+        comm: t.comm(),
     }
 }
 

@@ -27,8 +27,8 @@ fn owner_of(t: &Task) -> Owner {
     Owner {
         tgid: t.tgid,
         _pad: 0,
-        cgroup_id: t.cgroup_id,
-        comm: t.comm,
+        cgroup_id: t.cgroup_id(),
+        comm: t.comm(),
     }
 }
 
