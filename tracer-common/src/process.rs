@@ -20,9 +20,12 @@ pub const EXEC_ARGS_LEN: usize = 256;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Exec {
     pub old_pid: u32,
+    /// Parent process (`real_parent->tgid`), 0 when unknown.
+    pub ppid: u32,
     pub filename_len: u16,
     /// Bytes of `args` that are valid: argv joined by NUL, truncated to EXEC_ARGS_LEN.
     pub args_len: u16,
+    pub _pad: u32,
     pub filename: [u8; EXEC_FILENAME_LEN],
     pub args: [u8; EXEC_ARGS_LEN],
 }

@@ -53,6 +53,8 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sched_process_exec(ctx: &TracePointContext) -> Option<()> {
+    // A new program image: its memory accounting starts afresh (brk base, counters).
+    crate::memory::forget(crate::common::current_tgid());
     if !family_enabled(Family::Process) {
         return None;
     }
@@ -65,6 +67,9 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Option<()> {
     let mut e = reserve::<Exec>(&cur)?;
     let rec = unsafe { &mut *e.as_mut_ptr() };
     rec.payload.old_pid = old_pid;
+    rec.payload._pad = 0;
+    let parent: u64 = kread(current_task_ptr(), task_off!(task_real_parent)).unwrap_or(0);
+    rec.payload.ppid = kread(parent, task_off!(task_tgid)).unwrap_or(0);
     rec.payload.filename_len = 0;
     rec.payload.args_len = 0;
     let src = (ctx.as_ptr_u64() + (loc & 0xffff) as u64) as *const u8;

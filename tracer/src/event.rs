@@ -125,6 +125,8 @@ pub enum Body {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Exec {
     pub old_pid: u32,
+    /// 0 when unknown.
+    pub ppid: u32,
     pub filename: String,
     pub args: Vec<String>,
 }
@@ -275,6 +277,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 let al = (e.args_len as usize).min(e.args.len());
                 Body::Exec(Box::new(Exec {
                     old_pid: e.old_pid,
+                    ppid: e.ppid,
                     filename: lossy(&e.filename[..fl]),
                     args: split_args(&e.args[..al]),
                 }))
@@ -413,6 +416,8 @@ mod tests {
     fn decodes_exec_filename_and_args() {
         let mut e = process::Exec {
             old_pid: 5,
+            ppid: 1,
+            _pad: 0,
             filename_len: 0,
             args_len: 0,
             filename: [0; process::EXEC_FILENAME_LEN],

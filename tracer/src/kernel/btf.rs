@@ -77,6 +77,7 @@ pub fn task_offsets_from(bytes: &[u8]) -> Result<TaskOffsets, BtfError> {
     Ok(TaskOffsets {
         task_pid: off(task, &["pid"]),
         task_tgid: off(task, &["tgid"]),
+        task_real_parent: off(task, &["real_parent"]),
         task_exit_code: off(task, &["exit_code"]),
         task_mm: off(task, &["mm"]),
         task_files: off(task, &["files"]),
@@ -592,6 +593,7 @@ mod tests {
             task_exit_code: 16,
             task_mm: 24,
             task_files: 32,
+            task_real_parent: TaskOffsets::UNKNOWN,
             mm_total_vm: 16,
             mm_arg_start: 24,
             mm_arg_end: 32,

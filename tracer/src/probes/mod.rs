@@ -168,8 +168,11 @@ impl TraceConfig {
     /// Whether a probe is needed: its family is selected, or it keeps kernel state another
     /// selected feature relies on (fork follows `--pid` descendants).
     fn wants(&self, p: &ProbeSpec) -> bool {
+        let memory = self.families & Family::Memory.bit() != 0;
         self.families & p.family.bit() != 0
             || (p.program == "sched_process_fork" && !self.pids.is_empty())
+            // exec and exit reset and free the kernel's per-process memory state.
+            || (memory && matches!(p.program, "sched_process_exec" | "sched_process_exit"))
     }
 }
 
