@@ -334,6 +334,13 @@ pub fn to_json(ev: &Event, ctx: &Ctx<'_>) -> Value {
     Value::Object(m)
 }
 
+/// Command lines may hold newlines and escapes: keep one event on one line.
+fn escape_controls(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] })
+        .collect()
+}
+
 fn owner(tgid: u32) -> Value {
     if tgid == 0 { Value::Null } else { json!(tgid) }
 }
@@ -439,7 +446,7 @@ pub fn to_line(ev: &Event, ctx: &Ctx<'_>) -> String {
             if s.code == SI_KERNEL { " [kernel]" } else { "" }
         ),
         Body::Fork(f) => format!("child {}", f.child_pid),
-        Body::Exec(x) => format!("{} [{}]", x.filename, x.args.join(" ")),
+        Body::Exec(x) => format!("{} [{}]", x.filename, escape_controls(&x.args.join(" "))),
         Body::Exit(x) => match wait_status(x.exit_code) {
             _ if x.flags & tracer_common::process::EXIT_CODE_KNOWN == 0 => "code unknown".into(),
             (Some(c), _) => format!("code {c}"),
