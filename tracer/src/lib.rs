@@ -4,6 +4,7 @@
 //! The pipeline is visible in the layout: `probes` (load, attach, ring buffers) → `event`
 //! (decode) → `proc_table` (enrich) → sinks: `output` (printer), `dump` (recorder),
 //! `analysis` (findings).
+pub mod analysis;
 pub mod cli;
 pub mod doctor;
 pub mod event;

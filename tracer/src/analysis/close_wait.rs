@@ -1,0 +1,210 @@
+//! `close_wait`: sockets that entered CLOSE_WAIT (the peer closed) and stayed there (the
+//! application never called close()), per owning process.
+//!
+//! The state change runs in softirq, so the owner comes from the kernel's attribution
+//! (`owner_tgid`) or from the owners learnt in process context ([`super::state::State::owner`]).
+use std::collections::{BTreeMap, HashMap};
+
+use tracer_common::tcp::state as tcp;
+
+use super::{
+    Analysis, AnalysisConfig, CloseWait as Evidence_, Cx, Evidence, Finding, Severity, comm_of, ns,
+    round, secs,
+};
+use crate::{
+    event::{Body, Event},
+    output::endpoint,
+};
+
+struct Stuck {
+    owner: u32,
+    since_ns: u64,
+    local_port: u16,
+    remote: String,
+}
+
+pub struct CloseWaits {
+    min_age_ns: u64,
+    min_count: u64,
+    socks: HashMap<u64, Stuck>,
+    comms: HashMap<u32, String>,
+}
+
+impl CloseWaits {
+    pub fn new(cfg: &AnalysisConfig) -> CloseWaits {
+        CloseWaits {
+            min_age_ns: ns(cfg.close_wait_min_age_s),
+            min_count: cfg.close_wait_min_count.max(1),
+            socks: HashMap::new(),
+            comms: HashMap::new(),
+        }
+    }
+}
+
+impl Analysis for CloseWaits {
+    fn name(&self) -> &'static str {
+        "close_wait"
+    }
+
+    fn observe(&mut self, ev: &Event, cx: &Cx<'_>) -> bool {
+        match &ev.body {
+            Body::TcpState(t) if t.new_state == tcp::CLOSE_WAIT => {
+                let owner = cx.state.owner(t.skaddr, t.owner_tgid).unwrap_or(0);
+                if owner != 0 && !self.comms.contains_key(&owner) {
+                    let c = comm_of(cx.procs, owner, "?");
+                    self.comms.insert(owner, c);
+                }
+                self.socks.insert(
+                    t.skaddr,
+                    Stuck {
+                        owner,
+                        since_ns: ev.ts_ns,
+                        local_port: t.sport,
+                        remote: endpoint(t.family, &t.daddr, t.dport),
+                    },
+                );
+            }
+            Body::TcpState(t) if t.old_state == tcp::CLOSE_WAIT || t.new_state == tcp::CLOSE => {
+                self.socks.remove(&t.skaddr);
+            }
+            Body::SockOwner(o) => {
+                // Learnt the owner after the fact (it read from the socket).
+                if let Some(s) = self.socks.get_mut(&o.sk)
+                    && s.owner == 0
+                {
+                    s.owner = ev.tgid;
+                }
+            }
+            Body::Exit(_) => {
+                // Its sockets are closed with it (each close would show as LAST_ACK too).
+                self.socks.retain(|_, s| s.owner != ev.tgid);
+                self.comms.remove(&ev.tgid);
+            }
+            _ => {}
+        }
+        false
+    }
+
+    fn findings(&mut self, now_ns: u64, cx: &Cx<'_>) -> Vec<Finding> {
+        // owner → (count, oldest since, port → count, remote of the oldest)
+        let mut per: BTreeMap<u32, (u64, u64, BTreeMap<u16, u64>, String)> = BTreeMap::new();
+        for s in self.socks.values() {
+            if now_ns.saturating_sub(s.since_ns) < self.min_age_ns {
+                continue;
+            }
+            let e = per
+                .entry(s.owner)
+                .or_insert_with(|| (0, u64::MAX, BTreeMap::new(), String::new()));
+            e.0 += 1;
+            if s.since_ns < e.1 || (s.since_ns == e.1 && s.remote < e.3) {
+                e.1 = s.since_ns;
+                e.3 = s.remote.clone();
+            }
+            *e.2.entry(s.local_port).or_default() += 1;
+        }
+        let mut out = Vec::new();
+        for (owner, (count, oldest, ports, remote)) in per {
+            if count < self.min_count {
+                continue;
+            }
+            let local_port = ports
+                .iter()
+                .max_by_key(|(p, n)| (**n, std::cmp::Reverse(**p)))
+                .map(|(p, _)| *p)
+                .unwrap_or(0);
+            let comm = match self.comms.get(&owner) {
+                Some(c) => c.clone(),
+                None if owner == 0 => "?".into(),
+                None => comm_of(cx.procs, owner, "?"),
+            };
+            let age = secs(now_ns.saturating_sub(oldest));
+            let who = if owner == 0 {
+                "an unknown process".to_owned()
+            } else {
+                format!("{owner} ({comm})")
+            };
+            out.push(Finding {
+                severity: if count >= 100 { Severity::Critical } else { Severity::Warning },
+                summary: format!(
+                    "{who} leaves {count} socket{} in CLOSE_WAIT on port {local_port} (peer closed, never closed here), oldest {age:.0} s",
+                    if count == 1 { "" } else { "s" }
+                ),
+                first_seen_ns: oldest,
+                last_seen_ns: now_ns,
+                evidence: Evidence::CloseWait(Evidence_ {
+                    pid: owner,
+                    comm,
+                    count,
+                    oldest_age_s: round(age, 1),
+                    local_port,
+                    remote,
+                }),
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use tracer_common::tcp::state::*;
+
+    #[test]
+    fn sockets_left_in_close_wait_are_attributed_to_their_owner() {
+        let mut s = Stream::new();
+        for k in 0..5u64 {
+            let sk = 0x1000 + k;
+            s.at(k * 100).tcp_state(
+                0,
+                "swapper/0",
+                sk,
+                SYN_RECV,
+                ESTABLISHED,
+                0,
+                8080,
+                40000 + k as u16,
+            );
+            s.at(k * 100 + 1)
+                .accept_sk(700, "proxy", 10 + k as i32, 8080, sk);
+            s.at(k * 100 + 50).tcp_state(
+                0,
+                "swapper/0",
+                sk,
+                ESTABLISHED,
+                CLOSE_WAIT,
+                0,
+                8080,
+                40000 + k as u16,
+            );
+        }
+        // One is closed properly.
+        s.at(600)
+            .tcp_state(700, "proxy", 0x1000, CLOSE_WAIT, LAST_ACK, 700, 8080, 40000);
+        s.at(30_000).tick();
+        let e = s.json_of("close_wait");
+        assert_eq!(e["pid"], 700);
+        assert_eq!(e["comm"], "proxy");
+        assert_eq!(e["count"], 4);
+        assert_eq!(e["local_port"], 8080);
+        let age = e["oldest_age_s"].as_f64().unwrap();
+        assert!((29.8..=30.0).contains(&age), "{age}");
+    }
+
+    #[test]
+    fn brief_close_wait_is_normal() {
+        let mut s = Stream::new();
+        for k in 0..200u64 {
+            let sk = 0x2000 + k;
+            let t = k * 500;
+            s.at(t)
+                .tcp_state(0, "swapper/0", sk, ESTABLISHED, CLOSE_WAIT, 800, 80, 50000);
+            s.at(t + 5)
+                .tcp_state(800, "nginx", sk, CLOSE_WAIT, LAST_ACK, 800, 80, 50000);
+            s.at(t + 10)
+                .tcp_state(0, "swapper/0", sk, LAST_ACK, CLOSE, 800, 80, 50000);
+        }
+        s.finish();
+        assert!(s.findings_of("close_wait").is_empty());
+    }
+}

@@ -1,0 +1,261 @@
+//! `fd_exhaustion`: accept()/socket() failing with EMFILE (the process's RLIMIT_NOFILE) or
+//! ENFILE (the system's file table), or a process's open fds close to its limit.
+//!
+//! Open fds are known from /proc (ProcInfo.open_fds) at first sight and followed by the socket
+//! opens and closes after that; an EMFILE says the process is at its limit, whatever the
+//! estimate says.
+use std::collections::BTreeMap;
+
+use super::{Analysis, AnalysisConfig, Cx, Evidence, FdExhaustion, Finding, Severity, comm_of};
+use crate::{
+    event::{Body, Event},
+    output::errno_name,
+};
+
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
+#[derive(Default)]
+struct Proc {
+    comm: String,
+    /// /proc's count at first sight, when known, plus socket opens − closes since.
+    open_fds: Option<i64>,
+    emfile: u64,
+    enfile: u64,
+    first_error_ns: u64,
+    last_error_ns: u64,
+    /// Open fds at the last EMFILE: the limit, by definition.
+    pinned: bool,
+    local_port: Option<u16>,
+    last_ns: u64,
+    exited: bool,
+}
+
+pub struct FdLimits {
+    min_errors: u64,
+    near_ratio: f64,
+    procs: BTreeMap<u32, Proc>,
+}
+
+impl FdLimits {
+    pub fn new(cfg: &AnalysisConfig) -> FdLimits {
+        FdLimits {
+            min_errors: cfg.fd_min_errors.max(1),
+            near_ratio: cfg.fd_near_limit_ratio,
+            procs: BTreeMap::new(),
+        }
+    }
+
+    fn proc(&mut self, ev: &Event) -> &mut Proc {
+        let p = self.procs.entry(ev.tgid).or_default();
+        if p.exited {
+            *p = Proc::default();
+        }
+        if p.comm.is_empty() {
+            p.comm = ev.comm.to_string();
+        }
+        p.last_ns = ev.ts_ns;
+        p
+    }
+
+    /// Counts an fd-table failure; true when it makes a new finding.
+    fn failure(&mut self, ev: &Event, errno: i32, port: Option<u16>) -> bool {
+        let min = self.min_errors;
+        let p = self.proc(ev);
+        let before = p.emfile + p.enfile;
+        if before == 0 {
+            p.first_error_ns = ev.ts_ns;
+        }
+        p.last_error_ns = ev.ts_ns;
+        if errno == EMFILE {
+            p.emfile += 1;
+            p.pinned = true;
+        } else {
+            p.enfile += 1;
+        }
+        if port.is_some_and(|p| p != 0) {
+            p.local_port = port;
+        }
+        before < min && before + 1 >= min
+    }
+
+    fn delta(&mut self, ev: &Event, d: i64) {
+        let p = self.proc(ev);
+        if let Some(n) = p.open_fds.as_mut() {
+            *n = (*n + d).max(0);
+        }
+        if d < 0 {
+            // A close frees a slot: no longer known to be at the limit.
+            p.pinned = false;
+        }
+    }
+}
+
+impl Analysis for FdLimits {
+    fn name(&self) -> &'static str {
+        "fd_exhaustion"
+    }
+
+    fn observe(&mut self, ev: &Event, _cx: &Cx<'_>) -> bool {
+        match &ev.body {
+            Body::ProcInfo(info) => {
+                if let Some(n) = info.open_fds {
+                    let p = self.procs.entry(info.pid).or_default();
+                    p.open_fds = Some(n as i64);
+                    if !info.comm.is_empty() {
+                        p.comm = info.comm.clone();
+                    }
+                }
+            }
+            Body::TcpAccept(a) if a.ret == -EMFILE || a.ret == -ENFILE => {
+                return self.failure(ev, -a.ret, Some(a.sport));
+            }
+            Body::SocketOpen(s) if s.fd == -EMFILE || s.fd == -ENFILE => {
+                return self.failure(ev, -s.fd, None);
+            }
+            Body::TcpAccept(a) if a.ret >= 0 => self.delta(ev, 1),
+            Body::SocketOpen(s) if s.fd >= 0 => self.delta(ev, 1),
+            Body::SocketClose(_) => self.delta(ev, -1),
+            Body::Exec(_) => {
+                // CLOEXEC fds are gone; the count is unknown until /proc says otherwise.
+                if let Some(p) = self.procs.get_mut(&ev.tgid) {
+                    p.open_fds = None;
+                    p.pinned = false;
+                }
+            }
+            Body::Exit(_) => {
+                if let Some(p) = self.procs.get_mut(&ev.tgid) {
+                    p.exited = true;
+                }
+            }
+            _ => {}
+        }
+        false
+    }
+
+    fn findings(&mut self, now_ns: u64, cx: &Cx<'_>) -> Vec<Finding> {
+        let mut out = Vec::new();
+        for (&pid, p) in &self.procs {
+            let errors = p.emfile + p.enfile;
+            let fd_limit = cx.procs.get(pid).and_then(|e| e.nofile_limit);
+            let estimate = p.open_fds.map(|n| n.max(0) as u64);
+            let open_fds = match (p.pinned, fd_limit, estimate) {
+                (true, Some(l), e) => Some(e.unwrap_or(0).max(l)),
+                (_, _, e) => e,
+            };
+            let near = match (fd_limit, estimate) {
+                (Some(l), Some(n)) if l > 0 => n as f64 >= l as f64 * self.near_ratio,
+                _ => false,
+            };
+            if errors < self.min_errors && !near {
+                continue;
+            }
+            let comm = comm_of(cx.procs, pid, &p.comm);
+            let limit = fd_limit
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "?".into());
+            let fds = open_fds
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "?".into());
+            let port = p
+                .local_port
+                .map(|p| format!(" on port {p}"))
+                .unwrap_or_default();
+            let (severity, summary, first, last) = if errors >= self.min_errors {
+                let what = match (p.emfile, p.enfile) {
+                    (_, 0) => errno_name(EMFILE),
+                    (0, _) => errno_name(ENFILE),
+                    _ => format!("{}/{}", errno_name(EMFILE), errno_name(ENFILE)),
+                };
+                (
+                    Severity::Critical,
+                    format!(
+                        "{pid} ({comm}) is out of file descriptors: {errors} accept()/socket() failures with {what}{port}, {fds} fds open, limit {limit}"
+                    ),
+                    p.first_error_ns,
+                    p.last_error_ns,
+                )
+            } else {
+                (
+                    Severity::Warning,
+                    format!(
+                        "{pid} ({comm}) is near its file descriptor limit: {fds} of {limit} open"
+                    ),
+                    p.last_ns,
+                    now_ns.max(p.last_ns),
+                )
+            };
+            out.push(Finding {
+                severity,
+                summary,
+                first_seen_ns: first,
+                last_seen_ns: last,
+                evidence: Evidence::FdExhaustion(FdExhaustion {
+                    pid,
+                    comm,
+                    errors,
+                    emfile: p.emfile,
+                    enfile: p.enfile,
+                    fd_limit,
+                    open_fds,
+                    local_port: p.local_port,
+                }),
+            });
+        }
+        self.procs.retain(|_, p| !p.exited);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+
+    #[test]
+    fn accept_failing_with_emfile_names_the_process_and_its_limit() {
+        let mut s = Stream::new();
+        s.proc_info(500, 1, "node", |i| {
+            i.nofile_limit = Some(1024);
+            i.open_fds = Some(1000);
+        });
+        for k in 0..24 {
+            s.at(k * 10).accept(500, "node", 100 + k as i32, 3000);
+        }
+        for k in 0..50 {
+            s.at(1000 + k * 10).accept_failed(500, "node", 24, 3000);
+        }
+        let e = s.json_of("fd_exhaustion");
+        assert_eq!(e["pid"], 500);
+        assert_eq!(e["comm"], "node");
+        assert_eq!(e["errors"], 50);
+        assert_eq!(e["fd_limit"], 1024);
+        assert_eq!(e["open_fds"], 1024);
+        assert_eq!(e["local_port"], 3000);
+        assert_eq!(e["severity"], "critical");
+    }
+
+    #[test]
+    fn the_first_emfile_is_raised_at_once() {
+        let mut s = Stream::new();
+        s.at(5).accept_failed(501, "srv", 24, 80);
+        let ups = s.engine.take_updates();
+        assert_eq!(ups.len(), 1);
+        assert_eq!(ups[0].finding.kind(), "fd_exhaustion");
+    }
+
+    #[test]
+    fn near_the_limit_is_a_warning() {
+        let mut s = Stream::new();
+        s.proc_info(502, 1, "java", |i| {
+            i.nofile_limit = Some(100);
+            i.open_fds = Some(80);
+        });
+        for k in 0..15 {
+            s.at(k * 10).socket_open(502, "java", 80 + k as i32);
+        }
+        let e = s.json_of("fd_exhaustion");
+        assert_eq!(e["severity"], "warning");
+        assert_eq!(e["open_fds"], 95);
+        assert_eq!(e["errors"], 0);
+    }
+}

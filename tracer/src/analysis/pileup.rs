@@ -1,0 +1,205 @@
+//! `conn_pileup`: outgoing connections from one process to one remote endpoint (a database,
+//! an upstream) that pile up and stay open.
+//!
+//! A connection is open from SYN_SENT (in connect(), so the current task owns it) until the
+//! application closes it (FIN_WAIT1 or LAST_ACK) or it dies (CLOSE).
+use std::collections::{BTreeMap, HashMap};
+
+use tracer_common::tcp::state as tcp;
+
+use super::{
+    Analysis, AnalysisConfig, ConnPileup, Cx, Evidence, Finding, Severity, comm_of, ns, round, secs,
+};
+use crate::{
+    event::{Body, Event},
+    output::endpoint,
+};
+
+struct Conn {
+    owner: u32,
+    remote: String,
+    since_ns: u64,
+}
+
+#[derive(Default)]
+struct Totals {
+    opened: u64,
+    closed: u64,
+}
+
+pub struct Pileups {
+    min_open: u64,
+    min_age_ns: u64,
+    conns: HashMap<u64, Conn>,
+    totals: BTreeMap<(u32, String), Totals>,
+    comms: HashMap<u32, String>,
+}
+
+impl Pileups {
+    pub fn new(cfg: &AnalysisConfig) -> Pileups {
+        Pileups {
+            min_open: cfg.pileup_min_open.max(1),
+            min_age_ns: ns(cfg.pileup_min_age_s),
+            conns: HashMap::new(),
+            totals: BTreeMap::new(),
+            comms: HashMap::new(),
+        }
+    }
+
+    fn close(&mut self, sk: u64) {
+        if let Some(c) = self.conns.remove(&sk)
+            && let Some(t) = self.totals.get_mut(&(c.owner, c.remote))
+        {
+            t.closed += 1;
+        }
+    }
+}
+
+impl Analysis for Pileups {
+    fn name(&self) -> &'static str {
+        "conn_pileup"
+    }
+
+    fn observe(&mut self, ev: &Event, cx: &Cx<'_>) -> bool {
+        match &ev.body {
+            Body::TcpState(t) if t.new_state == tcp::SYN_SENT => {
+                let owner = cx.state.owner(t.skaddr, t.owner_tgid).unwrap_or(ev.tgid);
+                if owner == 0 {
+                    return false;
+                }
+                self.close(t.skaddr);
+                let remote = endpoint(t.family, &t.daddr, t.dport);
+                self.totals
+                    .entry((owner, remote.clone()))
+                    .or_default()
+                    .opened += 1;
+                self.comms
+                    .entry(owner)
+                    .or_insert_with(|| comm_of(cx.procs, owner, &ev.comm.to_string()));
+                self.conns.insert(
+                    t.skaddr,
+                    Conn {
+                        owner,
+                        remote,
+                        since_ns: ev.ts_ns,
+                    },
+                );
+            }
+            Body::TcpState(t)
+                if matches!(t.new_state, tcp::FIN_WAIT1 | tcp::LAST_ACK | tcp::CLOSE) =>
+            {
+                self.close(t.skaddr);
+            }
+            Body::Exit(_) => {
+                let gone: Vec<u64> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.owner == ev.tgid)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for sk in gone {
+                    self.close(sk);
+                }
+                self.comms.remove(&ev.tgid);
+                self.totals.retain(|(pid, _), _| *pid != ev.tgid);
+            }
+            _ => {}
+        }
+        false
+    }
+
+    fn findings(&mut self, now_ns: u64, cx: &Cx<'_>) -> Vec<Finding> {
+        let mut per: BTreeMap<(u32, &str), (u64, u64)> = BTreeMap::new();
+        for c in self.conns.values() {
+            let e = per
+                .entry((c.owner, c.remote.as_str()))
+                .or_insert((0, u64::MAX));
+            e.0 += 1;
+            e.1 = e.1.min(c.since_ns);
+        }
+        let mut out = Vec::new();
+        for ((pid, remote), (open, oldest)) in per {
+            let age_ns = now_ns.saturating_sub(oldest);
+            if open < self.min_open || age_ns < self.min_age_ns {
+                continue;
+            }
+            let comm = self
+                .comms
+                .get(&pid)
+                .cloned()
+                .unwrap_or_else(|| comm_of(cx.procs, pid, "?"));
+            let t = self.totals.get(&(pid, remote.to_owned()));
+            let (opened, closed) = t.map(|t| (t.opened, t.closed)).unwrap_or((open, 0));
+            out.push(Finding {
+                severity: Severity::Warning,
+                summary: format!(
+                    "{pid} ({comm}) has {open} connections open to {remote}, oldest {:.0} s ({opened} opened, {closed} closed)",
+                    secs(age_ns)
+                ),
+                first_seen_ns: oldest,
+                last_seen_ns: now_ns,
+                evidence: Evidence::ConnPileup(ConnPileup {
+                    pid,
+                    comm,
+                    remote: remote.to_owned(),
+                    open,
+                    oldest_age_s: round(secs(age_ns), 1),
+                    opened,
+                    closed,
+                }),
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use tracer_common::tcp::state::*;
+
+    #[test]
+    fn database_connections_that_never_close_pile_up() {
+        let mut s = Stream::new();
+        // 20 connections to the database, one every 3 s, never closed.
+        for k in 0..20u64 {
+            let sk = 0x5000 + k;
+            s.at(k * 3000)
+                .tcp_state(900, "api", sk, CLOSE, SYN_SENT, 900, 41000 + k as u16, 5432);
+            s.at(k * 3000 + 2).tcp_state(
+                0,
+                "swapper/1",
+                sk,
+                SYN_SENT,
+                ESTABLISHED,
+                900,
+                41000 + k as u16,
+                5432,
+            );
+        }
+        s.at(90_000).tick();
+        let e = s.json_of("conn_pileup");
+        assert_eq!(e["pid"], 900);
+        assert_eq!(e["comm"], "api");
+        assert_eq!(e["remote"], "10.0.0.2:5432");
+        assert_eq!(e["open"], 20);
+        assert_eq!(e["oldest_age_s"], 90.0);
+    }
+
+    #[test]
+    fn a_pool_that_closes_its_connections_does_not_pile_up() {
+        let mut s = Stream::new();
+        for k in 0..500u64 {
+            let sk = 0x6000 + k;
+            let t = k * 200;
+            s.at(t)
+                .tcp_state(901, "web", sk, CLOSE, SYN_SENT, 901, 42000, 5432);
+            s.at(t + 1)
+                .tcp_state(0, "swapper/1", sk, SYN_SENT, ESTABLISHED, 901, 42000, 5432);
+            s.at(t + 150)
+                .tcp_state(901, "web", sk, ESTABLISHED, FIN_WAIT1, 901, 42000, 5432);
+        }
+        s.finish();
+        assert!(s.findings_of("conn_pileup").is_empty());
+    }
+}

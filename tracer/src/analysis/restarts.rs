@@ -1,0 +1,370 @@
+//! `restart_loop`: a process dies (killed, or exiting with an error) and its parent starts a
+//! new process of the same program shortly after, again and again: a supervisor (monit,
+//! systemd, pm2, a process manager) restarting a failing service.
+//!
+//! A death counts when the process received a fatal signal, was killed by one, or exited with
+//! a non-zero status: a shell loop running short commands that succeed is not a restart loop.
+//! The new instance is recognised at exec (a supervisor forks, then execs the program) or, for
+//! pre-fork servers whose workers never exec, at fork. Programs are compared by the base name
+//! of argv[0] plus their arguments, so `/usr/bin/node app.js` and `node app.js` match while two
+//! different apps run by one `node` binary do not.
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use tracer_common::{process::EXIT_CODE_KNOWN, signal::SIGCHLD};
+
+use super::{
+    Analysis, AnalysisConfig, Cx, Evidence, Finding, RestartLoop, Severity, comm_of, ns,
+    push_capped, secs,
+};
+use crate::{
+    event::{Body, Event},
+    output::{signal_name, wait_status},
+    proc_table::ProcEntry,
+};
+
+const MAX_LIST: usize = 32;
+
+/// The identity of a program for restart matching.
+pub fn program_key(p: &ProcEntry) -> String {
+    let argv0 = p
+        .cmdline
+        .first()
+        .map(String::as_str)
+        .filter(|a| !a.is_empty())
+        .unwrap_or(p.program());
+    let base = argv0.rsplit('/').next().unwrap_or(argv0);
+    let mut key = base.to_owned();
+    for a in p.cmdline.iter().skip(1) {
+        key.push(' ');
+        key.push_str(a);
+    }
+    if key.is_empty() {
+        key = p.comm.clone();
+    }
+    // Exec records carry at most 256 bytes of argv; /proc has it all: compare what both have.
+    let mut end = key.len().min(200);
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    key.truncate(end);
+    key
+}
+
+struct Death {
+    pid: u32,
+    ts_ns: u64,
+    how: String,
+}
+
+struct Loop {
+    supervisor_comm: String,
+    program: String,
+    /// Restart times within the window.
+    recent: VecDeque<u64>,
+    peak: u64,
+    total: u64,
+    pids: Vec<u32>,
+    deaths: Vec<String>,
+    first_ns: u64,
+    last_ns: u64,
+}
+
+pub struct RestartLoops {
+    fatal: Vec<i32>,
+    within_ns: u64,
+    window_ns: u64,
+    min_count: u64,
+    /// pid → (time, "SIGTERM from 4242 monit"): the last fatal signal it received.
+    signaled: HashMap<u32, (u64, String)>,
+    /// (parent, program) → recent abnormal deaths of its children.
+    deaths: HashMap<(u32, String), Vec<Death>>,
+    loops: BTreeMap<(u32, String), Loop>,
+}
+
+impl RestartLoops {
+    pub fn new(cfg: &AnalysisConfig) -> RestartLoops {
+        RestartLoops {
+            fatal: cfg.signal_numbers().unwrap_or_default(),
+            within_ns: ns(cfg.restart_within_s),
+            window_ns: ns(cfg.restart_window_s),
+            min_count: cfg.restart_min_count.max(1),
+            signaled: HashMap::new(),
+            deaths: HashMap::new(),
+            loops: BTreeMap::new(),
+        }
+    }
+
+    /// A new process `pid` of `entry`'s program under `ppid` at `ts`: a restart if a sibling of
+    /// the same program died shortly before.
+    fn started(&mut self, pid: u32, ppid: u32, entry: &ProcEntry, ts: u64, cx: &Cx<'_>) -> bool {
+        let key = (ppid, program_key(entry));
+        let Some(list) = self.deaths.get_mut(&key) else {
+            return false;
+        };
+        let within = self.within_ns;
+        let Some(i) = list
+            .iter()
+            .rposition(|d| d.ts_ns <= ts && ts - d.ts_ns <= within)
+        else {
+            return false;
+        };
+        let death = list.remove(i);
+        if list.is_empty() {
+            self.deaths.remove(&key);
+        }
+        let l = self.loops.entry(key.clone()).or_insert_with(|| Loop {
+            supervisor_comm: comm_of(cx.procs, ppid, "?"),
+            program: entry.cmdline_string(),
+            recent: VecDeque::new(),
+            peak: 0,
+            total: 0,
+            pids: Vec::new(),
+            deaths: Vec::new(),
+            first_ns: death.ts_ns,
+            last_ns: ts,
+        });
+        l.program = entry.cmdline_string();
+        l.total += 1;
+        l.last_ns = ts;
+        l.recent.push_back(ts);
+        while l
+            .recent
+            .front()
+            .is_some_and(|&t| t.saturating_add(self.window_ns) < ts)
+        {
+            l.recent.pop_front();
+        }
+        l.peak = l.peak.max(l.recent.len() as u64);
+        if l.pids.last() != Some(&death.pid) {
+            push_capped(&mut l.pids, death.pid, MAX_LIST);
+        }
+        push_capped(&mut l.pids, pid, MAX_LIST);
+        push_capped(&mut l.deaths, death.how, MAX_LIST);
+        l.peak == self.min_count
+    }
+}
+
+impl Analysis for RestartLoops {
+    fn name(&self) -> &'static str {
+        "restart_loop"
+    }
+
+    fn observe(&mut self, ev: &Event, cx: &Cx<'_>) -> bool {
+        match &ev.body {
+            Body::Signal(s)
+                if s.sig != SIGCHLD
+                    && s.result != 1
+                    && self.fatal.contains(&s.sig)
+                    && s.target_pid > 0 =>
+            {
+                let from = if super::signals::from_kernel(s.code) {
+                    "the kernel".to_owned()
+                } else {
+                    format!(
+                        "{} {}",
+                        ev.tgid,
+                        comm_of(cx.procs, ev.tgid, &ev.comm.to_string())
+                    )
+                };
+                self.signaled.insert(
+                    s.target_pid as u32,
+                    (ev.ts_ns, format!("{} from {from}", signal_name(s.sig))),
+                );
+                false
+            }
+            Body::Exit(x) => {
+                let signaled = self.signaled.remove(&ev.tgid);
+                let known = x.flags & EXIT_CODE_KNOWN != 0;
+                let status = if known {
+                    wait_status(x.exit_code)
+                } else {
+                    (None, None)
+                };
+                let how = match (signaled, status) {
+                    (Some((_, how)), _) => how,
+                    (None, (_, Some(sig))) => format!("killed by {}", signal_name(sig)),
+                    (None, (Some(code), _)) if code != 0 => format!("exit {code}"),
+                    _ => return false,
+                };
+                let Some(p) = cx.procs.get(ev.tgid) else {
+                    return false;
+                };
+                if p.ppid == 0 {
+                    return false;
+                }
+                let list = self.deaths.entry((p.ppid, program_key(p))).or_default();
+                let within = self.within_ns;
+                list.retain(|d| d.ts_ns.saturating_add(within) >= ev.ts_ns);
+                list.push(Death {
+                    pid: ev.tgid,
+                    ts_ns: ev.ts_ns,
+                    how,
+                });
+                false
+            }
+            Body::Exec(_) => {
+                let Some(p) = cx.procs.get(ev.tgid) else {
+                    return false;
+                };
+                if p.ppid == 0 {
+                    return false;
+                }
+                self.started(ev.tgid, p.ppid, &p.clone(), ev.ts_ns, cx)
+            }
+            Body::Fork(f) => {
+                // Pre-fork servers: the new worker runs its parent's program without exec.
+                if self.deaths.is_empty() {
+                    return false;
+                }
+                let Some(child) = cx.procs.get(f.child_pid) else {
+                    return false;
+                };
+                self.started(f.child_pid, ev.tgid, &child.clone(), ev.ts_ns, cx)
+            }
+            _ => false,
+        }
+    }
+
+    fn findings(&mut self, now_ns: u64, _cx: &Cx<'_>) -> Vec<Finding> {
+        let (within, window) = (self.within_ns, self.window_ns);
+        self.deaths.retain(|_, l| {
+            l.retain(|d| d.ts_ns.saturating_add(within) >= now_ns);
+            !l.is_empty()
+        });
+        self.signaled
+            .retain(|_, (t, _)| t.saturating_add(window) >= now_ns);
+        let min = self.min_count;
+        // Loops that never reached the threshold are forgotten once quiet for a window.
+        self.loops
+            .retain(|_, l| l.peak >= min || l.last_ns.saturating_add(window) >= now_ns);
+        let mut out = Vec::new();
+        for ((sup, _), l) in &self.loops {
+            if l.peak < min {
+                continue;
+            }
+            let pids = l
+                .pids
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let last = l
+                .deaths
+                .last()
+                .map(|d| format!("; last death: {d}"))
+                .unwrap_or_default();
+            out.push(Finding {
+                severity: Severity::Critical,
+                summary: format!(
+                    "{sup} ({}) keeps restarting `{}`: {} restarts in {:.0} s (pids {pids}){last}",
+                    l.supervisor_comm,
+                    l.program,
+                    l.total,
+                    secs(l.last_ns - l.first_ns)
+                ),
+                first_seen_ns: l.first_ns,
+                last_seen_ns: l.last_ns,
+                evidence: Evidence::RestartLoop(RestartLoop {
+                    supervisor_pid: *sup,
+                    supervisor_comm: l.supervisor_comm.clone(),
+                    program: l.program.clone(),
+                    restarts: l.total,
+                    pids: l.pids.clone(),
+                    deaths: l.deaths.clone(),
+                }),
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+
+    /// monit (4242) starts node; each instance is sent SIGTERM and exits, then a new one is
+    /// forked and exec'd 2 s later.
+    fn monit_loop(s: &mut Stream, cycles: u32) -> Vec<u32> {
+        s.proc_info(1, 0, "systemd", |_| {});
+        s.proc_info(4242, 1, "monit", |i| {
+            i.cmdline = vec!["/usr/bin/monit".into(), "-I".into()]
+        });
+        s.proc_info(5000, 4242, "node", |i| {
+            i.exe = "/usr/bin/node".into();
+            i.cmdline = vec!["/usr/bin/node".into(), "server.js".into()];
+        });
+        let mut pid = 5000;
+        let mut pids = vec![pid];
+        for c in 0..cycles {
+            let t = 10_000 + c as u64 * 30_000;
+            s.at(t).signal(4242, "monit", 15, 0, pid, "node");
+            s.at(t + 100).exit(pid, "node", 143 << 8);
+            let new = pid + 1;
+            s.at(t + 2000).fork(4242, "monit", new);
+            s.at(t + 2001)
+                .exec(new, "node", "/usr/bin/node", &["node", "server.js"]);
+            pid = new;
+            pids.push(pid);
+        }
+        pids
+    }
+
+    #[test]
+    fn a_supervisor_killing_and_respawning_is_a_loop() {
+        let mut s = Stream::new();
+        let pids = monit_loop(&mut s, 4);
+        let e = s.json_of("restart_loop");
+        assert_eq!(e["supervisor_pid"], 4242);
+        assert_eq!(e["supervisor_comm"], "monit");
+        assert_eq!(e["program"], "node server.js");
+        assert_eq!(e["restarts"], 4);
+        assert_eq!(e["pids"], serde_json::json!(pids));
+        assert_eq!(e["deaths"][0], "SIGTERM from 4242 monit");
+        // The SIGTERMs are one signal_source finding, counted across the changing pids.
+        let sig = s.json_of("signal_source");
+        assert_eq!(sig["count"], 4);
+        assert_eq!(sig["sender_comm"], "monit");
+    }
+
+    #[test]
+    fn a_single_restart_is_not_a_loop() {
+        let mut s = Stream::new();
+        monit_loop(&mut s, 1);
+        s.finish();
+        assert!(s.findings_of("restart_loop").is_empty());
+    }
+
+    #[test]
+    fn a_shell_loop_of_successful_commands_is_not_a_loop() {
+        let mut s = Stream::new();
+        s.proc_info(300, 1, "bash", |_| {});
+        for k in 0..50u32 {
+            let pid = 1000 + k;
+            let t = k as u64 * 500;
+            s.at(t).fork(300, "bash", pid);
+            s.at(t + 1)
+                .exec(pid, "curl", "/usr/bin/curl", &["curl", "-s", "http://x"]);
+            s.at(t + 200).exit(pid, "curl", 0);
+        }
+        s.finish();
+        assert!(s.findings_of("restart_loop").is_empty());
+    }
+
+    #[test]
+    fn crashing_prefork_workers_are_a_loop() {
+        let mut s = Stream::new();
+        s.proc_info(700, 1, "gunicorn", |i| {
+            i.cmdline = vec!["gunicorn".into(), "app:wsgi".into()]
+        });
+        s.at(0).fork(700, "gunicorn", 701);
+        for k in 0..3u32 {
+            let t = 1000 + k as u64 * 5000;
+            s.at(t).exit(701 + k, "gunicorn", 9); // killed by SIGKILL
+            s.at(t + 50).fork(700, "gunicorn", 702 + k);
+        }
+        let e = s.json_of("restart_loop");
+        assert_eq!(e["supervisor_pid"], 700);
+        assert_eq!(e["restarts"], 3);
+        assert_eq!(e["deaths"][0], "killed by SIGKILL");
+    }
+}

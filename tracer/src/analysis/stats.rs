@@ -1,0 +1,359 @@
+//! What the report shows besides findings: event counts and drops, connection lifetimes per
+//! process (histograms with a fixed maximum that count outliers instead of failing), and the
+//! incident timeline (notable events in time order, like a post-mortem). All bounded.
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use hdrhistogram::Histogram;
+use tracer_common::{process::EXIT_CODE_KNOWN, tcp::state as tcp};
+
+use super::{Cx, Finding, comm_of, signals};
+use crate::{
+    event::{Body, Comm, Event},
+    output::{bytes_human, errno_name, signal_name, wait_status},
+};
+
+/// Connection lifetimes are tracked in milliseconds up to a week; longer ones are outliers.
+pub const LIFETIME_MAX_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Processes with their own lifetime histogram; the rest share pid 0.
+const LIFETIME_PROCS: usize = 1024;
+/// Connections followed at once (beyond, new ones are not timed).
+const OPEN_CONNS: usize = 1 << 20;
+/// accept()/socket() failures of one process within this long are one timeline entry.
+const BURST_NS: u64 = super::NS;
+
+pub struct Lifetimes {
+    pub comm: String,
+    /// Milliseconds, saturated at [`LIFETIME_MAX_MS`].
+    pub hist: Histogram<u64>,
+    /// Lifetimes above the histogram's maximum (counted in it at the maximum).
+    pub outliers: u64,
+}
+
+impl Lifetimes {
+    fn new(comm: String) -> Lifetimes {
+        Lifetimes {
+            comm,
+            // Cannot fail: the bounds are constants within hdrhistogram's range.
+            hist: Histogram::new_with_bounds(1, LIFETIME_MAX_MS, 2)
+                .expect("valid histogram bounds"),
+            outliers: 0,
+        }
+    }
+
+    pub fn record(&mut self, ms: u64) {
+        if ms > LIFETIME_MAX_MS {
+            self.outliers += 1;
+        }
+        self.hist.saturating_record(ms.min(LIFETIME_MAX_MS));
+    }
+}
+
+#[derive(Default)]
+pub struct ConnLifetimes {
+    open: HashMap<u64, u64>,
+    pub per_pid: BTreeMap<u32, Lifetimes>,
+}
+
+impl ConnLifetimes {
+    fn observe(&mut self, ev: &Event, cx: &Cx<'_>) {
+        let Body::TcpState(t) = &ev.body else { return };
+        if t.new_state == tcp::ESTABLISHED {
+            if self.open.len() < OPEN_CONNS {
+                self.open.insert(t.skaddr, ev.ts_ns);
+            }
+        } else if t.new_state == tcp::CLOSE
+            && let Some(start) = self.open.remove(&t.skaddr)
+        {
+            let owner = cx.state.owner(t.skaddr, t.owner_tgid).unwrap_or(0);
+            let pid = if self.per_pid.contains_key(&owner) || self.per_pid.len() < LIFETIME_PROCS {
+                owner
+            } else {
+                0
+            };
+            let l = self.per_pid.entry(pid).or_insert_with(|| {
+                Lifetimes::new(if pid == 0 {
+                    "(other)".into()
+                } else {
+                    comm_of(cx.procs, pid, "?")
+                })
+            });
+            l.record(ev.ts_ns.saturating_sub(start) / 1_000_000);
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Stats {
+    pub events: u64,
+    pub per_kind: BTreeMap<&'static str, u64>,
+    pub first_ns: Option<u64>,
+    pub last_ns: u64,
+    /// Records lost in the kernel, per kind (the latest cumulative counts).
+    pub drops: BTreeMap<String, u64>,
+    pids: HashSet<u32>,
+    pub conns: ConnLifetimes,
+}
+
+impl Stats {
+    pub fn observe(&mut self, ev: &Event, cx: &Cx<'_>) {
+        self.events += 1;
+        *self.per_kind.entry(ev.kind_name()).or_default() += 1;
+        self.first_ns = Some(self.first_ns.map_or(ev.ts_ns, |f| f.min(ev.ts_ns)));
+        self.last_ns = self.last_ns.max(ev.ts_ns);
+        if ev.tgid != 0 && self.pids.len() < (1 << 22) {
+            self.pids.insert(ev.tgid);
+        }
+        if let Body::Drops(d) = &ev.body {
+            for (k, n) in &d.per_kind {
+                let e = self.drops.entry(k.clone()).or_default();
+                *e = (*e).max(*n);
+            }
+        }
+        self.conns.observe(ev, cx);
+    }
+
+    pub fn processes(&self) -> usize {
+        self.pids.len()
+    }
+
+    pub fn drops_total(&self) -> u64 {
+        self.drops.values().sum()
+    }
+
+    pub fn span_ns(&self) -> u64 {
+        self.first_ns.map_or(0, |f| self.last_ns - f)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct TimelineEntry {
+    #[serde(skip)]
+    pub ts_ns: u64,
+    /// `signal`, `exit`, `oom_kill`, `fd_error`, `finding`.
+    pub what: &'static str,
+    pub pid: u32,
+    pub comm: String,
+    pub text: String,
+    /// Events merged into this entry (bursts of accept failures).
+    pub count: u64,
+}
+
+pub struct Timeline {
+    entries: VecDeque<TimelineEntry>,
+    /// Sequence number of `entries[0]`.
+    first_seq: u64,
+    max: usize,
+    pub omitted: u64,
+    fatal: Vec<i32>,
+    /// pid → how it was killed, until it exits.
+    signaled: HashMap<u32, String>,
+    /// (pid, errno) → the entry its latest burst of failures is counted in.
+    bursts: HashMap<(u32, i32), Burst>,
+}
+
+impl Timeline {
+    pub fn new(max: usize, fatal: Vec<i32>) -> Timeline {
+        Timeline {
+            entries: VecDeque::new(),
+            first_seq: 0,
+            max: max.max(1),
+            omitted: 0,
+            fatal,
+            signaled: HashMap::new(),
+            bursts: HashMap::new(),
+        }
+    }
+
+    /// Entries in time order (stable for equal times).
+    pub fn entries(&self) -> Vec<&TimelineEntry> {
+        let mut v: Vec<&TimelineEntry> = self.entries.iter().collect();
+        v.sort_by_key(|e| e.ts_ns);
+        v
+    }
+
+    fn push(&mut self, e: TimelineEntry) -> u64 {
+        self.entries.push_back(e);
+        if self.entries.len() > self.max {
+            self.entries.pop_front();
+            self.first_seq += 1;
+            self.omitted += 1;
+        }
+        self.first_seq + self.entries.len() as u64 - 1
+    }
+
+    pub fn finding(&mut self, f: &Finding, at_ns: u64) {
+        self.push(TimelineEntry {
+            ts_ns: at_ns,
+            what: "finding",
+            pid: f.pid().unwrap_or(0),
+            comm: String::new(),
+            text: format!("{} {}: {}", f.severity.name(), f.kind(), f.summary),
+            count: 1,
+        });
+    }
+
+    pub fn observe(&mut self, ev: &Event, cx: &Cx<'_>) {
+        let comm = || comm_of(cx.procs, ev.tgid, &ev.comm.to_string());
+        match &ev.body {
+            Body::Signal(s)
+                if signals::SignalSources::is_reported(&self.fatal, s.sig, s.result) =>
+            {
+                let target = s.target_pid.max(0) as u32;
+                let from = if signals::from_kernel(s.code) {
+                    format!("the kernel (in {} {})", ev.tgid, ev.comm)
+                } else {
+                    let cmd = cx
+                        .procs
+                        .get(ev.tgid)
+                        .map(|p| p.cmdline_string())
+                        .unwrap_or_default();
+                    format!("{} {} [{cmd}]", ev.tgid, comm())
+                };
+                let name = signal_name(s.sig);
+                if self.signaled.len() < 65536 {
+                    self.signaled.insert(target, format!("{name} from {from}"));
+                }
+                self.push(TimelineEntry {
+                    ts_ns: ev.ts_ns,
+                    what: "signal",
+                    pid: ev.tgid,
+                    comm: comm(),
+                    text: format!("{name} from {from} to {target} {}", Comm(s.target_comm)),
+                    count: 1,
+                });
+            }
+            Body::Exit(x) => {
+                let signaled = self.signaled.remove(&ev.tgid);
+                let known = x.flags & EXIT_CODE_KNOWN != 0;
+                let status = match (known, wait_status(x.exit_code)) {
+                    (false, _) => "exited".to_owned(),
+                    (true, (_, Some(sig))) => format!("killed by {}", signal_name(sig)),
+                    (true, (Some(code), _)) => format!("exited with status {code}"),
+                    _ => "exited".to_owned(),
+                };
+                let killed = known && wait_status(x.exit_code).1.is_some();
+                if signaled.is_none() && !killed {
+                    return;
+                }
+                let after = signaled.map(|s| format!(" after {s}")).unwrap_or_default();
+                self.push(TimelineEntry {
+                    ts_ns: ev.ts_ns,
+                    what: "exit",
+                    pid: ev.tgid,
+                    comm: comm(),
+                    text: format!("{} {} {status}{after}", ev.tgid, comm()),
+                    count: 1,
+                });
+            }
+            Body::OomKill(o) => {
+                let rss = (o.anon_rss_kb + o.file_rss_kb + o.shmem_rss_kb) * 1024;
+                let victim_comm = if o.flags & tracer_common::oom::OOM_HAS_COMM != 0 {
+                    Comm(o.victim_comm).to_string()
+                } else {
+                    comm_of(cx.procs, o.victim_pid, "?")
+                };
+                let rss = if o.flags & tracer_common::oom::OOM_HAS_MEMORY != 0 {
+                    format!(" (RSS {})", bytes_human(rss))
+                } else {
+                    String::new()
+                };
+                self.push(TimelineEntry {
+                    ts_ns: ev.ts_ns,
+                    what: "oom_kill",
+                    pid: o.victim_pid,
+                    comm: victim_comm.clone(),
+                    text: format!(
+                        "OOM killer killed {} {victim_comm}{rss}, triggered by {} {}",
+                        o.victim_pid,
+                        ev.tgid,
+                        comm()
+                    ),
+                    count: 1,
+                });
+            }
+            Body::TcpAccept(a) if a.ret == -24 || a.ret == -23 => {
+                self.fd_error(ev, "accept()", a.ret, Some(a.sport), cx)
+            }
+            Body::SocketOpen(s) if s.fd == -24 || s.fd == -23 => {
+                self.fd_error(ev, "socket()", s.fd, None, cx)
+            }
+            _ => {}
+        }
+    }
+
+    fn fd_error(
+        &mut self,
+        ev: &Event,
+        call: &'static str,
+        err: i32,
+        port: Option<u16>,
+        cx: &Cx<'_>,
+    ) {
+        let key = (ev.tgid, err);
+        if let Some(b) = self.bursts.get(&key)
+            && ev.ts_ns.saturating_sub(b.start_ns) < BURST_NS
+            && b.seq >= self.first_seq
+            && let Some(e) = self.entries.get_mut((b.seq - self.first_seq) as usize)
+        {
+            e.count += 1;
+            e.text = format!(
+                "{} failed {} times with {} in {}",
+                b.call,
+                e.count,
+                errno_name(err),
+                b.who
+            );
+            return;
+        }
+        let comm = comm_of(cx.procs, ev.tgid, &ev.comm.to_string());
+        let port = port
+            .filter(|p| *p != 0)
+            .map(|p| format!(" on port {p}"))
+            .unwrap_or_default();
+        let who = format!("{} {comm}{port}", ev.tgid);
+        let seq = self.push(TimelineEntry {
+            ts_ns: ev.ts_ns,
+            what: "fd_error",
+            pid: ev.tgid,
+            comm,
+            text: format!("{call} failed with {} in {who}", errno_name(err)),
+            count: 1,
+        });
+        if self.bursts.len() > 4096 {
+            self.bursts.clear();
+        }
+        self.bursts.insert(
+            key,
+            Burst {
+                seq,
+                start_ns: ev.ts_ns,
+                call,
+                who,
+            },
+        );
+    }
+}
+
+struct Burst {
+    /// Sequence number of its timeline entry.
+    seq: u64,
+    start_ns: u64,
+    call: &'static str,
+    who: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes_saturate_and_count_outliers() {
+        let mut l = Lifetimes::new("x".into());
+        l.record(5);
+        l.record(u64::MAX);
+        l.record(LIFETIME_MAX_MS * 10);
+        assert_eq!(l.hist.len(), 3);
+        assert_eq!(l.outliers, 2);
+        assert!(l.hist.max() >= LIFETIME_MAX_MS / 2);
+    }
+}
