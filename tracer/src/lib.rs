@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod probes;
 pub mod proc_table;
 pub mod procfs;
+pub mod report;
 pub mod sandbox;
 pub mod scenario;
 pub mod units;

@@ -127,7 +127,7 @@ impl Default for AnalysisConfig {
             restart_min_count: 3,
             mem_window_s: 60.0,
             mem_min_samples: 5,
-            mem_min_duration_s: 10.0,
+            mem_min_duration_s: 30.0,
             mem_min_rate_bytes_per_sec: 1 << 20,
             mem_min_growth_bytes: 64 << 20,
             mem_min_steadiness: 0.8,

@@ -171,7 +171,9 @@ impl Engine {
         if self.next_eval_ns == 0 {
             self.next_eval_ns = next_multiple(ev.ts_ns, self.interval_ns);
         } else if ev.ts_ns >= self.next_eval_ns {
-            self.evaluate(ctx);
+            // As of just before this event: time has moved on (ages grew) even if nothing
+            // happened in between.
+            self.evaluate_at(ev.ts_ns.max(self.state.now_ns), ctx);
             self.next_eval_ns = next_multiple(ev.ts_ns, self.interval_ns);
         }
         self.state.apply(ev);
@@ -196,13 +198,20 @@ impl Engine {
 
     /// Evaluates every analysis now (at the latest event time).
     pub fn evaluate(&mut self, ctx: &Ctx<'_>) {
+        self.evaluate_at(self.state.now_ns, ctx);
+    }
+
+    fn evaluate_at(&mut self, now: u64, ctx: &Ctx<'_>) {
         for i in 0..self.analyses.len() {
-            self.evaluate_one(i, ctx);
+            self.evaluate_one_at(i, now, ctx);
         }
     }
 
     fn evaluate_one(&mut self, i: usize, ctx: &Ctx<'_>) {
-        let now = self.state.now_ns;
+        self.evaluate_one_at(i, self.state.now_ns, ctx);
+    }
+
+    fn evaluate_one_at(&mut self, i: usize, now: u64, ctx: &Ctx<'_>) {
         let cx = Cx {
             procs: ctx.procs,
             host: ctx.host,

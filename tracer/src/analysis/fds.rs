@@ -28,6 +28,8 @@ struct Proc {
     pinned: bool,
     local_port: Option<u16>,
     last_ns: u64,
+    /// When its open fds were first seen near the limit.
+    near_since_ns: Option<u64>,
     exited: bool,
 }
 
@@ -102,6 +104,7 @@ impl Analysis for FdLimits {
                 if let Some(n) = info.open_fds {
                     let p = self.procs.entry(info.pid).or_default();
                     p.open_fds = Some(n as i64);
+                    p.last_ns = ev.ts_ns;
                     if !info.comm.is_empty() {
                         p.comm = info.comm.clone();
                     }
@@ -135,7 +138,7 @@ impl Analysis for FdLimits {
 
     fn findings(&mut self, now_ns: u64, cx: &Cx<'_>) -> Vec<Finding> {
         let mut out = Vec::new();
-        for (&pid, p) in &self.procs {
+        for (&pid, p) in self.procs.iter_mut() {
             let errors = p.emfile + p.enfile;
             let fd_limit = cx.procs.get(pid).and_then(|e| e.nofile_limit);
             let estimate = p.open_fds.map(|n| n.max(0) as u64);
@@ -147,6 +150,9 @@ impl Analysis for FdLimits {
                 (Some(l), Some(n)) if l > 0 => n as f64 >= l as f64 * self.near_ratio,
                 _ => false,
             };
+            if near {
+                p.near_since_ns.get_or_insert(now_ns);
+            }
             if errors < self.min_errors && !near {
                 continue;
             }

@@ -59,6 +59,11 @@ impl Runaways {
         if last.rss < first.rss.saturating_add(self.min_growth) {
             return None;
         }
+        // Still growing: the latest sample is near the window's peak, not on the way down.
+        let peak = r.iter().map(|p| p.rss).max().unwrap_or(0);
+        if last.rss.saturating_add((peak - first.rss) / 10) < peak {
+            return None;
+        }
         let (ups, moves) = r
             .iter()
             .zip(r.iter().skip(1))
@@ -138,7 +143,7 @@ impl Analysis for Runaways {
             out.push(Finding {
                 severity,
                 summary: format!(
-                    "{pid} ({comm}) memory grows {}/s: RSS {} → {} in {:.0} s{projection}",
+                    "{pid} ({comm}) memory grows {}/s: RSS {} -> {} in {:.0} s{projection}",
                     bytes_human(g.rate as u64),
                     bytes_human(first.rss),
                     bytes_human(last.rss),

@@ -26,7 +26,9 @@ pub mod sockets;
 pub mod state;
 pub mod stats;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod tests_incidents;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 pub use config::{AnalysisArgs, AnalysisConfig, ConfigError};
 pub use engine::{Engine, FindingUpdate, SharedEngine, UpdateKind};

@@ -110,10 +110,11 @@ impl Analysis for ResetStorms {
             out.push(Finding {
                 severity: if per_sec >= 100.0 { Severity::Critical } else { Severity::Warning },
                 summary: format!(
-                    "TCP reset storm around {who}: {} sent, {} received, up to {per_sec:.1}/s over {:.0} s",
+                    "TCP reset storm around {who}: {} sent, {} received in {:.1} s (up to {per_sec:.1}/s over {} s)",
                     g.sent,
                     g.received,
-                    secs(g.last_ns - g.first_ns)
+                    secs(g.last_ns - g.first_ns),
+                    self.window_s
                 ),
                 first_seen_ns: g.first_ns,
                 last_seen_ns: g.last_ns,

@@ -145,8 +145,8 @@ pub struct Timeline {
     max: usize,
     pub omitted: u64,
     fatal: Vec<i32>,
-    /// pid → how it was killed, until it exits.
-    signaled: HashMap<u32, String>,
+    /// pid → the last fatal signal sent to it ("SIGTERM from ..."), until it exits.
+    signaled: HashMap<u32, (i32, String)>,
     /// (pid, errno) → the entry its latest burst of failures is counted in.
     bursts: HashMap<(u32, i32), Burst>,
 }
@@ -211,7 +211,8 @@ impl Timeline {
                 };
                 let name = signal_name(s.sig);
                 if self.signaled.len() < 65536 {
-                    self.signaled.insert(target, format!("{name} from {from}"));
+                    self.signaled
+                        .insert(target, (s.sig, format!("{name} from {from}")));
                 }
                 self.push(TimelineEntry {
                     ts_ns: ev.ts_ns,
@@ -225,23 +226,30 @@ impl Timeline {
             Body::Exit(x) => {
                 let signaled = self.signaled.remove(&ev.tgid);
                 let known = x.flags & EXIT_CODE_KNOWN != 0;
-                let status = match (known, wait_status(x.exit_code)) {
-                    (false, _) => "exited".to_owned(),
-                    (true, (_, Some(sig))) => format!("killed by {}", signal_name(sig)),
-                    (true, (Some(code), _)) => format!("exited with status {code}"),
-                    _ => "exited".to_owned(),
+                let (code, sig) = if known {
+                    wait_status(x.exit_code)
+                } else {
+                    (None, None)
                 };
-                let killed = known && wait_status(x.exit_code).1.is_some();
-                if signaled.is_none() && !killed {
-                    return;
-                }
-                let after = signaled.map(|s| format!(" after {s}")).unwrap_or_default();
+                let status = match (signaled, sig, code) {
+                    // Killed by the very signal we saw sent: say who sent it.
+                    (Some((n, from)), Some(s), _) if n == s => format!("killed by {from}"),
+                    (Some((_, from)), Some(s), _) => {
+                        format!("killed by {} after {from}", signal_name(s))
+                    }
+                    (Some((_, from)), None, Some(c)) => {
+                        format!("exited with status {c} after {from}")
+                    }
+                    (Some((_, from)), None, None) => format!("exited after {from}"),
+                    (None, Some(s), _) => format!("killed by {}", signal_name(s)),
+                    (None, None, _) => return,
+                };
                 self.push(TimelineEntry {
                     ts_ns: ev.ts_ns,
                     what: "exit",
                     pid: ev.tgid,
                     comm: comm(),
-                    text: format!("{} {} {status}{after}", ev.tgid, comm()),
+                    text: format!("{} {} {status}", ev.tgid, comm()),
                     count: 1,
                 });
             }
