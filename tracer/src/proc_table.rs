@@ -102,6 +102,31 @@ impl ProcTable {
         out
     }
 
+    /// The live processes as `ProcInfo` records, in pid order: what a dump segment starts with,
+    /// so each segment replays on its own. /proc-only counts (open fds, sockets) are not kept
+    /// here and are left unknown.
+    pub fn snapshot(&self) -> Vec<ProcInfo> {
+        let mut out: Vec<ProcInfo> = self
+            .live
+            .values()
+            .map(|e| ProcInfo {
+                pid: e.pid,
+                ppid: e.ppid,
+                uid: e.uid,
+                comm: e.comm.clone(),
+                exe: e.exe.clone(),
+                cmdline: e.cmdline.clone(),
+                cgroup: e.cgroup.clone(),
+                mem_limit: e.mem_limit,
+                nofile_limit: e.nofile_limit,
+                open_fds: None,
+                open_sockets: None,
+            })
+            .collect();
+        out.sort_unstable_by_key(|p| p.pid);
+        out
+    }
+
     /// Updates the table from one event. Call before the event is shown to sinks.
     pub fn apply(&mut self, ev: &Event) {
         match &ev.body {
@@ -248,6 +273,42 @@ mod tests {
         assert!(t.len() <= 2);
         assert!(t.dead.len() <= GRAVEYARD);
         assert!(t.dead_order.len() <= GRAVEYARD);
+    }
+
+    #[test]
+    fn snapshot_lists_live_processes_in_pid_order_and_replays_to_the_same_table() {
+        let mut t = ProcTable::new();
+        t.apply(&ev(1, 300, "b", info(300, 1, "b")));
+        t.apply(&ev(2, 100, "a", info(100, 1, "a")));
+        t.apply(&ev(
+            3,
+            100,
+            "a",
+            Body::Fork(Fork {
+                child_pid: 200,
+                _pad: 0,
+            }),
+        ));
+        t.apply(&ev(
+            4,
+            300,
+            "b",
+            Body::Exit(Exit {
+                exit_code: 0,
+                flags: 1,
+            }),
+        ));
+        let snap = t.snapshot();
+        assert_eq!(
+            snap.iter().map(|p| p.pid).collect::<Vec<_>>(),
+            vec![100, 200]
+        );
+        let mut again = ProcTable::new();
+        for p in &snap {
+            again.apply(&ev(5, p.pid, &p.comm, Body::ProcInfo(Box::new(p.clone()))));
+        }
+        assert_eq!(again.snapshot(), snap);
+        assert_eq!(again.get(200).unwrap().cmdline, vec!["a"]);
     }
 
     #[test]
