@@ -93,8 +93,17 @@ pub fn parse_hex(s: &str) -> Option<u64> {
 /// mismatch and showing the whole event.
 #[track_caller]
 pub fn assert_fields(ev: &Value, want: Value) {
-    let want = want.as_object().expect("want is a JSON object");
-    let bad: Vec<String> = want
+    let bad = mismatches(ev, &want);
+    assert!(
+        bad.is_empty(),
+        "event fields differ:\n  {}\nevent: {ev}",
+        bad.join("\n  ")
+    );
+}
+
+fn mismatches(ev: &Value, want: &Value) -> Vec<String> {
+    want.as_object()
+        .expect("want is a JSON object")
         .iter()
         .filter(|(k, v)| ev.get(k.as_str()) != Some(*v))
         .map(|(k, v)| {
@@ -104,17 +113,104 @@ pub fn assert_fields(ev: &Value, want: Value) {
                     .map_or("(missing)".to_owned(), |g| g.to_string())
             )
         })
-        .collect();
-    assert!(
-        bad.is_empty(),
-        "event fields differ:\n  {}\nevent: {ev}",
-        bad.join("\n  ")
-    );
+        .collect()
+}
+
+/// Collects failed checks, so that one run names every wrong or missing event instead of only
+/// the first, then fails once with all of them and the events.
+#[derive(Default)]
+pub struct Checks {
+    failures: Vec<String>,
+}
+
+impl Checks {
+    pub fn new() -> Checks {
+        Checks::default()
+    }
+
+    /// `ev` has these field values.
+    #[track_caller]
+    pub fn fields(&mut self, what: &str, ev: &Value, want: Value) {
+        let bad = mismatches(ev, &want);
+        if !bad.is_empty() {
+            self.fail(format!(
+                "{what}: {}
+    event: {ev}",
+                bad.join("; ")
+            ));
+        }
+    }
+
+    /// The first event matching `pred`, or a failure.
+    #[track_caller]
+    pub fn find<'a>(
+        &mut self,
+        what: &str,
+        events: &'a [Value],
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<&'a Value> {
+        let found = events.iter().find(|e| pred(e));
+        if found.is_none() {
+            self.fail(format!("{what}: no such event"));
+        }
+        found
+    }
+
+    /// The first event matching `pred` has these field values.
+    #[track_caller]
+    pub fn find_with<'a>(
+        &mut self,
+        what: &str,
+        events: &'a [Value],
+        pred: impl Fn(&Value) -> bool,
+        want: Value,
+    ) -> Option<&'a Value> {
+        let found = self.find(what, events, pred);
+        if let Some(ev) = found {
+            self.fields(what, ev, want);
+        }
+        found
+    }
+
+    #[track_caller]
+    pub fn that(&mut self, ok: bool, what: impl Into<String>) {
+        if !ok {
+            self.fail(what.into());
+        }
+    }
+
+    #[track_caller]
+    fn fail(&mut self, msg: String) {
+        let at = std::panic::Location::caller();
+        self.failures
+            .push(format!("[{}:{}] {msg}", at.file(), at.line()));
+    }
+
+    /// Fails the test if any check failed, listing them all and then the events.
+    #[track_caller]
+    pub fn finish(self, events: &[Value]) {
+        assert!(
+            self.failures.is_empty(),
+            "{} check(s) failed:\n  {}{}",
+            self.failures.len(),
+            self.failures.join("\n  "),
+            dump(events)
+        );
+    }
 }
 
 /// The events of `kind` in `events`, for messages and counting.
 pub fn of_kind<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e.kind() == kind).collect()
+}
+
+/// The first event matching `pred`; fails the test with every event if there is none.
+#[track_caller]
+pub fn find<'a>(events: &'a [Value], what: &str, pred: impl Fn(&Value) -> bool) -> &'a Value {
+    events
+        .iter()
+        .find(|e| pred(e))
+        .unwrap_or_else(|| panic!("no {what} among the events:{}", dump(events)))
 }
 
 /// Position of the first event matching `pred`, for ordering assertions.

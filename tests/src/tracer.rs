@@ -154,6 +154,15 @@ impl Tracer {
         t
     }
 
+    /// Starts a tracer that follows only this test process and its children
+    /// (`--pid <test pid>`), plus `extra` arguments.
+    pub fn for_test(extra: &[&str]) -> Tracer {
+        let pid = std::process::id().to_string();
+        let mut args = vec!["--pid", pid.as_str()];
+        args.extend_from_slice(extra);
+        Tracer::start(&args)
+    }
+
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut st = self.shared.lock();
@@ -193,6 +202,30 @@ impl Tracer {
     /// event seen if none comes.
     pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         self.wait_for_within(what, EVENT_TIMEOUT, pred)
+    }
+
+    /// Like [`wait_for`](Self::wait_for), but a missing event is `None` (for a test that goes on
+    /// checking other things before failing).
+    pub fn try_wait_for(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.shared.lock();
+        let mut checked = 0;
+        loop {
+            if let Some(v) = st.events[checked..].iter().find(|v| pred(v)) {
+                return Some(v.clone());
+            }
+            checked = st.events.len();
+            let now = Instant::now();
+            if now >= deadline || st.stdout_done {
+                return None;
+            }
+            st = self
+                .shared
+                .cond
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     pub fn wait_for_within(

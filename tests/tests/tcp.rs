@@ -1,0 +1,525 @@
+//! TCP: the connection lifecycle over IPv4 and IPv6 with owner attribution, resets in both
+//! directions, refused connects, and accept() failing with EMFILE.
+//!
+//! The server is a `workload tcp-server` child (so that its events are told apart from the
+//! client's by pid); the client is this test process.
+use std::{
+    io::Read,
+    mem,
+    net::{SocketAddr, TcpStream},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+};
+
+use serde_json::{Value, json};
+use tracer_tests::{
+    Checks, EventExt, Tracer, Workload, assert_fields, find, position, require_root, test_pid,
+    workload,
+};
+
+/// The families traced. `process` is needed with `tcp` for now: without it the tracer drops
+/// every event of the `--pid` process's children (see filters.rs,
+/// `pid_filter_follows_children_without_process_events`).
+const TCP: &[&str] = &["--events", "tcp,process"];
+
+/// What both ends of one loopback connection really are.
+struct Conn {
+    server: Workload,
+    client: TcpStream,
+    /// The server's listening socket.
+    listen_fd: i64,
+    ip: String,
+    port: u64,
+    /// The server's accepted socket.
+    accepted_fd: i64,
+    client_fd: i64,
+    client_ip: String,
+    client_port: u64,
+}
+
+/// Starts a server bound to `bind` and connects to it from this process.
+fn connect(bind: &str) -> Conn {
+    let mut server = Workload::spawn(&mut workload!("tcp-server", "--bind", bind));
+    let l = server.expect("listening");
+    let addr: SocketAddr = l["addr"].as_str().unwrap().parse().unwrap();
+    let client = TcpStream::connect(addr).expect("connect to the workload server");
+    let local = client.local_addr().unwrap();
+    let acc = server.expect("accepted");
+    // The workload's own view of the connection matches ours.
+    assert_eq!(
+        acc["peer"],
+        json!({"ip": local.ip().to_string(), "port": local.port()})
+    );
+    assert_eq!(
+        acc["local"],
+        json!({"ip": addr.ip().to_string(), "port": addr.port()})
+    );
+    Conn {
+        listen_fd: l["fd"].as_i64().unwrap(),
+        ip: addr.ip().to_string(),
+        port: addr.port() as u64,
+        accepted_fd: acc["fd"].as_i64().unwrap(),
+        client_fd: client.as_raw_fd() as i64,
+        client_ip: local.ip().to_string(),
+        client_port: local.port() as u64,
+        server,
+        client,
+    }
+}
+
+fn set_linger_zero(fd: i32) {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the option value is a live linger struct of the stated size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &l as *const libc::linger as *const libc::c_void,
+            mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+}
+
+fn is_state(e: &Value, sport: u64, dport: u64) -> bool {
+    e.kind() == "tcp_state" && e["sport"] == sport && e["dport"] == dport
+}
+
+fn lifecycle(bind: &str, family: &str) {
+    if !require_root() {
+        return;
+    }
+    let me = test_pid();
+    let t = Tracer::for_test(TCP);
+    let mut c = connect(bind);
+    let sp = c.server.pid();
+    let (port, cport) = (c.port, c.client_port);
+    t.wait_for("the server's tcp_accept", |e| e.is("tcp_accept", sp));
+
+    // The client closes, the server does not: the server's socket sits in CLOSE_WAIT.
+    drop(c.client);
+    t.wait_for("the server's socket going to CLOSE_WAIT", |e| {
+        is_state(e, port, cport) && e["new_state"] == "CLOSE_WAIT"
+    });
+    c.server.send("close");
+    c.server.expect("closed");
+    c.server.send("exit");
+    assert!(c.server.wait().success());
+    t.wait_for("the server's exit", |e| e.is("exit", sp));
+    let ev = t.stop().events;
+    let mut k = Checks::new();
+
+    // The server: socket(), listen(), LISTEN, accept().
+    k.find_with(
+        "the server's socket_open",
+        &ev,
+        |e| e.is("socket_open", sp) && e["fd"] == c.listen_fd,
+        json!({"family": family, "sock_type": 1, "comm": "workload", "ppid": me}),
+    );
+    k.find_with(
+        "the server's tcp_listen",
+        &ev,
+        |e| e.is("tcp_listen", sp),
+        json!({"fd": c.listen_fd, "backlog": 16}),
+    );
+    k.find_with(
+        "the listening socket's CLOSE -> LISTEN",
+        &ev,
+        |e| e.kind() == "tcp_state" && e["new_state"] == "LISTEN" && e["sport"] == port,
+        json!({"old_state": "CLOSE", "family": family, "saddr": c.ip, "owner_pid": sp}),
+    );
+    k.find_with(
+        "the server's tcp_accept",
+        &ev,
+        |e| e.is("tcp_accept", sp),
+        json!({
+            "comm": "workload", "ppid": me, "fd": c.accepted_fd, "listen_fd": c.listen_fd,
+            "family": family, "saddr": c.ip, "sport": port, "daddr": c.client_ip, "dport": cport,
+        }),
+    );
+
+    // The client (this process): socket(), connect(), SYN_SENT -> ESTABLISHED.
+    k.find_with(
+        "the client's socket_open",
+        &ev,
+        |e| e.is("socket_open", me) && e["fd"] == c.client_fd,
+        json!({"family": family, "sock_type": 1}),
+    );
+    if let Some(conn) = k.find_with(
+        "the client's tcp_connect",
+        &ev,
+        |e| e.is("tcp_connect", me),
+        json!({"fd": c.client_fd, "daddr": c.ip, "dport": port}),
+    ) {
+        k.that(
+            conn.get("error").is_none(),
+            format!("connect succeeded: {conn}"),
+        );
+    }
+    k.find_with(
+        "the client's SYN_SENT -> ESTABLISHED",
+        &ev,
+        |e| is_state(e, cport, port) && e["new_state"] == "ESTABLISHED",
+        json!({
+            "old_state": "SYN_SENT", "family": family, "saddr": c.client_ip,
+            "daddr": c.ip, "owner_pid": me,
+        }),
+    );
+    // The server's end becomes ESTABLISHED too; before accept() its owner cannot be known yet.
+    if let Some(e) = k.find("the server's end becoming ESTABLISHED", &ev, |e| {
+        is_state(e, port, cport) && e["new_state"] == "ESTABLISHED"
+    }) {
+        k.that(
+            e["owner_pid"].is_null() || e["owner_pid"] == sp,
+            format!("owner of the server's end before accept: {e}"),
+        );
+    }
+
+    // Every state change of the client's socket is attributed to this process, including
+    // those that ran in softirq on behalf of whatever task was current.
+    let client_states: Vec<&Value> = ev.iter().filter(|e| is_state(e, cport, port)).collect();
+    for e in &client_states {
+        k.that(
+            e["owner_pid"] == me,
+            format!("client socket owned by {me}: {e}"),
+        );
+    }
+    k.that(
+        client_states
+            .iter()
+            .any(|e| e["old_state"] == "ESTABLISHED" && e["new_state"] == "FIN_WAIT1"),
+        "client's ESTABLISHED -> FIN_WAIT1 on close",
+    );
+    // Every state change of the server's accepted socket after accept() is the server's.
+    let accepted_at = position(&ev, |e| e.is("tcp_accept", sp)).unwrap_or(0);
+    let server_states: Vec<&Value> = ev[accepted_at..]
+        .iter()
+        .filter(|e| is_state(e, port, cport))
+        .collect();
+    for e in &server_states {
+        k.that(
+            e["owner_pid"] == sp,
+            format!("accepted socket owned by {sp}: {e}"),
+        );
+    }
+    // CLOSE_WAIT: the peer closed, the server had not (yet).
+    k.find_with(
+        "the server's ESTABLISHED -> CLOSE_WAIT",
+        &ev,
+        |e| is_state(e, port, cport) && e["new_state"] == "CLOSE_WAIT",
+        json!({
+            "old_state": "ESTABLISHED", "family": family, "saddr": c.ip,
+            "daddr": c.client_ip, "owner_pid": sp,
+        }),
+    );
+    for (old, new) in [("CLOSE_WAIT", "LAST_ACK"), ("LAST_ACK", "CLOSE")] {
+        k.that(
+            server_states
+                .iter()
+                .any(|e| e["old_state"] == old && e["new_state"] == new),
+            format!("server's {old} -> {new}"),
+        );
+    }
+
+    // close() of both sockets; CLOSE_WAIT came before the server's close.
+    k.find_with(
+        "the client's socket_close",
+        &ev,
+        |e| e.is("socket_close", me) && e["fd"] == c.client_fd,
+        json!({"family": family}),
+    );
+    k.find_with(
+        "the server's socket_close",
+        &ev,
+        |e| e.is("socket_close", sp) && e["fd"] == c.accepted_fd,
+        json!({"family": family}),
+    );
+    let cw_at = position(&ev, |e| {
+        is_state(e, port, cport) && e["new_state"] == "CLOSE_WAIT"
+    });
+    let sclose_at = position(&ev, |e| {
+        e.is("socket_close", sp) && e["fd"] == c.accepted_fd
+    });
+    k.that(
+        matches!((cw_at, sclose_at), (Some(a), Some(b)) if a < b),
+        "CLOSE_WAIT before the server's close()",
+    );
+    // The listening socket goes away with the process (no close() call), after its exit
+    // event: still the server's.
+    k.find_with(
+        "the listening socket's LISTEN -> CLOSE when the server exits",
+        &ev,
+        |e| {
+            e.kind() == "tcp_state"
+                && e["old_state"] == "LISTEN"
+                && e["new_state"] == "CLOSE"
+                && e["sport"] == port
+        },
+        json!({"family": family, "saddr": c.ip, "owner_pid": sp}),
+    );
+    k.finish(&ev);
+}
+
+#[test]
+fn lifecycle_ipv4() {
+    lifecycle("127.0.0.1:0", "inet");
+}
+
+#[test]
+fn lifecycle_ipv6() {
+    lifecycle("[::1]:0", "inet6");
+}
+
+/// The client aborts (SO_LINGER 0): it sends a RST, the server's socket receives it.
+fn client_abort(bind: &str, family: &str) {
+    if !require_root() {
+        return;
+    }
+    let me = test_pid();
+    let t = Tracer::for_test(TCP);
+    let mut c = connect(bind);
+    let sp = c.server.pid();
+    let (port, cport) = (c.port, c.client_port);
+    t.wait_for("the server's tcp_accept", |e| e.is("tcp_accept", sp));
+
+    set_linger_zero(c.client_fd as i32);
+    drop(c.client);
+    t.wait_for("the server's socket closing on the RST", |e| {
+        is_state(e, port, cport) && e["new_state"] == "CLOSE"
+    });
+    c.server.send("exit");
+    assert!(c.server.wait().success());
+    t.wait_for("the server's exit", |e| e.is("exit", sp));
+    let ev = t.stop().events;
+    let mut k = Checks::new();
+    k.find_with(
+        "the RST sent by the client (this process)",
+        &ev,
+        |e| e.kind() == "tcp_reset" && e["direction"] == "sent",
+        json!({
+            "pid": me, "family": family, "saddr": c.client_ip, "sport": cport,
+            "daddr": c.ip, "dport": port, "owner_pid": me,
+        }),
+    );
+    k.find_with(
+        "the RST received by the server's socket",
+        &ev,
+        |e| e.kind() == "tcp_reset" && e["direction"] == "received",
+        json!({
+            "family": family, "saddr": c.ip, "sport": port, "daddr": c.client_ip,
+            "dport": cport, "owner_pid": sp,
+        }),
+    );
+    k.find_with(
+        "the server's socket closing on the RST",
+        &ev,
+        |e| is_state(e, port, cport) && e["new_state"] == "CLOSE",
+        json!({"old_state": "ESTABLISHED", "owner_pid": sp}),
+    );
+    k.find_with(
+        "the client's socket closing on abort",
+        &ev,
+        |e| is_state(e, cport, port) && e["new_state"] == "CLOSE",
+        json!({"old_state": "ESTABLISHED", "owner_pid": me}),
+    );
+    k.that(
+        ev.iter().filter(|e| e.kind() == "tcp_reset").count() == 2,
+        "exactly one RST sent and one received",
+    );
+    k.finish(&ev);
+}
+
+#[test]
+fn client_abort_resets_ipv4() {
+    client_abort("127.0.0.1:0", "inet");
+}
+
+#[test]
+fn client_abort_resets_ipv6() {
+    client_abort("[::1]:0", "inet6");
+}
+
+/// The server aborts (SO_LINGER 0): the server sends the RST, this process receives it.
+fn server_abort(bind: &str, family: &str) {
+    if !require_root() {
+        return;
+    }
+    let me = test_pid();
+    let t = Tracer::for_test(TCP);
+    let mut c = connect(bind);
+    let sp = c.server.pid();
+    let (port, cport) = (c.port, c.client_port);
+    t.wait_for("the server's tcp_accept", |e| e.is("tcp_accept", sp));
+
+    c.server.send("abort");
+    c.server.expect("aborted");
+    t.wait_for("this process receiving the RST", |e| {
+        e.kind() == "tcp_reset" && e["direction"] == "received"
+    });
+    let mut buf = [0u8; 16];
+    let err = c
+        .client
+        .read(&mut buf)
+        .expect_err("the connection was reset");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    c.server.send("exit");
+    assert!(c.server.wait().success());
+    t.wait_for("the server's exit", |e| e.is("exit", sp));
+    let ev = t.stop().events;
+    let mut k = Checks::new();
+    k.find_with(
+        "the RST sent by the server",
+        &ev,
+        |e| e.kind() == "tcp_reset" && e["direction"] == "sent",
+        json!({
+            "pid": sp, "family": family, "saddr": c.ip, "sport": port,
+            "daddr": c.client_ip, "dport": cport, "owner_pid": sp,
+        }),
+    );
+    k.find_with(
+        "the RST received by this process's socket",
+        &ev,
+        |e| e.kind() == "tcp_reset" && e["direction"] == "received",
+        json!({
+            "family": family, "saddr": c.client_ip, "sport": cport, "daddr": c.ip,
+            "dport": port, "owner_pid": me,
+        }),
+    );
+    k.find_with(
+        "the client's socket closing on the RST",
+        &ev,
+        |e| is_state(e, cport, port) && e["new_state"] == "CLOSE",
+        json!({"old_state": "ESTABLISHED", "owner_pid": me}),
+    );
+    k.find_with(
+        "the server's socket closing on abort",
+        &ev,
+        |e| is_state(e, port, cport) && e["new_state"] == "CLOSE",
+        json!({"old_state": "ESTABLISHED", "owner_pid": sp}),
+    );
+    k.finish(&ev);
+}
+
+#[test]
+fn server_abort_resets_ipv4() {
+    server_abort("127.0.0.1:0", "inet");
+}
+
+#[test]
+fn server_abort_resets_ipv6() {
+    server_abort("[::1]:0", "inet6");
+}
+
+/// A TCP socket bound to a loopback port but not listening: connecting to it is refused.
+fn bound_not_listening() -> (OwnedFd, u16) {
+    // SAFETY: plain syscalls on a fresh socket and zeroed, correctly sized address structs.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let fd = OwnedFd::from_raw_fd(fd);
+        let mut sin: libc::sockaddr_in = mem::zeroed();
+        sin.sin_family = libc::AF_INET as libc::sa_family_t;
+        sin.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        let len = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let r = libc::bind(
+            fd.as_raw_fd(),
+            &sin as *const _ as *const libc::sockaddr,
+            len,
+        );
+        assert_eq!(r, 0);
+        let mut len = len;
+        let r = libc::getsockname(
+            fd.as_raw_fd(),
+            &mut sin as *mut _ as *mut libc::sockaddr,
+            &mut len,
+        );
+        assert_eq!(r, 0);
+        (fd, u16::from_be(sin.sin_port))
+    }
+}
+
+#[test]
+fn refused_connect() {
+    if !require_root() {
+        return;
+    }
+    let me = test_pid();
+    let (_holder, port) = bound_not_listening();
+    let t = Tracer::for_test(TCP);
+    let err = TcpStream::connect(("127.0.0.1", port)).expect_err("nobody listens there");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    let conn = t.wait_for("the refused tcp_connect", |e| e.is("tcp_connect", me));
+    assert_fields(
+        &conn,
+        json!({"error": "ECONNREFUSED", "daddr": "127.0.0.1", "dport": port}),
+    );
+    let rst = t.wait_for("the RST received by the connecting socket", |e| {
+        e.kind() == "tcp_reset" && e["direction"] == "received"
+    });
+    assert_fields(
+        &rst,
+        json!({"family": "inet", "daddr": "127.0.0.1", "dport": port, "owner_pid": me}),
+    );
+    t.stop();
+}
+
+/// accept() fails with EMFILE once the process has used up RLIMIT_NOFILE (the restarted Node
+/// service incident); socket() fails the same way.
+fn emfile(bind: &str, family: &str) {
+    if !require_root() {
+        return;
+    }
+    let t = Tracer::for_test(TCP);
+    let mut w = Workload::spawn(&mut workload!(
+        "accept-emfile",
+        "--bind",
+        bind,
+        "--nofile",
+        16
+    ));
+    let wp = w.pid();
+    let truth = w.expect("emfile");
+    assert_eq!(truth["accept_errno"], libc::EMFILE, "workload: {truth}");
+    assert_eq!(truth["socket_errno"], libc::EMFILE, "workload: {truth}");
+    assert!(w.wait().success());
+    let acc = t.wait_for("the failed tcp_accept", |e| {
+        e.is("tcp_accept", wp) && e.get("error").is_some()
+    });
+    assert_fields(
+        &acc,
+        json!({
+            "error": "EMFILE", "listen_fd": truth["listen_fd"], "family": family,
+            "saddr": truth["ip"], "sport": truth["port"], "comm": "workload",
+        }),
+    );
+    assert!(acc.get("fd").is_none(), "no fd on failure: {acc}");
+    let sock = t.wait_for("the failed socket_open", |e| {
+        e.is("socket_open", wp) && e.get("error").is_some()
+    });
+    assert_fields(
+        &sock,
+        json!({"error": "EMFILE", "family": "inet", "sock_type": 1}),
+    );
+    let ev = t.stop().events;
+    // The connection that got queued: connect() succeeded from the workload itself.
+    let conn = find(&ev, "the workload's tcp_connect", |e| {
+        e.is("tcp_connect", wp)
+    });
+    assert_fields(
+        conn,
+        json!({"fd": truth["client_fd"], "daddr": truth["ip"], "dport": truth["port"]}),
+    );
+}
+
+#[test]
+fn accept_emfile_ipv4() {
+    emfile("127.0.0.1:0", "inet");
+}
+
+#[test]
+fn accept_emfile_ipv6() {
+    emfile("[::1]:0", "inet6");
+}
