@@ -7,6 +7,7 @@
 pub mod analysis;
 pub mod cli;
 pub mod doctor;
+pub mod dump;
 pub mod event;
 pub mod filter;
 pub mod host;

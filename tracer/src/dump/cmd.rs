@@ -1,0 +1,519 @@
+//! `tracer replay` and `tracer export`: a dump fed through the same pipeline as live events,
+//! so the output is what `tracer live` printed (or would have printed) for those events.
+use std::{
+    cell::RefCell,
+    collections::BTreeMap,
+    io::Write,
+    path::{Path, PathBuf},
+    rc::Rc,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use serde_json::json;
+
+use super::{
+    DumpReader, Item,
+    reader::{ReadStats, wall_span},
+};
+use crate::{
+    event::{self, Body, Drops, Event},
+    filter::{self, Filter},
+    host::{self, HostInfo},
+    output::{self, Format, Printer},
+    pipeline::{Ctx, Pipeline, Sink},
+    proc_table::ProcTable,
+    units,
+};
+
+/// Which events of a dump to show.
+#[derive(Args, Clone, Debug, Default)]
+pub struct DumpFilterArgs {
+    /// Event families, comma separated: tcp, signal, process, oom, memory, all.
+    #[arg(long, value_name = "LIST")]
+    pub events: Option<String>,
+    /// Only this process and its descendants (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Only processes with this name (as in `comm`).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+    /// Only processes in this cgroup: its path (e.g. /system.slice/api.service) or numeric id.
+    #[arg(long, value_name = "PATH|ID")]
+    pub cgroup: Option<String>,
+    /// Start at TIME: RFC 3339 (2026-11-24T03:04:05Z), +DURATION after the dump's start, or
+    /// -DURATION before its end (e.g. -10m: the last ten minutes).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub since: Option<String>,
+    /// Stop at TIME (same forms as --since).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
+    pub until: Option<String>,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ReplayArgs {
+    /// Dump segment files, or directories of them (as written by `tracer record -o DIR`).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// One JSON object per line, as `tracer live --json` prints them.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub filter: DumpFilterArgs,
+    /// Print statistics about the dump (time span, events per kind, drops, size) instead of the
+    /// events.
+    #[arg(long)]
+    pub stats: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// JSON lines: one object per event, as `tracer replay --json`.
+    Jsonl,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ExportArgs {
+    #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+    pub format: ExportFormat,
+    /// Dump segment files, or directories of them.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Write to FILE (mode 0600: events hold command lines) instead of standard output.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub filter: DumpFilterArgs,
+}
+
+pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let counts = Rc::new(RefCell::new(Counts::default()));
+    if args.stats {
+        sinks.push(Box::new(StatsSink(counts.clone())));
+    } else {
+        let format = if args.json {
+            Format::Json
+        } else {
+            Format::Human
+        };
+        sinks.push(Box::new(Printer::new(format, false)));
+    }
+    let outcome = run(&args.paths, &args.filter, sinks)?;
+    if args.stats {
+        print_stats(&args.paths, &outcome, &counts.borrow(), args.json);
+    }
+    outcome.into_result()
+}
+
+pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
+    let ExportFormat::Jsonl = args.format;
+    let sink: Box<dyn Sink> = match &args.output {
+        None => Box::new(Printer::new(Format::Json, false)),
+        Some(path) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            Box::new(JsonlFile {
+                out: std::io::BufWriter::new(f),
+                path: path.clone(),
+            })
+        }
+    };
+    run(&args.paths, &args.filter, vec![sink])?.into_result()
+}
+
+/// A time bound as given on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeArg {
+    /// Nanoseconds since the Unix epoch.
+    Wall(i64),
+    AfterStart(Duration),
+    BeforeEnd(Duration),
+}
+
+pub fn parse_time(s: &str) -> anyhow::Result<TimeArg> {
+    let t = s.trim();
+    if let Some(ns) = host::parse_rfc3339(t) {
+        return Ok(TimeArg::Wall(ns));
+    }
+    let dur = |d: &str| units::parse_duration(d).map_err(|e| anyhow::anyhow!("{e}"));
+    if let Some(d) = t.strip_prefix('+') {
+        return Ok(TimeArg::AfterStart(dur(d)?));
+    }
+    if let Some(d) = t.strip_prefix('-') {
+        return Ok(TimeArg::BeforeEnd(dur(d)?));
+    }
+    if units::parse_duration(t).is_ok() {
+        bail!(
+            "time '{s}' is ambiguous: write +{t} for {t} after the dump's start, or -{t} for {t} \
+             before its end"
+        );
+    }
+    bail!(
+        "invalid time '{s}': expected RFC 3339 (2026-11-24T03:04:05Z), +DURATION (after the \
+         dump's start) or -DURATION (before its end)"
+    )
+}
+
+fn to_wall(t: TimeArg, span: Option<(i64, i64)>) -> Option<i64> {
+    let ns = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    match (t, span) {
+        (TimeArg::Wall(w), _) => Some(w),
+        (TimeArg::AfterStart(d), Some((a, _))) => Some(a.saturating_add(ns(d))),
+        (TimeArg::BeforeEnd(d), Some((_, b))) => Some(b.saturating_sub(ns(d))),
+        // No records: nothing to bound.
+        (_, None) => None,
+    }
+}
+
+/// A wall-clock bound as the boot-time ns of the segment being read.
+fn to_boot(wall: i64, host: &HostInfo) -> u64 {
+    (wall as i128 - host.boot_to_wall_ns as i128).clamp(0, u64::MAX as i128) as u64
+}
+
+/// What a run over a dump found besides the events.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub read: ReadStats,
+    pub warnings: u64,
+    pub decode_errors: u64,
+    /// Output closed early (`| head`).
+    pub stopped: bool,
+}
+
+impl Outcome {
+    /// Corrupted blocks make the exit status non-zero (data was lost); a truncated tail does not
+    /// (it is what a crash or a power loss leaves, and everything before it was read).
+    fn into_result(self) -> anyhow::Result<()> {
+        if self.read.corrupt_blocks > 0 && !self.stopped {
+            bail!(
+                "{} corrupted block(s) were skipped (see the warnings above); everything else was \
+                 read",
+                self.read.corrupt_blocks
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Reads the dump at `paths` and feeds it through a pipeline with `sinks`.
+pub fn run(
+    paths: &[PathBuf],
+    args: &DumpFilterArgs,
+    sinks: Vec<Box<dyn Sink>>,
+) -> anyhow::Result<Outcome> {
+    let since = args
+        .since
+        .as_deref()
+        .map(parse_time)
+        .transpose()
+        .context("--since")?;
+    let until = args
+        .until
+        .as_deref()
+        .map(parse_time)
+        .transpose()
+        .context("--until")?;
+    let relative = [since, until]
+        .iter()
+        .flatten()
+        .any(|t| !matches!(t, TimeArg::Wall(_)));
+    let span = if relative { wall_span(paths)? } else { None };
+    let since = since.and_then(|t| to_wall(t, span));
+    let until = until.and_then(|t| to_wall(t, span));
+    let families = match &args.events {
+        Some(list) => filter::parse_families(list)?,
+        None => filter::ALL_FAMILIES,
+    };
+    let cgroup_id = match &args.cgroup {
+        Some(c) => Some(resolve_cgroup(c, paths)?),
+        None => None,
+    };
+    let filter = Filter {
+        families,
+        pids: args.pids.iter().copied().collect(),
+        comm: args.comm.clone(),
+        cgroup_id,
+        ..Filter::default()
+    };
+    let mut reader = DumpReader::open(paths)?;
+    let mut pipeline = Pipeline::new(HostInfo::default(), filter);
+    for s in sinks {
+        pipeline.add_sink(s);
+    }
+    let mut out = Outcome::default();
+    let mut boot: Option<String> = None;
+    let mut feed_snapshot = true;
+    while let Some(item) = reader.next_item()? {
+        let raw = match item {
+            Item::Segment(info) => {
+                if boot.as_ref().is_some_and(|b| *b != info.host.boot_id) {
+                    // Another boot: its pids name other processes.
+                    pipeline.procs = ProcTable::new();
+                }
+                boot = Some(info.host.boot_id.clone());
+                pipeline.host = info.host.clone();
+                pipeline.filter.since_ns = since.map(|w| to_boot(w, &info.host));
+                pipeline.filter.until_ns = until.map(|w| to_boot(w, &info.host));
+                feed_snapshot = !info.continues;
+                continue;
+            }
+            Item::Snapshot(raw) if feed_snapshot => raw,
+            Item::Snapshot(_) => continue,
+            Item::Record(raw) => raw,
+            Item::Gap(g) => {
+                out.warnings += 1;
+                tracing::warn!(
+                    "dump: {} events were not recorded at this point ({})",
+                    g.lost,
+                    if g.reason.is_empty() {
+                        "recorder error"
+                    } else {
+                        &g.reason
+                    }
+                );
+                continue;
+            }
+            Item::Warning(w) => {
+                out.warnings += 1;
+                tracing::warn!("dump: {w}");
+                continue;
+            }
+        };
+        let ev = match event::decode(raw) {
+            Ok(ev) => ev,
+            Err(e) => {
+                out.decode_errors += 1;
+                if out.decode_errors <= 5 {
+                    tracing::warn!("dump: record skipped: {e}");
+                }
+                continue;
+            }
+        };
+        if let Err(e) = pipeline.feed(&ev, raw) {
+            if e.is::<output::BrokenPipe>() {
+                out.stopped = true;
+                break;
+            }
+            return Err(e);
+        }
+    }
+    if out.decode_errors > 5 {
+        tracing::warn!(
+            "dump: {} records could not be decoded in all (written by a newer tracer?)",
+            out.decode_errors
+        );
+    }
+    out.warnings += out.decode_errors;
+    pipeline.finish()?;
+    out.read = reader.stats().clone();
+    Ok(out)
+}
+
+/// A cgroup given by path, as the id its events carry: learnt from the dump itself (processes
+/// whose recorded cgroup path matches), so it works on another host; else, for a dump of this
+/// very boot, from the cgroup file system.
+fn resolve_cgroup(arg: &str, paths: &[PathBuf]) -> anyhow::Result<u64> {
+    if let Ok(id) = arg.parse::<u64>() {
+        return Ok(id);
+    }
+    let norm = |p: &str| {
+        let p = p
+            .strip_prefix("/sys/fs/cgroup")
+            .unwrap_or(p)
+            .trim_end_matches('/');
+        if p.starts_with('/') {
+            p.to_owned()
+        } else {
+            format!("/{p}")
+        }
+    };
+    let want = norm(arg);
+    let mut reader = DumpReader::open(paths)?;
+    let mut procs = ProcTable::new();
+    let mut boot = String::new();
+    while let Some(item) = reader.next_item()? {
+        let raw = match item {
+            Item::Segment(info) => {
+                boot = info.host.boot_id.clone();
+                continue;
+            }
+            Item::Snapshot(r) | Item::Record(r) => r,
+            _ => continue,
+        };
+        let Ok(ev) = event::decode(raw) else { continue };
+        procs.apply(&ev);
+        if ev.body.kind().is_some()
+            && ev.tgid != 0
+            && procs
+                .get(ev.tgid)
+                .is_some_and(|p| !p.cgroup.is_empty() && norm(&p.cgroup) == want)
+        {
+            return Ok(ev.cgroup_id);
+        }
+    }
+    let this_boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    if !boot.is_empty() && this_boot.trim() == boot {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(md) =
+            std::fs::metadata(Path::new("/sys/fs/cgroup").join(want.trim_start_matches('/')))
+        {
+            return Ok(md.ino());
+        }
+    }
+    bail!("--cgroup {arg}: no process of the dump ran in that cgroup; give its numeric id instead")
+}
+
+/// Writes JSON lines to a file (`export -o`).
+struct JsonlFile {
+    out: std::io::BufWriter<std::fs::File>,
+    path: PathBuf,
+}
+
+impl Sink for JsonlFile {
+    fn event(&mut self, ev: &Event, _raw: &[u8], ctx: &Ctx<'_>) -> anyhow::Result<()> {
+        if !output::printable(ev) {
+            return Ok(());
+        }
+        serde_json::to_writer(&mut self.out, &output::to_json(ev, ctx))?;
+        self.out
+            .write_all(b"\n")
+            .with_context(|| format!("cannot write {}", self.path.display()))
+    }
+
+    fn finish(&mut self, _ctx: &Ctx<'_>) -> anyhow::Result<()> {
+        self.out
+            .flush()
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.out
+            .get_ref()
+            .sync_data()
+            .with_context(|| format!("cannot write {}", self.path.display()))
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    per_kind: BTreeMap<&'static str, u64>,
+    events: u64,
+    first_wall: Option<i64>,
+    last_wall: Option<i64>,
+    drops: Option<Drops>,
+}
+
+/// Counts the events that pass the filters, per kind, and keeps the last drop counts.
+struct StatsSink(Rc<RefCell<Counts>>);
+
+impl Sink for StatsSink {
+    fn event(&mut self, ev: &Event, _raw: &[u8], ctx: &Ctx<'_>) -> anyhow::Result<()> {
+        let mut c = self.0.borrow_mut();
+        match &ev.body {
+            Body::Drops(d) => c.drops = Some((**d).clone()),
+            Body::ProcInfo(_) => {}
+            _ => {
+                *c.per_kind.entry(ev.kind_name()).or_default() += 1;
+                c.events += 1;
+                let w = ctx.host.wall_ns(ev.ts_ns);
+                c.first_wall = Some(c.first_wall.map_or(w, |x| x.min(w)));
+                c.last_wall = Some(c.last_wall.map_or(w, |x| x.max(w)));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn human_duration(ns: i64) -> String {
+    let s = ns.max(0) / 1_000_000_000;
+    match s {
+        0..60 => format!("{:.3}s", ns.max(0) as f64 / 1e9),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m{:02}s", s / 3600, s % 3600 / 60, s % 60),
+        _ => format!(
+            "{}d{:02}h{:02}m",
+            s / 86400,
+            s % 86400 / 3600,
+            s % 3600 / 60
+        ),
+    }
+}
+
+fn print_stats(paths: &[PathBuf], o: &Outcome, c: &Counts, as_json: bool) {
+    let r = &o.read;
+    let per_record = if r.records == 0 {
+        0.0
+    } else {
+        r.bytes as f64 / r.records as f64
+    };
+    let drops_total = c.drops.as_ref().map_or(0, Drops::total);
+    if as_json {
+        let doc = json!({
+            "paths": paths,
+            "segments": r.segments,
+            "size_bytes": r.bytes,
+            "records": r.records,
+            "bytes_per_record": (per_record * 10.0).round() / 10.0,
+            "first": c.first_wall.map(host::rfc3339_ns),
+            "last": c.last_wall.map(host::rfc3339_ns),
+            "span_s": c.first_wall.zip(c.last_wall).map(|(a, b)| (b - a) as f64 / 1e9),
+            "events": c.events,
+            "events_per_kind": c.per_kind,
+            "kernel_drops": drops_total,
+            "kernel_drops_per_kind": c.drops.as_ref().map(|d| d.per_kind.iter().cloned().collect::<BTreeMap<_, _>>()),
+            "recorder_lost": r.recorder_lost,
+            "warnings": o.warnings,
+            "corrupt_blocks": r.corrupt_blocks,
+            "truncated": r.truncated,
+            "undecodable_records": o.decode_errors,
+        });
+        output::print(&doc.to_string());
+        return;
+    }
+    let mut lines = vec![format!("segments      {} ({} bytes)", r.segments, r.bytes)];
+    match c.first_wall.zip(c.last_wall) {
+        Some((a, b)) => lines.push(format!(
+            "time span     {} .. {} ({})",
+            host::rfc3339_ns(a),
+            host::rfc3339_ns(b),
+            human_duration(b - a)
+        )),
+        None => lines.push("time span     (no events)".into()),
+    }
+    lines.push(format!(
+        "records       {} ({per_record:.1} bytes/record on disk)",
+        r.records
+    ));
+    lines.push(format!("events        {}", c.events));
+    let mut kinds: Vec<_> = c.per_kind.iter().collect();
+    kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for (k, n) in kinds {
+        lines.push(format!("  {k:<14}{n}"));
+    }
+    match &c.drops {
+        Some(d) if d.total() > 0 => {
+            let per: Vec<String> = d
+                .per_kind
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            lines.push(format!("kernel drops  {} ({})", d.total(), per.join(", ")));
+        }
+        Some(_) => lines.push("kernel drops  0".into()),
+        None => lines.push("kernel drops  unknown (no drop counts in the dump)".into()),
+    }
+    lines.push(format!("recorder lost {}", r.recorder_lost));
+    lines.push(format!(
+        "warnings      {} ({} corrupted blocks, {} truncated, {} undecodable records)",
+        o.warnings, r.corrupt_blocks, r.truncated, o.decode_errors
+    ));
+    for l in lines {
+        output::print(&l);
+    }
+}
