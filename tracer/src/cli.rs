@@ -31,6 +31,10 @@ pub enum Command {
     Live(LiveArgs),
     /// Check privileges, BTF, tracefs and every tracepoint; exits non-zero if tracing is impossible.
     Doctor,
+    /// Print the events of a dump as `tracer live` printed them (no privileges needed).
+    Replay(crate::dump::cmd::ReplayArgs),
+    /// Export the events of a dump (JSON lines).
+    Export(crate::dump::cmd::ExportArgs),
     /// A workload of `tracer demo` (internal).
     #[command(hide = true)]
     Scenario(crate::scenario::ScenarioArgs),
@@ -84,6 +88,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Live(args) => run_live(args),
         Command::Doctor => crate::doctor::run(),
+        Command::Replay(a) => crate::dump::cmd::replay(&a).map(|()| ExitCode::SUCCESS),
+        Command::Export(a) => crate::dump::cmd::export(&a).map(|()| ExitCode::SUCCESS),
         Command::Scenario(a) => crate::scenario::run(&a).map(|()| ExitCode::SUCCESS),
     };
     match result {
