@@ -10,10 +10,44 @@ use hdrhistogram::Histogram;
 use serde_json::{Map, Value, json};
 
 use crate::{
-    analysis::{Engine, Finding, FindingUpdate, Severity, state::MemTrack},
+    analysis::{AnalysisArgs, Engine, Finding, FindingUpdate, Severity, state::MemTrack},
     host::HostInfo,
-    output::bytes_human,
+    output::{self, bytes_human},
 };
+
+/// Options of `tracer report` (and of the summary `replay` may print).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ReportArgs {
+    /// One JSON document {"findings": [...], "stats": {...}, "timeline": [...]} instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Leave the incident timeline out of the JSON document.
+    #[arg(long)]
+    pub no_timeline: bool,
+    #[command(flatten)]
+    pub analysis: AnalysisArgs,
+}
+
+/// Prints the report of everything the engine saw to stdout.
+pub fn print(engine: &Engine, args: &ReportArgs) {
+    let host = engine.host();
+    if args.json {
+        let doc = json(engine, host, !args.no_timeline);
+        output::print(&serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        output::print(text(engine, host).trim_end());
+    }
+}
+
+/// Prints one NEW/UPDATED finding (what `live` shows as findings appear): a line for people,
+/// or one JSON object per line.
+pub fn print_update(u: &FindingUpdate, host: &HostInfo, json: bool) {
+    if json {
+        output::print(&update_json(u, host).to_string());
+    } else {
+        output::print(&update_line(u, host));
+    }
+}
 
 /// Processes shown in the memory section.
 const TOP_GROWERS: usize = 5;

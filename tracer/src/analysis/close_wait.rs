@@ -3,7 +3,7 @@
 //!
 //! The state change runs in softirq, so the owner comes from the kernel's attribution
 //! (`owner_tgid`) or from the owners learnt in process context ([`super::state::State::owner`]).
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tracer_common::tcp::state as tcp;
 
@@ -28,6 +28,8 @@ pub struct CloseWaits {
     min_count: u64,
     socks: HashMap<u64, Stuck>,
     comms: HashMap<u32, String>,
+    /// Owners that exited since the last evaluation (their sockets closed with them).
+    exited: HashSet<u32>,
 }
 
 impl CloseWaits {
@@ -37,6 +39,7 @@ impl CloseWaits {
             min_count: cfg.close_wait_min_count.max(1),
             socks: HashMap::new(),
             comms: HashMap::new(),
+            exited: HashSet::new(),
         }
     }
 }
@@ -75,10 +78,9 @@ impl Analysis for CloseWaits {
                     s.owner = ev.tgid;
                 }
             }
-            Body::Exit(_) => {
-                // Its sockets are closed with it (each close would show as LAST_ACK too).
-                self.socks.retain(|_, s| s.owner != ev.tgid);
-                self.comms.remove(&ev.tgid);
+            // Its sockets are closed with it (each close would show as LAST_ACK too).
+            Body::Exit(_) if !self.socks.is_empty() => {
+                self.exited.insert(ev.tgid);
             }
             _ => {}
         }
@@ -86,6 +88,11 @@ impl Analysis for CloseWaits {
     }
 
     fn findings(&mut self, now_ns: u64, cx: &Cx<'_>) -> Vec<Finding> {
+        if !self.exited.is_empty() {
+            let gone = std::mem::take(&mut self.exited);
+            self.socks.retain(|_, s| !gone.contains(&s.owner));
+            self.comms.retain(|pid, _| !gone.contains(pid));
+        }
         // owner → (count, oldest since, port → count, remote of the oldest)
         let mut per: BTreeMap<u32, (u64, u64, BTreeMap<u16, u64>, String)> = BTreeMap::new();
         for s in self.socks.values() {

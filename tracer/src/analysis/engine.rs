@@ -27,6 +27,7 @@ use super::{
 };
 use crate::{
     event::Event,
+    host::HostInfo,
     pipeline::{Ctx, Sink},
 };
 
@@ -80,6 +81,8 @@ pub struct Engine {
     next_eval_ns: u64,
     update_growth: f64,
     update_interval_ns: u64,
+    /// The traced host, as the pipeline last described it (for rendering times).
+    host: HostInfo,
 }
 
 impl Engine {
@@ -108,6 +111,7 @@ impl Engine {
             next_eval_ns: 0,
             update_growth: cfg.update_growth,
             update_interval_ns: ns(cfg.update_min_interval_s),
+            host: HostInfo::default(),
             analyses,
             cfg,
         })
@@ -146,6 +150,11 @@ impl Engine {
         &self.timeline
     }
 
+    /// The host the events came from (from the pipeline; a dump's own host on replay).
+    pub fn host(&self) -> &HostInfo {
+        &self.host
+    }
+
     /// Event time: the latest event timestamp seen.
     pub fn now_ns(&self) -> u64 {
         self.state.now_ns
@@ -170,6 +179,7 @@ impl Engine {
     pub fn observe(&mut self, ev: &Event, ctx: &Ctx<'_>) {
         if self.next_eval_ns == 0 {
             self.next_eval_ns = next_multiple(ev.ts_ns, self.interval_ns);
+            self.host = ctx.host.clone();
         } else if ev.ts_ns >= self.next_eval_ns {
             // As of just before this event: time has moved on (ages grew) even if nothing
             // happened in between.
@@ -198,6 +208,9 @@ impl Engine {
 
     /// Evaluates every analysis now (at the latest event time).
     pub fn evaluate(&mut self, ctx: &Ctx<'_>) {
+        if self.host != *ctx.host {
+            self.host = ctx.host.clone();
+        }
         self.evaluate_at(self.state.now_ns, ctx);
     }
 

@@ -3,7 +3,7 @@
 //!
 //! A connection is open from SYN_SENT (in connect(), so the current task owns it) until the
 //! application closes it (FIN_WAIT1 or LAST_ACK) or it dies (CLOSE).
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tracer_common::tcp::state as tcp;
 
@@ -33,6 +33,9 @@ pub struct Pileups {
     conns: HashMap<u64, Conn>,
     totals: BTreeMap<(u32, String), Totals>,
     comms: HashMap<u32, String>,
+    /// Processes that exited since the last evaluation: their connections went with them
+    /// (dropped at the next evaluation, in one pass, rather than a scan per exit).
+    exited: HashSet<u32>,
 }
 
 impl Pileups {
@@ -43,6 +46,7 @@ impl Pileups {
             conns: HashMap::new(),
             totals: BTreeMap::new(),
             comms: HashMap::new(),
+            exited: HashSet::new(),
         }
     }
 
@@ -109,6 +113,12 @@ impl Analysis for Pileups {
     }
 
     fn findings(&mut self, now_ns: u64, cx: &Cx<'_>) -> Vec<Finding> {
+        if !self.exited.is_empty() {
+            let gone = std::mem::take(&mut self.exited);
+            self.conns.retain(|_, c| !gone.contains(&c.owner));
+            self.totals.retain(|(pid, _), _| !gone.contains(pid));
+            self.comms.retain(|pid, _| !gone.contains(pid));
+        }
         let mut per: BTreeMap<(u32, &str), (u64, u64)> = BTreeMap::new();
         for c in self.conns.values() {
             let e = per

@@ -15,6 +15,8 @@ const MEM_GRAVEYARD: usize = 512;
 const HISTORY_POINTS: usize = 128;
 /// Samples kept in the recent window at most (a process growing by GiB/s sends many).
 const RECENT_MAX: usize = 2048;
+/// Socket owners remembered at most.
+const MAX_OWNERS: usize = 1 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemPoint {
@@ -129,6 +131,10 @@ impl State {
 
     pub fn apply(&mut self, ev: &Event) {
         self.now_ns = self.now_ns.max(ev.ts_ns);
+        if self.owners.len() >= MAX_OWNERS {
+            // Sockets whose close was never seen (lost records): start over rather than grow.
+            self.owners.clear();
+        }
         match &ev.body {
             Body::MemSample(s) => {
                 let t = self.mem.procs.entry(ev.tgid).or_default();
