@@ -28,11 +28,13 @@ fn try_sched_process_fork(ctx: &BtfTracePointContext) -> Option<()> {
     if child_tgid != child_pid {
         return None; // a new thread, not a process
     }
-    let cur = current()?;
-    // `--pid` follows descendants; done even when the process family is not traced.
-    if conf!(filter_flags) & FILTER_PID != 0 && tracked(cur.tgid) {
+    // `--pid` follows descendants, the collector's own children included (`tracer demo`);
+    // done even when the process family is not traced.
+    let parent = crate::common::current_tgid();
+    if conf!(filter_flags) & FILTER_PID != 0 && tracked(parent) {
         let _ = TRACKED.insert(&child_tgid, &1, 0);
     }
+    let cur = current()?;
     if !family_enabled(Family::Process) || !current_allowed(&cur) {
         return None;
     }

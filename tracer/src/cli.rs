@@ -35,6 +35,8 @@ pub enum Command {
     Replay(crate::dump::cmd::ReplayArgs),
     /// Export the events of a dump (JSON lines).
     Export(crate::dump::cmd::ExportArgs),
+    /// Reproduce the incidents tracer explains, in sandboxed processes, and report (needs root).
+    Demo(crate::demo::DemoArgs),
     /// A workload of `tracer demo` (internal).
     #[command(hide = true)]
     Scenario(crate::scenario::ScenarioArgs),
@@ -90,6 +92,7 @@ pub fn main() -> ExitCode {
         Command::Doctor => crate::doctor::run(),
         Command::Replay(a) => crate::dump::cmd::replay(&a).map(|()| ExitCode::SUCCESS),
         Command::Export(a) => crate::dump::cmd::export(&a).map(|()| ExitCode::SUCCESS),
+        Command::Demo(a) => crate::demo::run(a),
         Command::Scenario(a) => crate::scenario::run(&a).map(|()| ExitCode::SUCCESS),
     };
     match result {
@@ -111,7 +114,8 @@ fn run_live(args: LiveArgs) -> anyhow::Result<ExitCode> {
     };
     pipeline.add_sink(Box::new(Printer::new(format, true)));
     session.seed(&mut pipeline)?;
-    let summary = runtime()?.block_on(session.run(&mut pipeline, args.duration))?;
+    let summary =
+        runtime()?.block_on(session.run(&mut pipeline, args.duration, std::future::pending()))?;
     output::eprint(&summary.render());
     Ok(ExitCode::SUCCESS)
 }

@@ -86,6 +86,18 @@ impl Filter {
         {
             self.pids.insert(f.child_pid);
         }
+        // A descendant whose fork was not seen (the parent was the collector itself, or it
+        // forked before the dump began) is followed through the process table's ancestry.
+        if !self.pids.is_empty()
+            && !self.pids.contains(&ev.tgid)
+            && procs
+                .ancestry(ev.tgid)
+                .iter()
+                .skip(1)
+                .any(|p| self.pids.contains(&p.pid))
+        {
+            self.pids.insert(ev.tgid);
+        }
         if let Some(s) = self.since_ns
             && ev.ts_ns < s
         {

@@ -24,7 +24,7 @@ use crate::{
 
 /// What to trace: shared by `live` and `record` (and, without the kernel-only options, by
 /// `replay`).
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone)]
 pub struct TraceArgs {
     /// Event families to trace, comma separated: tcp, signal, process, oom, memory (or all).
     #[arg(long, default_value = "all", value_name = "LIST")]
@@ -56,6 +56,21 @@ pub struct TraceArgs {
 }
 
 impl TraceArgs {
+    /// The command line's defaults (everything traced, default thresholds).
+    pub fn defaults() -> TraceArgs {
+        TraceArgs {
+            events: "all".into(),
+            pids: Vec::new(),
+            comm: None,
+            cgroup: None,
+            sigchld: false,
+            mem_threshold: probes::DEFAULT_MEM_SAMPLE,
+            large_mapping: probes::DEFAULT_LARGE_MAPPING,
+            ring_size: 8 << 20,
+            critical_ring_size: 1 << 20,
+        }
+    }
+
     /// The userspace filter equivalent to what the kernel is asked to filter.
     pub fn filter(&self, mounts: &CgroupMounts) -> anyhow::Result<Filter> {
         let families = filter::parse_families(&self.events)?;
@@ -259,10 +274,12 @@ impl Session {
     }
 
     /// Runs until Ctrl-C, SIGTERM, `duration`, or a sink error (a closed stdout ends quietly).
+    /// `stop` ends the session when it completes (use `std::future::pending()` for never).
     pub async fn run(
         mut self,
         pipeline: &mut Pipeline,
         duration: Option<Duration>,
+        stop: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<Summary> {
         let started = std::time::Instant::now();
         let (critical, bulk) = self
@@ -287,6 +304,7 @@ impl Session {
             }
         };
         tokio::pin!(deadline);
+        tokio::pin!(stop);
         let result: anyhow::Result<()> = async {
             loop {
                 tokio::select! {
@@ -296,6 +314,7 @@ impl Session {
                     _ = sigterm.recv() => break,
                     _ = sigint.recv() => break,
                     _ = &mut deadline => break,
+                    _ = &mut stop => break,
                 }
                 self.drain(critical.get_mut(), bulk.get_mut(), pipeline)?;
             }

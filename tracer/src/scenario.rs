@@ -85,6 +85,8 @@ pub fn run(a: &ScenarioArgs) -> anyhow::Result<()> {
 }
 
 /// Starts `role` as a child through the symlink `name` in `bin_dir` (so its comm is `name`).
+/// With `cgroup_procs` (a `cgroup.procs` file), the child joins that cgroup before it execs, so
+/// not one allocation happens outside the limit.
 pub fn spawn(
     bin_dir: &Path,
     name: &str,
@@ -92,9 +94,32 @@ pub fn spawn(
     port: u16,
     rate: u32,
     seconds: u64,
+    cgroup_procs: Option<&Path>,
 ) -> std::io::Result<Child> {
     let link = bin_dir.join(name);
     let mut cmd = Command::new(&link);
+    if let Some(procs) = cgroup_procs {
+        let path = std::ffi::CString::new(procs.as_os_str().as_encoded_bytes())
+            .map_err(std::io::Error::other)?;
+        // SAFETY: only async-signal-safe calls (open, write, close) between fork and exec, on
+        // memory prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // "0" means the writing process itself.
+                let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+                libc::close(fd);
+                if ok {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
     cmd.arg0(name)
         .args([
             "scenario",
@@ -131,7 +156,15 @@ fn supervisor(a: &ScenarioArgs, deadline: Instant) -> anyhow::Result<()> {
     let restarts = if a.rate == 0 { 3 } else { a.rate };
     let mut started = 0;
     while started <= restarts && Instant::now() < deadline {
-        let mut child = spawn(&bin_dir(), "node", "leaky-server", a.port, 0, a.seconds)?;
+        let mut child = spawn(
+            &bin_dir(),
+            "node",
+            "leaky-server",
+            a.port,
+            0,
+            a.seconds,
+            None,
+        )?;
         started += 1;
         let mut failures = 0;
         std::thread::sleep(Duration::from_millis(300));
