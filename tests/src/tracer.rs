@@ -303,6 +303,8 @@ impl Tracer {
             "tracer exited with {status} after SIGTERM{}",
             describe(&st.events, &st.stderr)
         );
+        // Shown with a failing test's output: what the tracer itself counted.
+        eprintln!("tracer-tests: tracer stderr:\n{}", st.stderr.join("\n"));
         Stopped {
             status,
             events: st.events,

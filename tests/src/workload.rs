@@ -132,10 +132,10 @@ impl Workload {
         );
     }
 
-    /// Reaps it, waiting at most `timeout` (then kills it and fails).
+    /// Reaps it, waiting at most `timeout` (then kills it and fails). Its stdin stays open: a
+    /// workload waiting for commands is told to go with [`close_stdin`](Self::close_stdin).
     pub fn wait_within(&mut self, timeout: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("not reaped yet");
-        self.stdin = None;
         let deadline = Instant::now() + timeout;
         loop {
             match child.try_wait() {

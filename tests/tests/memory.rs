@@ -1,0 +1,196 @@
+//! Memory: large mappings, heap growth and RSS samples. Every allocating workload runs inside a
+//! memory cgroup with a limit well above what it allocates (and far below the machine's RAM).
+use std::time::Duration;
+
+use serde_json::json;
+use tracer_tests::{
+    Checks, EventExt, MemCgroup, Tracer, Workload, parse_hex, position, require_root, test_pid,
+    workload,
+};
+
+const MIB: u64 = 1 << 20;
+
+fn cgroup(limit: u64) -> MemCgroup {
+    MemCgroup::create(limit).unwrap_or_else(|e| panic!("memory cgroup: {e}"))
+}
+
+fn hex(v: &serde_json::Value) -> u64 {
+    parse_hex(v.as_str().expect("a hex string")).expect("0x…")
+}
+
+#[test]
+fn large_anonymous_mmap_and_munmap() {
+    if !require_root() {
+        return;
+    }
+    let cg = cgroup(256 * MIB);
+    let t = Tracer::for_test(&["--events", "memory,process"]);
+    let mut w = Workload::spawn(cg.enter(&mut workload!("mmap", "--mib", 64)));
+    let wp = w.pid();
+    let mapped = w.expect("mapped");
+    w.expect("unmapped");
+    assert!(w.wait().success());
+    t.wait_for("the workload's exit", |e| e.is("exit", wp));
+    let ev = t.stop().events;
+    let mut k = Checks::new();
+    let addr = mapped["addr"].as_str().unwrap();
+    if let Some(m) = k.find_with(
+        "the 64 MiB mmap",
+        &ev,
+        |e| e.is("mmap", wp) && e["len"] == 64 * MIB,
+        json!({
+            "addr": addr, "prot": "rw-", "anonymous": true, "shared": false,
+            "comm": "workload", "ppid": test_pid(),
+        }),
+    ) {
+        k.that(
+            m.get("fd").is_none(),
+            format!("an anonymous mapping has no fd: {m}"),
+        );
+    }
+    k.find_with(
+        "its munmap",
+        &ev,
+        |e| e.is("munmap", wp),
+        json!({"addr": addr, "len": 64 * MIB}),
+    );
+    let a = position(&ev, |e| e.is("mmap", wp) && e["len"] == 64 * MIB);
+    let b = position(&ev, |e| e.is("munmap", wp));
+    k.that(
+        matches!((a, b), (Some(a), Some(b)) if a < b),
+        "mmap before munmap",
+    );
+    k.finish(&ev);
+}
+
+/// Heap growth through brk (sbrk) of 16 MiB.
+#[test]
+fn brk_growth() {
+    if !require_root() {
+        return;
+    }
+    let cg = cgroup(256 * MIB);
+    let t = Tracer::for_test(&["--events", "memory,process"]);
+    let mut w = Workload::spawn(cg.enter(&mut workload!("brk", "--mib", 16)));
+    let wp = w.pid();
+    let truth = w.expect("brk");
+    assert!(w.wait().success());
+    t.wait_for("the workload's exit", |e| e.is("exit", wp));
+    let ev = t.stop().events;
+    let (start, prev, new) = (
+        hex(&truth["start_brk"]),
+        hex(&truth["prev"]),
+        hex(&truth["new"]),
+    );
+    let mut k = Checks::new();
+    if let Some(b) = k.find_with(
+        "the brk event ending at the new break",
+        &ev,
+        |e| e.is("brk", wp) && e["addr"] == truth["new"],
+        json!({"comm": "workload"}),
+    ) {
+        let (len, from) = (
+            b.i64_of("len").unwrap_or(0),
+            b.hex_of("prev_addr").unwrap_or(0),
+        );
+        k.that(
+            len >= (new - prev) as i64,
+            format!("len {len} >= the growth {}: {b}", new - prev),
+        );
+        k.that(
+            (start..=prev).contains(&from) && len == (new - from) as i64,
+            format!("prev_addr {from:#x} within this heap [{start:#x}, {prev:#x}] and len = addr - prev_addr: {b}"),
+        );
+    }
+    k.finish(&ev);
+}
+
+/// After exec the heap is a new one: a brk event must not measure the new program's break
+/// against the old program's.
+#[test]
+fn exec_starts_a_new_heap() {
+    if !require_root() {
+        return;
+    }
+    let cg = cgroup(256 * MIB);
+    let t = Tracer::for_test(&["--events", "memory,process"]);
+    let mut w = Workload::spawn(cg.enter(&mut workload!("reexec", "brk", "--mib", 16)));
+    let wp = w.pid();
+    let before = w.expect("before-exec");
+    let truth = w.expect("brk");
+    assert!(w.wait().success());
+    t.wait_for("the workload's exit", |e| e.is("exit", wp));
+    let ev = t.stop().events;
+    let (start, new) = (hex(&truth["start_brk"]), hex(&truth["new"]));
+    let mut k = Checks::new();
+    // The second exec (the first is the spawn).
+    let exec_at = ev
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.is("exec", wp))
+        .map(|(i, _)| i)
+        .nth(1);
+    k.that(exec_at.is_some(), "the re-exec's exec event");
+    let after: Vec<_> = ev[exec_at.unwrap_or(ev.len())..]
+        .iter()
+        .filter(|e| e.is("brk", wp))
+        .collect();
+    for b in &after {
+        let from = b.hex_of("prev_addr").unwrap_or(0);
+        k.that(
+            (start..=new).contains(&from),
+            format!(
+                "brk after exec: prev_addr {from:#x} is outside the new heap [{start:#x}, {new:#x}] \
+                 (the old program's heap: start {}, break {}): {b}",
+                before["start_brk"], before["brk"]
+            ),
+        );
+    }
+    k.that(
+        after.iter().any(|b| b["addr"] == truth["new"]),
+        "the 16 MiB brk of the new program",
+    );
+    k.finish(&ev);
+}
+
+/// A process that touches 100 MiB gets a memory sample showing it.
+#[test]
+fn rss_sample_for_touched_memory() {
+    if !require_root() {
+        return;
+    }
+    let cg = cgroup(256 * MIB);
+    let t = Tracer::for_test(&["--events", "memory,process"]);
+    let mut w = Workload::spawn(cg.enter(&mut workload!("hog", "--mib", 100)));
+    let wp = w.pid();
+    let touched = w.expect("touched");
+    let sample = t.try_wait_for(Duration::from_secs(5), |e| {
+        e.is("mem_sample", wp) && e.u64_of("rss_bytes").unwrap_or(0) >= 90 * MIB
+    });
+    w.close_stdin();
+    assert!(w.wait().success());
+    let ev = t.stop().events;
+    let mut k = Checks::new();
+    match sample {
+        Some(s) => {
+            let rss = s.u64_of("rss_bytes").unwrap_or(0);
+            let anon = s.u64_of("rss_anon_bytes").unwrap_or(0);
+            let mapped = s.u64_of("mapped_bytes").unwrap_or(0);
+            k.that(anon >= 90 * MIB, format!("rss_anon_bytes >= 90 MiB: {s}"));
+            k.that(mapped >= 100 * MIB, format!("mapped_bytes >= 100 MiB: {s}"));
+            k.that(
+                rss <= cg.limit(),
+                format!("rss_bytes within the cgroup's limit: {s}"),
+            );
+            k.fields("the sample", &s, json!({"comm": "workload"}));
+        }
+        None => k.that(
+            false,
+            format!(
+                "a mem_sample of pid {wp} with rss_bytes >= 90 MiB (the workload saw VmRSS {} kB)",
+                touched["vm_rss_kb"]
+            ),
+        ),
+    }
+    k.finish(&ev);
+}

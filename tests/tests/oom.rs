@@ -1,0 +1,120 @@
+//! OOM kills inside a memory cgroup limited to 64 MiB: the victim, the trigger, the kernel's
+//! SIGKILL and the victim's exit.
+use std::{os::unix::process::ExitStatusExt, time::Duration};
+
+use serde_json::{Value, json};
+use tracer_tests::{
+    Checks, EventExt, MemCgroup, Tracer, Workload, position, require_root, test_pid, workload,
+};
+
+const MIB: u64 = 1 << 20;
+const LIMIT: u64 = 64 * MIB;
+
+fn cgroup() -> MemCgroup {
+    MemCgroup::create(LIMIT).unwrap_or_else(|e| panic!("memory cgroup: {e}"))
+}
+
+/// A hog allocating without bound is killed; it is both the trigger and the victim.
+#[test]
+fn hog_is_oom_killed() {
+    if !require_root() {
+        return;
+    }
+    let me = test_pid();
+    let cg = cgroup();
+    let t = Tracer::for_test(&["--events", "oom,signal,process"]);
+    let mut w = Workload::spawn(cg.enter(&mut workload!("hog", "--unbounded")));
+    let wp = w.pid();
+    w.expect("hogging");
+    let status = w.wait_within(Duration::from_secs(30));
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "the hog was killed");
+    assert_eq!(cg.oom_kills(), Some(1), "the cgroup counted one OOM kill");
+    t.wait_for("the hog's exit", |e| e.is("exit", wp));
+    let ev = t.stop().events;
+    let mut k = Checks::new();
+    if let Some(o) = k.find_with(
+        "the oom_kill",
+        &ev,
+        |e| e.kind() == "oom_kill" && e["victim_pid"] == wp,
+        json!({"pid": wp, "comm": "workload", "victim_comm": "workload", "ppid": me}),
+    ) {
+        let rss = o.u64_of("victim_rss_bytes").unwrap_or(0);
+        k.that(
+            rss > 0 && rss <= 2 * LIMIT,
+            format!("victim_rss_bytes in (0, 2 x limit]: {o}"),
+        );
+    }
+    k.find_with(
+        "the kernel's SIGKILL",
+        &ev,
+        |e| e.kind() == "signal" && e["target_pid"] == wp,
+        json!({
+            "signal": 9, "signal_name": "SIGKILL", "from_kernel": true, "code": 128,
+            "pid": wp, "target_comm": "workload",
+        }),
+    );
+    k.find_with(
+        "the hog's exit",
+        &ev,
+        |e| e.is("exit", wp),
+        json!({"signal": 9, "signal_name": "SIGKILL", "exit_code": Value::Null, "ppid": me}),
+    );
+    let sig = position(&ev, |e| e.kind() == "signal" && e["target_pid"] == wp);
+    let oom = position(&ev, |e| e.kind() == "oom_kill");
+    let exit = position(&ev, |e| e.is("exit", wp));
+    k.that(
+        matches!((sig, oom, exit), (Some(a), Some(b), Some(c)) if a < b && b < c),
+        "signal, oom_kill, exit in that order",
+    );
+    k.finish(&ev);
+}
+
+/// The allocating process is not always the one killed: a process holding memory with a high
+/// oom_score_adj is the victim, the allocator the trigger.
+#[test]
+fn trigger_and_victim_differ() {
+    if !require_root() {
+        return;
+    }
+    let cg = cgroup();
+    let t = Tracer::for_test(&["--events", "oom,signal,process"]);
+    let mut holder = Workload::spawn(cg.enter(&mut workload!("hog", "--mib", 24)));
+    let hp = holder.pid();
+    holder.expect("touched");
+    std::fs::write(format!("/proc/{hp}/oom_score_adj"), "1000").expect("oom_score_adj");
+    let mut hog = Workload::spawn(cg.enter(&mut workload!("hog", "--unbounded")));
+    let gp = hog.pid();
+    hog.expect("hogging");
+    let hs = holder.wait_within(Duration::from_secs(30));
+    assert_eq!(hs.signal(), Some(libc::SIGKILL), "the holder was killed");
+    let gs = hog.wait_within(Duration::from_secs(30));
+    assert_eq!(gs.signal(), Some(libc::SIGKILL), "then the hog");
+    t.wait_for("the hog's exit", |e| e.is("exit", gp));
+    let ev = t.stop().events;
+    let mut k = Checks::new();
+    if let Some(o) = k.find_with(
+        "the holder's oom_kill",
+        &ev,
+        |e| e.kind() == "oom_kill" && e["victim_pid"] == hp,
+        json!({"pid": gp, "victim_comm": "workload", "oom_score_adj": 1000}),
+    ) {
+        let rss = o.u64_of("victim_rss_bytes").unwrap_or(0);
+        k.that(
+            rss >= 20 * MIB,
+            format!("the holder had its 24 MiB resident: {o}"),
+        );
+    }
+    k.find_with(
+        "the SIGKILL for the holder, sent in the hog's allocation",
+        &ev,
+        |e| e.kind() == "signal" && e["target_pid"] == hp,
+        json!({"signal": 9, "from_kernel": true, "pid": gp}),
+    );
+    k.find_with(
+        "the hog's own oom_kill",
+        &ev,
+        |e| e.kind() == "oom_kill" && e["victim_pid"] == gp,
+        json!({"pid": gp, "oom_score_adj": 0}),
+    );
+    k.finish(&ev);
+}
