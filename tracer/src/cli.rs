@@ -3,11 +3,15 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
+use std::sync::{Arc, Mutex};
+
 use crate::{
+    analysis::{AnalysisArgs, Engine},
+    dump::{RecordOptions, Recorder},
     live::{self, TraceArgs},
     output::{self, Format, Printer},
     pipeline::Pipeline,
-    units,
+    report, units,
 };
 
 #[derive(Parser, Debug)]
@@ -29,6 +33,8 @@ pub struct Cli {
 pub enum Command {
     /// Stream kernel events as they happen (needs root).
     Live(LiveArgs),
+    /// Record everything to a bounded, rotating, crash-safe dump: a flight recorder (needs root).
+    Record(RecordArgs),
     /// Check privileges, BTF, tracefs and every tracepoint; exits non-zero if tracing is impossible.
     Doctor,
     /// Print the events of a dump as `tracer live` printed them (no privileges needed).
@@ -52,6 +58,41 @@ pub struct LiveArgs {
     /// Stop after this long (e.g. 30s, 10m); default: until Ctrl-C or SIGTERM.
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     pub duration: Option<Duration>,
+    /// Events only: no findings as they appear, no report at exit.
+    #[arg(long)]
+    pub no_findings: bool,
+    #[command(flatten)]
+    pub analysis: AnalysisArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub dump: RecordOptions,
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// Also print events and findings as `tracer live` does.
+    #[arg(long)]
+    pub print: bool,
+    /// With --print: JSON lines.
+    #[arg(long, requires = "print")]
+    pub json: bool,
+    #[command(flatten)]
+    pub analysis: AnalysisArgs,
+}
+
+/// Adds the analyses to a pipeline: NEW/UPDATED findings are printed as they appear; the
+/// returned handle gives the report at the end.
+pub fn add_findings(
+    pipeline: &mut Pipeline,
+    args: &AnalysisArgs,
+    json: bool,
+) -> anyhow::Result<Arc<Mutex<Engine>>> {
+    let mut engine = Engine::new(args.load()?)?;
+    engine.on_update(move |u, host| report::print_update(u, host, json));
+    let (sink, handle) = engine.into_shared();
+    pipeline.add_sink(Box::new(sink));
+    Ok(handle)
 }
 
 fn init_tracing(verbose: u8) {
@@ -89,12 +130,14 @@ pub fn main() -> ExitCode {
     init_tracing(cli.verbose);
     let result = match cli.command {
         Command::Live(args) => run_live(args),
+        Command::Record(args) => run_record(args),
         Command::Doctor => crate::doctor::run(),
         Command::Replay(a) => crate::dump::cmd::replay(&a).map(|()| ExitCode::SUCCESS),
         Command::Export(a) => crate::dump::cmd::export(&a).map(|()| ExitCode::SUCCESS),
         Command::Demo(a) => crate::demo::run(a),
         Command::Scenario(a) => crate::scenario::run(&a).map(|()| ExitCode::SUCCESS),
     };
+    output::flush_stdout();
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -113,9 +156,51 @@ fn run_live(args: LiveArgs) -> anyhow::Result<ExitCode> {
         Format::Human
     };
     pipeline.add_sink(Box::new(Printer::new(format, true)));
+    let engine = if args.no_findings {
+        None
+    } else {
+        Some(add_findings(&mut pipeline, &args.analysis, args.json)?)
+    };
     session.seed(&mut pipeline)?;
     let summary =
         runtime()?.block_on(session.run(&mut pipeline, args.duration, std::future::pending()))?;
+    // The summary for people: the findings report (JSON consumers have had every finding as a
+    // line already).
+    if let (Some(engine), false) = (engine, args.json)
+        && let Ok(engine) = engine.lock()
+    {
+        output::print("");
+        output::print(report::text(&engine, &pipeline.host).trim_end());
+    }
+    output::eprint(&summary.render());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_record(args: RecordArgs) -> anyhow::Result<ExitCode> {
+    let (mut session, host, filter) = live::start(&args.trace)?;
+    let mut pipeline = Pipeline::new(host, filter);
+    let mut recorder = Recorder::new(&args.dump, pipeline.host.clone())?;
+    recorder.set_print_summary(true);
+    output::eprint(&format!(
+        "tracer: recording to {}",
+        args.dump.output.display()
+    ));
+    pipeline.add_sink(Box::new(recorder));
+    if args.print {
+        let format = if args.json {
+            Format::Json
+        } else {
+            Format::Human
+        };
+        pipeline.add_sink(Box::new(Printer::new(format, true)));
+        add_findings(&mut pipeline, &args.analysis, args.json)?;
+    }
+    session.seed(&mut pipeline)?;
+    let summary = runtime()?.block_on(session.run(
+        &mut pipeline,
+        args.dump.duration,
+        std::future::pending(),
+    ))?;
     output::eprint(&summary.render());
     Ok(ExitCode::SUCCESS)
 }

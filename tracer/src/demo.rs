@@ -199,8 +199,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut pipeline = Pipeline::new(host, filter);
     let mut engine = Engine::new(cfg)?;
     let json = args.json;
-    let engine_host = pipeline.host.clone();
-    engine.on_update(move |u| report::print_update(u, &engine_host, json));
+    engine.on_update(move |u, host| report::print_update(u, host, json));
     let (sink, engine) = engine.into_shared();
     pipeline.add_sink(Box::new(sink));
     if let Some(dir) = &args.record {

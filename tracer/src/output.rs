@@ -337,7 +337,13 @@ pub fn to_json(ev: &Event, ctx: &Ctx<'_>) -> Value {
 /// Command lines may hold newlines and escapes: keep one event on one line.
 fn escape_controls(s: &str) -> String {
     s.chars()
-        .flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] })
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
         .collect()
 }
 
@@ -499,19 +505,29 @@ pub enum Format {
 /// and are left out, in both formats, so live and replay print the same lines.
 pub struct Printer {
     format: Format,
-    out: io::BufWriter<io::Stdout>,
     /// Flush after every line (interactive), or let the buffer fill (replay to a pipe).
     line_flush: bool,
 }
 
 impl Printer {
     pub fn new(format: Format, line_flush: bool) -> Printer {
-        Printer {
-            format,
-            out: io::BufWriter::with_capacity(1 << 16, io::stdout()),
-            line_flush,
-        }
+        Printer { format, line_flush }
     }
+}
+
+/// The one buffered stdout: events, findings and reports go through it in the order they are
+/// produced, whether or not each line is flushed.
+fn stdout_buf() -> std::sync::MutexGuard<'static, io::BufWriter<io::Stdout>> {
+    static OUT: std::sync::OnceLock<std::sync::Mutex<io::BufWriter<io::Stdout>>> =
+        std::sync::OnceLock::new();
+    OUT.get_or_init(|| std::sync::Mutex::new(io::BufWriter::with_capacity(1 << 16, io::stdout())))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// Flushes stdout (at exit).
+pub fn flush_stdout() {
+    let _ = stdout_buf().flush();
 }
 
 /// Whether an event is shown by the printer.
@@ -524,12 +540,12 @@ impl Sink for Printer {
         if !printable(ev) {
             return Ok(());
         }
+        let mut out = stdout_buf();
         let r = match self.format {
-            Format::Json => {
-                serde_json::to_writer(&mut self.out, &to_json(ev, ctx))?;
-                self.out.write_all(b"\n")
-            }
-            Format::Human => writeln!(self.out, "{}", to_line(ev, ctx)),
+            Format::Json => serde_json::to_writer(&mut *out, &to_json(ev, ctx))
+                .map_err(io::Error::from)
+                .and_then(|()| out.write_all(b"\n")),
+            Format::Human => writeln!(out, "{}", to_line(ev, ctx)),
         };
         match r {
             // The reader went away (`| head`): stop quietly.
@@ -537,7 +553,7 @@ impl Sink for Printer {
             r => r?,
         }
         if self.line_flush {
-            self.out.flush().or_else(|e| {
+            out.flush().or_else(|e| {
                 if e.kind() == io::ErrorKind::BrokenPipe {
                     Err(BrokenPipe.into())
                 } else {
@@ -549,7 +565,7 @@ impl Sink for Printer {
     }
 
     fn finish(&mut self, _ctx: &Ctx<'_>) -> anyhow::Result<()> {
-        let _ = self.out.flush();
+        flush_stdout();
         Ok(())
     }
 }
@@ -560,8 +576,9 @@ pub struct BrokenPipe;
 
 /// Writes a line to stdout (for summaries and reports).
 pub fn print(s: &str) {
-    let mut o = io::stdout().lock();
+    let mut o = stdout_buf();
     let _ = writeln!(o, "{s}");
+    let _ = o.flush();
 }
 
 /// Writes a line to stderr (summaries that must not mix with JSON on stdout).

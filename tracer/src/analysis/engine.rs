@@ -66,7 +66,7 @@ struct Tracked {
     reported_ns: u64,
 }
 
-type UpdateFn = Box<dyn FnMut(&FindingUpdate) + Send>;
+type UpdateFn = Box<dyn FnMut(&FindingUpdate, &HostInfo) + Send>;
 
 pub struct Engine {
     cfg: AnalysisConfig,
@@ -125,7 +125,7 @@ impl Engine {
     }
 
     /// Calls `f` for each NEW/UPDATED finding as it happens, instead of queueing it.
-    pub fn on_update(&mut self, f: impl FnMut(&FindingUpdate) + Send + 'static) {
+    pub fn on_update(&mut self, f: impl FnMut(&FindingUpdate, &HostInfo) + Send + 'static) {
         self.on_update = Some(Box::new(f));
     }
 
@@ -286,7 +286,7 @@ impl Engine {
         };
         if let Some(u) = update {
             match &mut self.on_update {
-                Some(cb) => cb(&u),
+                Some(cb) => cb(&u, &self.host),
                 None => {
                     if self.queue.len() >= MAX_QUEUED {
                         self.queue.pop_front();

@@ -65,6 +65,11 @@ pub struct ReplayArgs {
     /// events.
     #[arg(long)]
     pub stats: bool,
+    /// Events only: no findings lines (`tracer live` prints them as they appear; so does replay).
+    #[arg(long)]
+    pub no_findings: bool,
+    #[command(flatten)]
+    pub analysis: crate::analysis::AnalysisArgs,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +104,13 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
             Format::Human
         };
         sinks.push(Box::new(Printer::new(format, false)));
+        if !args.no_findings {
+            // The same findings, at the same points of the stream, as `live` printed them.
+            let json = args.json;
+            let mut engine = crate::analysis::Engine::new(args.analysis.load()?)?;
+            engine.on_update(move |u, host| crate::report::print_update(u, host, json));
+            sinks.push(Box::new(engine));
+        }
     }
     let outcome = run(&args.paths, &args.filter, sinks)?;
     if args.stats {
