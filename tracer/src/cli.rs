@@ -35,6 +35,9 @@ pub enum Command {
     Live(LiveArgs),
     /// Record everything to a bounded, rotating, crash-safe dump: a flight recorder (needs root).
     Record(RecordArgs),
+    /// Findings ranked by severity with evidence, an incident timeline and distributions, from a
+    /// dump (no privileges needed).
+    Report(ReportCmd),
     /// Check privileges, BTF, tracefs and every tracepoint; exits non-zero if tracing is impossible.
     Doctor,
     /// Print the events of a dump as `tracer live` printed them (no privileges needed).
@@ -63,6 +66,17 @@ pub struct LiveArgs {
     pub no_findings: bool,
     #[command(flatten)]
     pub analysis: AnalysisArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportCmd {
+    /// Dump segment files, or directories of them (as written by `tracer record -o DIR`).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<std::path::PathBuf>,
+    #[command(flatten)]
+    pub report: report::ReportArgs,
+    #[command(flatten)]
+    pub filter: crate::dump::cmd::DumpFilterArgs,
 }
 
 #[derive(Args, Debug)]
@@ -131,6 +145,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Live(args) => run_live(args),
         Command::Record(args) => run_record(args),
+        Command::Report(args) => run_report(args),
         Command::Doctor => crate::doctor::run(),
         Command::Replay(a) => crate::dump::cmd::replay(&a).map(|()| ExitCode::SUCCESS),
         Command::Export(a) => crate::dump::cmd::export(&a).map(|()| ExitCode::SUCCESS),
@@ -173,6 +188,18 @@ fn run_live(args: LiveArgs) -> anyhow::Result<ExitCode> {
         output::print(report::text(&engine, &pipeline.host).trim_end());
     }
     output::eprint(&summary.render());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_report(args: ReportCmd) -> anyhow::Result<ExitCode> {
+    let engine = Engine::new(args.report.analysis.load()?)?;
+    let (sink, engine) = engine.into_shared();
+    let outcome = crate::dump::cmd::run(&args.paths, &args.filter, vec![Box::new(sink)])?;
+    let engine = engine
+        .lock()
+        .map_err(|_| anyhow::anyhow!("analysis engine poisoned"))?;
+    report::print(&engine, &args.report);
+    outcome.into_result()?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -203,7 +203,7 @@ pub struct Outcome {
 impl Outcome {
     /// Corrupted blocks make the exit status non-zero (data was lost); a truncated tail does not
     /// (it is what a crash or a power loss leaves, and everything before it was read).
-    fn into_result(self) -> anyhow::Result<()> {
+    pub fn into_result(self) -> anyhow::Result<()> {
         if self.read.corrupt_blocks > 0 && !self.stopped {
             bail!(
                 "{} corrupted block(s) were skipped (see the warnings above); everything else was \
