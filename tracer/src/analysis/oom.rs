@@ -45,7 +45,7 @@ impl Analysis for OomKills {
         let track = cx.state.mem.get(victim);
         let has_mem = o.flags & OOM_HAS_MEMORY != 0;
         let rss = if has_mem {
-            Some((o.anon_rss_kb + o.file_rss_kb + o.shmem_rss_kb) * 1024)
+            Some(victim_rss_bytes(o))
         } else {
             track.and_then(|t| t.last).map(|p| p.rss)
         };
@@ -85,7 +85,7 @@ impl Analysis for OomKills {
                 trigger_pid: ev.tgid,
                 trigger_comm,
                 victim_rss_bytes: rss,
-                victim_total_vm_bytes: has_mem.then_some(o.total_vm_kb * 1024),
+                victim_total_vm_bytes: has_mem.then_some(o.total_vm_kb.saturating_mul(1024)),
                 cgroup,
                 cgroup_limit_bytes: cgroup_limit,
                 victim_growth_bytes_per_sec: growth.map(|g| g.0.round() as i64),
@@ -99,6 +99,14 @@ impl Analysis for OomKills {
     fn findings(&mut self, _now_ns: u64, _cx: &Cx<'_>) -> Vec<Finding> {
         self.kills.clone()
     }
+}
+
+/// The victim's RSS from the record's kB figures (saturating: the record is not trusted).
+pub fn victim_rss_bytes(o: &tracer_common::oom::OomKill) -> u64 {
+    o.anon_rss_kb
+        .saturating_add(o.file_rss_kb)
+        .saturating_add(o.shmem_rss_kb)
+        .saturating_mul(1024)
 }
 
 fn signed_bytes(v: f64) -> String {

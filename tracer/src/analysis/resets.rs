@@ -113,7 +113,7 @@ impl Analysis for ResetStorms {
                     "TCP reset storm around {who}: {} sent, {} received in {:.1} s (up to {per_sec:.1}/s over {} s)",
                     g.sent,
                     g.received,
-                    secs(g.last_ns - g.first_ns),
+                    secs(g.last_ns.saturating_sub(g.first_ns)),
                     self.window_s
                 ),
                 first_seen_ns: g.first_ns,

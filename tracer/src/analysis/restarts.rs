@@ -125,7 +125,7 @@ impl RestartLoops {
         });
         l.program = entry.cmdline_string();
         l.total += 1;
-        l.last_ns = ts;
+        l.last_ns = l.last_ns.max(ts);
         l.recent.push_back(ts);
         while l
             .recent
@@ -260,7 +260,7 @@ impl Analysis for RestartLoops {
                     l.supervisor_comm,
                     l.program,
                     l.total,
-                    secs(l.last_ns - l.first_ns)
+                    secs(l.last_ns.saturating_sub(l.first_ns))
                 ),
                 first_seen_ns: l.first_ns,
                 last_seen_ns: l.last_ns,

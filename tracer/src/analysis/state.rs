@@ -79,9 +79,17 @@ impl MemTrack {
         let pts: Vec<(f64, f64)> = self
             .recent
             .iter()
-            .map(|p| (super::secs(p.ts_ns - f.ts_ns), p.rss as f64))
+            .map(|p| {
+                (
+                    (p.ts_ns as f64 - f.ts_ns as f64) / super::NS as f64,
+                    p.rss as f64,
+                )
+            })
             .collect();
-        Some((super::slope(&pts)?, super::secs(l.ts_ns - f.ts_ns)))
+        Some((
+            super::slope(&pts)?,
+            super::secs(l.ts_ns.saturating_sub(f.ts_ns)),
+        ))
     }
 }
 

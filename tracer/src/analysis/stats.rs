@@ -254,7 +254,7 @@ impl Timeline {
                 });
             }
             Body::OomKill(o) => {
-                let rss = (o.anon_rss_kb + o.file_rss_kb + o.shmem_rss_kb) * 1024;
+                let rss = super::oom::victim_rss_bytes(o);
                 let victim_comm = if o.flags & tracer_common::oom::OOM_HAS_COMM != 0 {
                     Comm(o.victim_comm).to_string()
                 } else {

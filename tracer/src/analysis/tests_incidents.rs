@@ -278,3 +278,104 @@ fn findings_are_raised_once_then_updated_not_repeated() {
         super::Severity::Critical
     );
 }
+
+/// Random records of every kind (any bit pattern is a valid payload), with timestamps that jump
+/// back and forth and pids drawn from a small set so processes collide: nothing may panic, and
+/// the report renders.
+#[test]
+fn garbage_streams_never_panic() {
+    use tracer_common::{HEADER_LEN, Header, Kind, memory, oom, process, signal, tcp};
+
+    use crate::event::{decode, header_bytes};
+
+    fn size_of_kind(k: Kind) -> usize {
+        use std::mem::size_of;
+        match k {
+            Kind::TcpState => size_of::<tcp::TcpState>(),
+            Kind::TcpAccept => size_of::<tcp::TcpAccept>(),
+            Kind::TcpReset => size_of::<tcp::TcpReset>(),
+            Kind::SocketOpen => size_of::<tcp::SocketOpen>(),
+            Kind::SocketClose => size_of::<tcp::SocketClose>(),
+            Kind::SockOwner => size_of::<tcp::SockOwner>(),
+            Kind::TcpConnect => size_of::<tcp::TcpConnect>(),
+            Kind::TcpListen => size_of::<tcp::TcpListen>(),
+            Kind::Signal => size_of::<signal::Signal>(),
+            Kind::Fork => size_of::<process::Fork>(),
+            Kind::Exec => size_of::<process::Exec>(),
+            Kind::Exit => size_of::<process::Exit>(),
+            Kind::OomKill => size_of::<oom::OomKill>(),
+            Kind::Mmap => size_of::<memory::Mmap>(),
+            Kind::Munmap => size_of::<memory::Munmap>(),
+            Kind::Brk => size_of::<memory::Brk>(),
+            Kind::MemSample => size_of::<memory::MemSample>(),
+        }
+    }
+
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..4 {
+        let mut cfg = AnalysisConfig::default();
+        if round == 1 {
+            // Thresholds at their most eager.
+            cfg.restart_min_count = 1;
+            cfg.socket_leak_min_growth = 0;
+            cfg.socket_leak_min_span_s = 0.0;
+            cfg.mem_min_samples = 2;
+            cfg.mem_min_duration_s = 0.0;
+            cfg.mem_min_growth_bytes = 0;
+            cfg.mem_min_rate_bytes_per_sec = 0;
+            cfg.pileup_min_open = 1;
+            cfg.pileup_min_age_s = 0.0;
+            cfg.close_wait_min_age_s = 0.0;
+            cfg.reset_min_count = 1;
+            cfg.timeline_max = 10;
+        }
+        let mut s = Stream::with_config(cfg, rnd() % 3 * (8 << 30));
+        let mut ts = 1_000_000_000_000u64;
+        for _ in 0..4_000 {
+            let kind = Kind::ALL[(rnd() % Kind::ALL.len() as u64) as usize];
+            let len = size_of_kind(kind);
+            ts = match rnd() % 10 {
+                0 => ts.saturating_sub(rnd() % 5_000_000_000),
+                // (Anything up to 146 years after boot: HostInfo::wall_ns does not take more.)
+                1 => rnd() % (1 << 62),
+                _ => ts + rnd() % 200_000_000,
+            };
+            let tgid = [0, 1, 2, 3, 100, u32::MAX][(rnd() % 6) as usize];
+            let h = Header {
+                kind: kind as u16,
+                payload_len: len as u16,
+                cpu: 0,
+                ts_ns: ts,
+                tgid,
+                pid: tgid,
+                uid: 0,
+                _pad: 0,
+                cgroup_id: 0,
+                comm: *b"garbage\0\0\0\0\0\0\0\0\0",
+            };
+            let mut raw = header_bytes(&h).to_vec();
+            for i in 0..len {
+                // Small values most of the time, so fields line up with pids, states and ports.
+                let b = rnd();
+                raw.push(if b % 4 == 0 {
+                    (b >> 8) as u8
+                } else {
+                    (b % 4) as u8 * (i % 3) as u8
+                });
+            }
+            assert_eq!(raw.len(), HEADER_LEN + len);
+            let ev = decode(&raw).expect("any payload bits decode");
+            s.feed(ev);
+            s.engine.take_updates();
+        }
+        s.finish();
+        let _ = crate::report::text(&s.engine, &s.host);
+        let _ = crate::report::json(&s.engine, &s.host, true);
+    }
+}
