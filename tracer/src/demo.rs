@@ -328,14 +328,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if !json {
         output::print("");
     }
-    report::print(
-        &engine,
-        &report::ReportArgs {
-            json,
-            no_timeline: false,
-            analysis: args.analysis.clone(),
-        },
-    );
+    if json {
+        // One line, the last of the stream: findings lines above, the report document here.
+        let doc = report::json(&engine, engine.host(), true);
+        output::print(&serde_json::to_string(&doc)?);
+    } else {
+        output::print(report::text(&engine, engine.host()).trim_end());
+    }
     output::eprint(&summary.render());
     if let Some(dir) = &args.record {
         output::eprint(&format!(
