@@ -1,0 +1,590 @@
+//! Figures: medians and ratios of the runs, the targets they are judged against, and the table
+//! printed and written to target/bench/results-<date>.{md,json}.
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use serde::Serialize;
+
+use super::tracers::{Detached, Mode};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Run {
+    pub round: usize,
+    pub mode: Mode,
+    /// Operations per second of the workload.
+    pub throughput: f64,
+    pub tracer: Option<Detached>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ModeFigures {
+    pub median_throughput: f64,
+    /// Median over rounds of this mode's throughput / the same round's untraced throughput.
+    pub ratio: f64,
+    pub overhead_pct: f64,
+    pub median_events_per_s: f64,
+    /// CPU of the tracer process, % of one core (median).
+    pub median_cpu_pct: f64,
+    pub lost: u64,
+    pub lost_critical: u64,
+    /// Output (dump or text) bytes per event, median.
+    pub output_bytes_per_event: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkloadResult {
+    pub name: String,
+    pub description: String,
+    pub unit: String,
+    pub runs: Vec<Run>,
+    pub modes: BTreeMap<String, ModeFigures>,
+    /// Spread of the untraced runs: (max - min) / median, in %.
+    pub untraced_spread_pct: f64,
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+impl WorkloadResult {
+    pub fn new(name: &str, description: &str, unit: &str, runs: Vec<Run>) -> Self {
+        let of = |m: Mode| -> Vec<&Run> { runs.iter().filter(|r| r.mode == m).collect() };
+        let base: BTreeMap<usize, f64> = of(Mode::Untraced)
+            .iter()
+            .map(|r| (r.round, r.throughput))
+            .collect();
+        let base_v: Vec<f64> = base.values().copied().collect();
+        let base_median = median(&base_v);
+        let spread = if base_v.len() > 1 {
+            let max = base_v.iter().copied().fold(f64::MIN, f64::max);
+            let min = base_v.iter().copied().fold(f64::MAX, f64::min);
+            (max - min) / base_median * 100.0
+        } else {
+            0.0
+        };
+        let mut modes = BTreeMap::new();
+        for m in Mode::ALL {
+            let rs = of(m);
+            if rs.is_empty() {
+                continue;
+            }
+            let tp: Vec<f64> = rs.iter().map(|r| r.throughput).collect();
+            // Paired with the untraced run of the same round, so drift between rounds cancels.
+            let ratios: Vec<f64> = rs
+                .iter()
+                .filter_map(|r| base.get(&r.round).map(|b| r.throughput / b))
+                .collect();
+            let ratio = median(&ratios);
+            let det: Vec<&Detached> = rs.iter().filter_map(|r| r.tracer.as_ref()).collect();
+            let per = |f: &dyn Fn(&Detached) -> f64| -> f64 {
+                median(&det.iter().map(|d| f(d)).collect::<Vec<_>>())
+            };
+            modes.insert(
+                m.name().to_owned(),
+                ModeFigures {
+                    median_throughput: median(&tp),
+                    ratio,
+                    overhead_pct: (1.0 - ratio) * 100.0,
+                    median_events_per_s: per(&|d| d.events as f64 / d.wall_s.max(1e-9)),
+                    median_cpu_pct: per(&|d| d.cpu_s / d.wall_s.max(1e-9) * 100.0),
+                    lost: det.iter().map(|d| d.lost).sum(),
+                    lost_critical: det.iter().map(|d| d.lost_critical).sum(),
+                    output_bytes_per_event: per(&|d| {
+                        if d.events == 0 || d.output_bytes == 0 {
+                            f64::NAN
+                        } else {
+                            d.output_bytes as f64 / d.events as f64
+                        }
+                    }),
+                },
+            );
+        }
+        WorkloadResult {
+            name: name.to_owned(),
+            description: description.to_owned(),
+            unit: unit.to_owned(),
+            runs,
+            modes,
+            untraced_spread_pct: spread,
+        }
+    }
+
+    pub fn mode(&self, m: Mode) -> Option<&ModeFigures> {
+        self.modes.get(m.name())
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RampStep {
+    /// Events per second asked of the generator (0: as fast as it goes).
+    pub target_rate: u64,
+    /// Events per second the generator produced.
+    pub offered_rate: f64,
+    pub tracer_events: u64,
+    pub lost: u64,
+    pub lost_critical: u64,
+    pub lost_by_kind: BTreeMap<String, u64>,
+    /// Collector CPU, % of one core.
+    pub cpu_pct: f64,
+    /// Collector CPU per 100,000 events/s, % of one core.
+    pub cpu_pct_per_100k: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Capacity {
+    pub generator: String,
+    pub steps: Vec<RampStep>,
+    /// Highest offered event rate with no record lost.
+    pub max_zero_loss_rate: f64,
+    pub cpu_pct_per_100k: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MemoryFigures {
+    pub processes: usize,
+    pub sockets: usize,
+    pub idle_rss: u64,
+    /// Tracer running while the processes and sockets were created.
+    pub live_rss: u64,
+    pub live_hwm: u64,
+    /// Tracer started with them already there (seeded from /proc).
+    pub seeded_rss: u64,
+    pub seeded_hwm: u64,
+    pub seconds_to_create: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ReplayFigures {
+    pub load: String,
+    pub record_seconds: f64,
+    pub events: u64,
+    pub lost: u64,
+    pub dump_bytes: u64,
+    pub bytes_per_event: f64,
+    pub replay_json_s: f64,
+    pub replay_stats_s: f64,
+    pub report_s: f64,
+    pub replay_json_rate: f64,
+    pub replay_stats_rate: f64,
+    pub report_rate: f64,
+    pub per_kind: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Verdict {
+    #[serde(rename = "met")]
+    Met,
+    #[serde(rename = "MISSED")]
+    Missed,
+    #[serde(rename = "not measured")]
+    NotMeasured,
+}
+
+impl Verdict {
+    pub fn of(ok: bool) -> Self {
+        if ok { Verdict::Met } else { Verdict::Missed }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Met => "met",
+            Verdict::Missed => "MISSED",
+            Verdict::NotMeasured => "not measured",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    pub target: String,
+    pub measured: String,
+    pub verdict: Verdict,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Results {
+    pub date: String,
+    pub command: String,
+    pub smoke: bool,
+    pub host: BTreeMap<String, String>,
+    pub rounds: usize,
+    pub seconds_per_run: f64,
+    pub tracer_command: String,
+    pub workloads: Vec<WorkloadResult>,
+    pub capacity: Option<Capacity>,
+    pub memory: Option<MemoryFigures>,
+    pub replay: Option<ReplayFigures>,
+    pub targets: Vec<Target>,
+    pub notes: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+fn pct(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x:.1}%")
+    } else {
+        "-".into()
+    }
+}
+
+pub fn num(x: f64) -> String {
+    if !x.is_finite() {
+        return "-".into();
+    }
+    let (v, suffix) = if x >= 10e6 {
+        (x / 1e6, "M")
+    } else if x >= 100e3 {
+        (x / 1e3, "k")
+    } else {
+        (x, "")
+    };
+    if suffix.is_empty() && x < 100.0 {
+        format!("{v:.1}")
+    } else if suffix.is_empty() {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}{suffix}")
+    }
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
+}
+
+impl Results {
+    /// Judges the figures against the issue's targets.
+    pub fn judge(&mut self) {
+        let mut t = Vec::new();
+        let smoke = self.smoke;
+        let verdict = |ok: bool| {
+            if smoke {
+                Verdict::NotMeasured
+            } else {
+                Verdict::of(ok)
+            }
+        };
+        for w in &self.workloads {
+            let (Some(tr), Some(bt)) = (w.mode(Mode::Tracer), w.mode(Mode::Bpftrace)) else {
+                continue;
+            };
+            if w.name == "http" || w.name == "redis" {
+                t.push(Target {
+                    target: format!("{}: tracer costs <= 3% throughput", w.name),
+                    measured: format!(
+                        "{} (untraced runs spread {})",
+                        pct(tr.overhead_pct),
+                        pct(w.untraced_spread_pct)
+                    ),
+                    verdict: verdict(tr.overhead_pct <= 3.0),
+                });
+            }
+            // Below half of bpftrace's overhead; an overhead at or below zero is none at all.
+            let ok = tr.overhead_pct <= 0.0 || tr.overhead_pct < bt.overhead_pct / 2.0;
+            t.push(Target {
+                target: format!("{}: tracer overhead < half of bpftrace's", w.name),
+                measured: format!(
+                    "tracer {} vs bpftrace {}",
+                    pct(tr.overhead_pct),
+                    pct(bt.overhead_pct)
+                ),
+                verdict: verdict(ok),
+            });
+        }
+        // Critical records: every tracer run of every part.
+        let mut critical = 0u64;
+        let mut runs = 0usize;
+        for w in &self.workloads {
+            for r in w.runs.iter().filter(|r| r.mode == Mode::Tracer) {
+                critical += r.tracer.as_ref().map(|d| d.lost_critical).unwrap_or(0);
+                runs += 1;
+            }
+        }
+        if let Some(c) = &self.capacity {
+            critical += c.steps.iter().map(|s| s.lost_critical).sum::<u64>();
+            runs += c.steps.len();
+        }
+        if runs > 0 {
+            t.push(Target {
+                target: "no critical record (signal, fork, exec, exit, OOM) dropped".into(),
+                measured: format!(
+                    "{critical} lost over {runs} tracer runs (incl. capacity ramp past saturation)"
+                ),
+                verdict: verdict(critical == 0),
+            });
+        }
+        if let Some(r) = &self.replay {
+            for (what, rate) in [
+                ("tracer replay --stats", r.replay_stats_rate),
+                ("tracer replay --json", r.replay_json_rate),
+                ("tracer report", r.report_rate),
+            ] {
+                t.push(Target {
+                    target: format!("{what} >= 5 million events/s"),
+                    measured: format!("{} events/s", num(rate)),
+                    verdict: verdict(rate >= 5e6),
+                });
+            }
+            t.push(Target {
+                target: "dump <= 32 bytes/event".into(),
+                measured: format!("{:.1} bytes/event", r.bytes_per_event),
+                verdict: verdict(r.bytes_per_event <= 32.0),
+            });
+        }
+        self.targets = t;
+    }
+
+    /// The results as Markdown (also what is printed).
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "## tracer benchmark, {}{}\n",
+            self.date,
+            if self.smoke {
+                " (SMOKE RUN: figures meaningless)"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(s, "Command: `{}`  ", self.command);
+        let host: Vec<String> = self.host.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(s, "Host: {}  ", host.join(", "));
+        let _ = writeln!(
+            s,
+            "tracer measured as `{}` with all hooks attached; bpftrace runs bench/equivalent.bt \
+             (same tracepoints, same kernel-side filtering, one line per record).\n",
+            self.tracer_command
+        );
+        if !self.workloads.is_empty() {
+            let _ = writeln!(
+                s,
+                "### Throughput ({} rounds of {:.0} s, alternating untraced / tracer / bpftrace; \
+                 medians, ratios = median of per-round traced/untraced)\n",
+                self.rounds, self.seconds_per_run
+            );
+            let _ = writeln!(
+                s,
+                "| workload | unit | untraced | tracer | bpftrace | tracer ratio | bpftrace \
+                 ratio | tracer overhead | bpftrace overhead | untraced spread |"
+            );
+            let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+            for w in &self.workloads {
+                let g = |m: Mode| w.mode(m).cloned().unwrap_or_default();
+                let (u, tr, bt) = (g(Mode::Untraced), g(Mode::Tracer), g(Mode::Bpftrace));
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {:.3} | {:.3} | {} | {} | {} |",
+                    w.name,
+                    w.unit,
+                    num(u.median_throughput),
+                    num(tr.median_throughput),
+                    num(bt.median_throughput),
+                    tr.ratio,
+                    bt.ratio,
+                    pct(tr.overhead_pct),
+                    pct(bt.overhead_pct),
+                    pct(w.untraced_spread_pct)
+                );
+            }
+            let _ = writeln!(
+                s,
+                "\n| workload | tracer events/s | tracer CPU | tracer lost (critical) | tracer \
+                 dump bytes/event | bpftrace lines/s | bpftrace CPU | bpftrace lost |"
+            );
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+            for w in &self.workloads {
+                let g = |m: Mode| w.mode(m).cloned().unwrap_or_default();
+                let (tr, bt) = (g(Mode::Tracer), g(Mode::Bpftrace));
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} ({}) | {} | {} | {} | {} |",
+                    w.name,
+                    num(tr.median_events_per_s),
+                    pct(tr.median_cpu_pct),
+                    tr.lost,
+                    tr.lost_critical,
+                    num(tr.output_bytes_per_event),
+                    num(bt.median_events_per_s),
+                    pct(bt.median_cpu_pct),
+                    bt.lost
+                );
+            }
+            let _ = writeln!(s, "\nWorkloads:");
+            for w in &self.workloads {
+                let _ = writeln!(s, "- {}: {}", w.name, w.description);
+            }
+            let _ = writeln!(s);
+        }
+        if let Some(c) = &self.capacity {
+            let _ = writeln!(s, "### Capacity: event rate ramp ({})\n", c.generator);
+            let _ = writeln!(
+                s,
+                "| asked events/s | offered events/s | tracer events | lost (critical) | \
+                 collector CPU | CPU per 100k events/s |"
+            );
+            let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|");
+            for st in &c.steps {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} ({}) | {} | {} |",
+                    if st.target_rate == 0 {
+                        "max".to_owned()
+                    } else {
+                        num(st.target_rate as f64)
+                    },
+                    num(st.offered_rate),
+                    st.tracer_events,
+                    st.lost,
+                    st.lost_critical,
+                    pct(st.cpu_pct),
+                    pct(st.cpu_pct_per_100k)
+                );
+            }
+            let _ = writeln!(
+                s,
+                "\nHighest rate with zero loss: **{} events/s**; collector CPU per 100,000 \
+                 events/s: **{} of one core** (at that step).\n",
+                num(c.max_zero_loss_rate),
+                pct(c.cpu_pct_per_100k)
+            );
+        }
+        if let Some(m) = &self.memory {
+            let _ = writeln!(
+                s,
+                "### Collector memory with {} live processes and {} open sockets\n",
+                m.processes, m.sockets
+            );
+            let _ = writeln!(s, "| | VmRSS | VmHWM |\n|---|---:|---:|");
+            let _ = writeln!(s, "| idle (before) | {} | |", mib(m.idle_rss));
+            let _ = writeln!(
+                s,
+                "| running while they were created | {} | {} |",
+                mib(m.live_rss),
+                mib(m.live_hwm)
+            );
+            let _ = writeln!(
+                s,
+                "| started with them present (/proc seeding) | {} | {} |\n",
+                mib(m.seeded_rss),
+                mib(m.seeded_hwm)
+            );
+        }
+        if let Some(r) = &self.replay {
+            let _ = writeln!(
+                s,
+                "### Dump and replay ({:.0} s of {})\n",
+                r.record_seconds, r.load
+            );
+            let kinds: Vec<String> = r.per_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            let _ = writeln!(
+                s,
+                "Dump: {} events ({} lost), {} bytes, **{:.1} bytes/event**{}.\n",
+                r.events,
+                r.lost,
+                r.dump_bytes,
+                r.bytes_per_event,
+                if kinds.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", kinds.join(", "))
+                }
+            );
+            let _ = writeln!(s, "| command | seconds | events/s |\n|---|---:|---:|");
+            for (what, secs, rate) in [
+                (
+                    "tracer replay --json DUMP > /dev/null",
+                    r.replay_json_s,
+                    r.replay_json_rate,
+                ),
+                (
+                    "tracer replay --stats DUMP",
+                    r.replay_stats_s,
+                    r.replay_stats_rate,
+                ),
+                ("tracer report DUMP", r.report_s, r.report_rate),
+            ] {
+                let _ = writeln!(s, "| `{what}` | {secs:.2} | {} |", num(rate));
+            }
+            let _ = writeln!(s);
+        }
+        if !self.targets.is_empty() {
+            let _ = writeln!(s, "### Targets\n\n| target | measured | |\n|---|---|---|");
+            for t in &self.targets {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} |",
+                    t.target,
+                    t.measured,
+                    t.verdict.label()
+                );
+            }
+            let _ = writeln!(s);
+        }
+        for n in &self.notes {
+            let _ = writeln!(s, "Note: {n}\n");
+        }
+        if !self.errors.is_empty() {
+            let _ = writeln!(s, "### Errors\n");
+            for e in &self.errors {
+                let _ = writeln!(s, "- {e}");
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(round: usize, mode: Mode, throughput: f64) -> Run {
+        Run {
+            round,
+            mode,
+            throughput,
+            tracer: None,
+        }
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn ratios_are_paired_by_round() {
+        // Round 1 is globally slower; pairing keeps the ratio at 0.9 in both rounds.
+        let runs = vec![
+            run(0, Mode::Untraced, 100.0),
+            run(0, Mode::Tracer, 90.0),
+            run(0, Mode::Bpftrace, 50.0),
+            run(1, Mode::Untraced, 50.0),
+            run(1, Mode::Tracer, 45.0),
+            run(1, Mode::Bpftrace, 25.0),
+        ];
+        let w = WorkloadResult::new("http", "", "req/s", runs);
+        let tr = w.mode(Mode::Tracer).unwrap();
+        assert!((tr.ratio - 0.9).abs() < 1e-9);
+        assert!((tr.overhead_pct - 10.0).abs() < 1e-9);
+        assert!((w.mode(Mode::Bpftrace).unwrap().ratio - 0.5).abs() < 1e-9);
+        let mut r = Results {
+            workloads: vec![w],
+            ..Results::default()
+        };
+        r.judge();
+        let v: Vec<Verdict> = r.targets.iter().map(|t| t.verdict).collect();
+        // 10% > 3%: missed; 10% < 50% / 2: met.
+        assert_eq!(&v[..2], &[Verdict::Missed, Verdict::Met]);
+    }
+}
