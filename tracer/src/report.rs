@@ -222,7 +222,12 @@ fn top_growers(engine: &Engine) -> Vec<(u32, &MemTrack)> {
         .sorted()
         .into_iter()
         .filter_map(|(pid, t)| {
-            let g = t.last?.rss as i128 - t.first?.rss as i128;
+            let (first, last) = (t.first?, t.last?);
+            // A few samples within a second (a process starting up) say nothing about growth.
+            if t.samples < 3 || last.ts_ns.saturating_sub(first.ts_ns) < 1_000_000_000 {
+                return None;
+            }
+            let g = last.rss as i128 - first.rss as i128;
             (g > 0).then_some((pid, t, g))
         })
         .collect();

@@ -18,9 +18,24 @@ use crate::{
 
 struct Stuck {
     owner: u32,
+    /// Still in its listener's accept queue: the owner is the listening process, which never
+    /// accept()ed it (a server out of fds, or too slow).
+    unaccepted: bool,
     since_ns: u64,
     local_port: u16,
     remote: String,
+}
+
+/// The stuck sockets of one owner.
+#[derive(Default)]
+struct Group {
+    count: u64,
+    oldest: u64,
+    /// Local port → sockets.
+    ports: BTreeMap<u16, u64>,
+    /// The peer of the oldest.
+    remote: String,
+    unaccepted: u64,
 }
 
 pub struct CloseWaits {
@@ -44,6 +59,24 @@ impl CloseWaits {
     }
 }
 
+/// Whether the process table knows `pid` has exited (an owner the kernel remembers for a
+/// socket address that was freed and reused).
+fn exited(cx: &Cx<'_>, pid: u32) -> bool {
+    cx.procs.get(pid).is_some_and(|p| p.exited_at.is_some())
+}
+
+impl CloseWaits {
+    /// Learnt the owner after the fact (it accepted the socket, or read from it).
+    fn owned(&mut self, sk: u64, pid: u32) {
+        if let Some(s) = self.socks.get_mut(&sk)
+            && (s.owner == 0 || s.unaccepted)
+        {
+            s.owner = pid;
+            s.unaccepted = false;
+        }
+    }
+}
+
 impl Analysis for CloseWaits {
     fn name(&self) -> &'static str {
         "close_wait"
@@ -52,7 +85,18 @@ impl Analysis for CloseWaits {
     fn observe(&mut self, ev: &Event, cx: &Cx<'_>) -> bool {
         match &ev.body {
             Body::TcpState(t) if t.new_state == tcp::CLOSE_WAIT => {
-                let owner = cx.state.owner(t.skaddr, t.owner_tgid).unwrap_or(0);
+                let known = cx
+                    .state
+                    .owner(t.skaddr, t.owner_tgid)
+                    .filter(|&p| !exited(cx, p));
+                let listener = cx
+                    .state
+                    .listeners
+                    .get(&t.sport)
+                    .copied()
+                    .filter(|&p| !exited(cx, p));
+                let unaccepted = known.is_none() && listener.is_some();
+                let owner = known.or(listener).unwrap_or(0);
                 if owner != 0 && !self.comms.contains_key(&owner) {
                     let c = comm_of(cx.procs, owner, "?");
                     self.comms.insert(owner, c);
@@ -61,6 +105,7 @@ impl Analysis for CloseWaits {
                     t.skaddr,
                     Stuck {
                         owner,
+                        unaccepted,
                         since_ns: ev.ts_ns,
                         local_port: t.sport,
                         remote: endpoint(t.family, &t.daddr, t.dport),
@@ -70,14 +115,8 @@ impl Analysis for CloseWaits {
             Body::TcpState(t) if t.old_state == tcp::CLOSE_WAIT || t.new_state == tcp::CLOSE => {
                 self.socks.remove(&t.skaddr);
             }
-            Body::SockOwner(o) => {
-                // Learnt the owner after the fact (it read from the socket).
-                if let Some(s) = self.socks.get_mut(&o.sk)
-                    && s.owner == 0
-                {
-                    s.owner = ev.tgid;
-                }
-            }
+            Body::SockOwner(o) => self.owned(o.sk, ev.tgid),
+            Body::TcpAccept(a) if a.ret >= 0 && a.sk != 0 => self.owned(a.sk, ev.tgid),
             // Its sockets are closed with it (each close would show as LAST_ACK too).
             Body::Exit(_) if !self.socks.is_empty() => {
                 self.exited.insert(ev.tgid);
@@ -93,24 +132,32 @@ impl Analysis for CloseWaits {
             self.socks.retain(|_, s| !gone.contains(&s.owner));
             self.comms.retain(|pid, _| !gone.contains(pid));
         }
-        // owner → (count, oldest since, port → count, remote of the oldest)
-        let mut per: BTreeMap<u32, (u64, u64, BTreeMap<u16, u64>, String)> = BTreeMap::new();
+        let mut per: BTreeMap<u32, Group> = BTreeMap::new();
         for s in self.socks.values() {
             if now_ns.saturating_sub(s.since_ns) < self.min_age_ns {
                 continue;
             }
-            let e = per
-                .entry(s.owner)
-                .or_insert_with(|| (0, u64::MAX, BTreeMap::new(), String::new()));
-            e.0 += 1;
-            if s.since_ns < e.1 || (s.since_ns == e.1 && s.remote < e.3) {
-                e.1 = s.since_ns;
-                e.3 = s.remote.clone();
+            let e = per.entry(s.owner).or_insert_with(|| Group {
+                oldest: u64::MAX,
+                ..Group::default()
+            });
+            e.count += 1;
+            e.unaccepted += u64::from(s.unaccepted);
+            if s.since_ns < e.oldest || (s.since_ns == e.oldest && s.remote < e.remote) {
+                e.oldest = s.since_ns;
+                e.remote = s.remote.clone();
             }
-            *e.2.entry(s.local_port).or_default() += 1;
+            *e.ports.entry(s.local_port).or_default() += 1;
         }
         let mut out = Vec::new();
-        for (owner, (count, oldest, ports, remote)) in per {
+        for (owner, g) in per {
+            let Group {
+                count,
+                oldest,
+                ports,
+                remote,
+                unaccepted,
+            } = g;
             if count < self.min_count {
                 continue;
             }
@@ -130,10 +177,15 @@ impl Analysis for CloseWaits {
             } else {
                 format!("{owner} ({comm})")
             };
+            let backlog = match unaccepted {
+                0 => String::new(),
+                n if n == count => ", never accept()ed".to_owned(),
+                n => format!(", {n} never accept()ed"),
+            };
             out.push(Finding {
                 severity: if count >= 100 { Severity::Critical } else { Severity::Warning },
                 summary: format!(
-                    "{who} leaves {count} socket{} in CLOSE_WAIT on port {local_port} (peer closed, never closed here), oldest {age:.0} s",
+                    "{who} leaves {count} socket{} in CLOSE_WAIT on port {local_port} (peer closed, never closed here{backlog}), oldest {age:.0} s",
                     if count == 1 { "" } else { "s" }
                 ),
                 first_seen_ns: oldest,
@@ -145,6 +197,7 @@ impl Analysis for CloseWaits {
                     oldest_age_s: round(age, 1),
                     local_port,
                     remote,
+                    never_accepted: unaccepted,
                 }),
             });
         }
@@ -213,5 +266,54 @@ mod tests {
         }
         s.finish();
         assert!(s.findings_of("close_wait").is_empty());
+    }
+
+    #[test]
+    fn connections_never_accepted_belong_to_the_listener() {
+        let mut s = Stream::new();
+        s.at(0)
+            .tcp_state(1500, "node", 0xaaaa, CLOSE, LISTEN, 1500, 3000, 0);
+        for k in 0..3u64 {
+            let sk = 0xb000 + k;
+            s.at(10 + k)
+                .tcp_state(0, "swapper/0", sk, SYN_RECV, ESTABLISHED, 0, 3000, 50000);
+            s.at(100 + k)
+                .tcp_state(0, "swapper/0", sk, ESTABLISHED, CLOSE_WAIT, 0, 3000, 50000);
+        }
+        // The last one is accepted after all.
+        s.at(200).accept_sk(1500, "node", 9, 3000, 0xb002);
+        s.at(20_000).tick();
+        let e = s.json_of("close_wait");
+        assert_eq!(e["pid"], 1500);
+        assert_eq!(e["count"], 3);
+        assert_eq!(e["never_accepted"], 2);
+        assert!(
+            e["summary"]
+                .as_str()
+                .unwrap()
+                .contains("2 never accept()ed"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_owner_that_already_exited_is_not_blamed() {
+        let mut s = Stream::new();
+        s.proc_info(1600, 1, "old", |_| {});
+        s.at(0).exit(1600, "old", 0);
+        // The kernel still remembers 1600 for a reused socket address.
+        s.at(100).tcp_state(
+            0,
+            "swapper/0",
+            0xcccc,
+            ESTABLISHED,
+            CLOSE_WAIT,
+            1600,
+            4000,
+            50000,
+        );
+        s.at(20_000).tick();
+        let e = s.json_of("close_wait");
+        assert_eq!(e["pid"], 0);
     }
 }

@@ -24,6 +24,8 @@ struct Proc {
     enfile: u64,
     first_error_ns: u64,
     last_error_ns: u64,
+    /// Failures of accept() (the rest are socket()).
+    accept_errors: u64,
     /// Open fds at the last EMFILE: the limit, by definition.
     pinned: bool,
     local_port: Option<u16>,
@@ -64,6 +66,7 @@ impl FdLimits {
     fn failure(&mut self, ev: &Event, errno: i32, port: Option<u16>) -> bool {
         let min = self.min_errors;
         let p = self.proc(ev);
+        p.accept_errors += u64::from(port.is_some());
         let before = p.emfile + p.enfile;
         if before == 0 {
             p.first_error_ns = ev.ts_ns;
@@ -142,9 +145,12 @@ impl Analysis for FdLimits {
             let errors = p.emfile + p.enfile;
             let fd_limit = cx.procs.get(pid).and_then(|e| e.nofile_limit);
             let estimate = p.open_fds.map(|n| n.max(0) as u64);
-            let open_fds = match (p.pinned, fd_limit, estimate) {
-                (true, Some(l), e) => Some(e.unwrap_or(0).max(l)),
-                (_, _, e) => e,
+            // EMFILE means every fd below the limit is taken; and no estimate can exceed it
+            // (an estimate drifts when fds close in ways the kernel side does not see).
+            let open_fds = match (fd_limit, estimate) {
+                (Some(l), _) if p.pinned => Some(l),
+                (Some(l), Some(e)) => Some(e.min(l)),
+                (_, e) => e,
             };
             let near = match (fd_limit, estimate) {
                 (Some(l), Some(n)) if l > 0 => n as f64 >= l as f64 * self.near_ratio,
@@ -168,6 +174,16 @@ impl Analysis for FdLimits {
                 .map(|p| format!(" on port {p}"))
                 .unwrap_or_default();
             let (severity, summary, first, last) = if errors >= self.min_errors {
+                let call = match (p.accept_errors, errors - p.accept_errors) {
+                    (_, 0) => "accept()",
+                    (0, _) => "socket()",
+                    _ => "accept()/socket()",
+                };
+                let times = if errors == 1 {
+                    "once".to_owned()
+                } else {
+                    format!("{errors} times")
+                };
                 let what = match (p.emfile, p.enfile) {
                     (_, 0) => errno_name(EMFILE),
                     (0, _) => errno_name(ENFILE),
@@ -176,7 +192,7 @@ impl Analysis for FdLimits {
                 (
                     Severity::Critical,
                     format!(
-                        "{pid} ({comm}) is out of file descriptors: {errors} accept()/socket() failures with {what}{port}, {fds} fds open, limit {limit}"
+                        "{pid} ({comm}) is out of file descriptors: {call} failed {times} with {what}{port}, {fds} fds open, limit {limit}"
                     ),
                     p.first_error_ns,
                     p.last_error_ns,

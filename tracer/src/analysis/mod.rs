@@ -122,7 +122,10 @@ pub struct CloseWait {
     pub oldest_age_s: f64,
     /// The local port most of them are on.
     pub local_port: u16,
+    /// The peer of the oldest.
     pub remote: String,
+    /// Of `count`, those still in the listener's accept queue (the listener is `pid`).
+    pub never_accepted: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -21,6 +21,7 @@ struct Proc {
     /// (second bucket start, open sockets at its end): at most one point per second.
     series: VecDeque<(u64, i64)>,
     last_change_ns: u64,
+    first_ns: u64,
     /// Exited: evaluated one last time, then forgotten.
     exited: bool,
 }
@@ -60,6 +61,9 @@ impl SocketLeaks {
             p.closed += (-delta) as u64;
         }
         p.last_change_ns = ts;
+        if p.first_ns == 0 {
+            p.first_ns = ts;
+        }
         let bucket = ts - ts % super::NS;
         match p.series.back_mut() {
             Some(last) if last.0 >= bucket => last.1 = p.open,
@@ -165,7 +169,7 @@ impl Analysis for SocketLeaks {
                     secs(now_ns.saturating_sub(start)),
                     per_min
                 ),
-                first_seen_ns: start,
+                first_seen_ns: start.max(p.first_ns),
                 last_seen_ns: p.last_change_ns,
                 evidence: Evidence::SocketLeak(SocketLeak {
                     pid,

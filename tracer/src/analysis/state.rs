@@ -118,6 +118,8 @@ pub struct State {
     pub mem: MemHistory,
     /// TCP socket (`struct sock` address) → owning process, learnt from process-context events.
     pub owners: HashMap<u64, u32>,
+    /// Local port → the process listening on it (connections not yet accepted are its).
+    pub listeners: HashMap<u16, u32>,
     window_ns: u64,
 }
 
@@ -161,10 +163,15 @@ impl State {
                 );
             }
             Body::Exec(_) => {
-                // A new program image: its memory starts over.
-                if let Some(t) = self.mem.procs.get_mut(&ev.tgid) {
-                    t.recent.clear();
-                    t.comm = ev.comm.to_string();
+                // A new program image: its memory starts over (before exec it was a copy of
+                // its parent's).
+                if let Some(t) = self.mem.procs.get_mut(&ev.tgid)
+                    && t.exited_ns.is_none()
+                {
+                    *t = MemTrack {
+                        comm: ev.comm.to_string(),
+                        ..MemTrack::default()
+                    };
                 }
             }
             Body::Exit(_) => {
@@ -193,6 +200,17 @@ impl State {
                 self.owners.insert(o.sk, ev.tgid);
             }
             Body::TcpState(t) => {
+                if t.new_state == tcp_state::LISTEN {
+                    // listen() runs in the owner's context.
+                    let owner = if t.owner_tgid != 0 {
+                        t.owner_tgid
+                    } else {
+                        ev.tgid
+                    };
+                    self.listeners.insert(t.sport, owner);
+                } else if t.old_state == tcp_state::LISTEN {
+                    self.listeners.remove(&t.sport);
+                }
                 if t.new_state == tcp_state::CLOSE {
                     self.owners.remove(&t.skaddr);
                 } else if t.owner_tgid != 0 {
