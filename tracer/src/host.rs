@@ -67,7 +67,10 @@ impl HostInfo {
 
     /// Wall-clock nanoseconds since the Unix epoch for a boot-time timestamp.
     pub fn wall_ns(&self, boot_ns: u64) -> i64 {
-        boot_ns as i64 + self.boot_to_wall_ns
+        // Saturating: a corrupt timestamp in a dump must not overflow.
+        i64::try_from(boot_ns)
+            .unwrap_or(i64::MAX)
+            .saturating_add(self.boot_to_wall_ns)
     }
 
     /// RFC 3339 UTC with nanoseconds, e.g. `2026-11-24T03:04:05.123456789Z`.

@@ -262,7 +262,7 @@ pub fn to_json(ev: &Event, ctx: &Ctx<'_>) -> Value {
             put("victim_pid", json!(o.victim_pid));
             put("victim_comm", json!(Comm(o.victim_comm)));
             let has_mem = o.flags & tracer_common::oom::OOM_HAS_MEMORY != 0;
-            let rss = (o.anon_rss_kb + o.file_rss_kb + o.shmem_rss_kb) * 1024;
+            let rss = kb_total(o);
             put(
                 "victim_rss_bytes",
                 if has_mem { json!(rss) } else { Value::Null },
@@ -270,7 +270,7 @@ pub fn to_json(ev: &Event, ctx: &Ctx<'_>) -> Value {
             put(
                 "victim_total_vm_bytes",
                 if has_mem {
-                    json!(o.total_vm_kb * 1024)
+                    json!(o.total_vm_kb.saturating_mul(1024))
                 } else {
                     Value::Null
                 },
@@ -278,7 +278,7 @@ pub fn to_json(ev: &Event, ctx: &Ctx<'_>) -> Value {
             put(
                 "victim_anon_rss_bytes",
                 if has_mem {
-                    json!(o.anon_rss_kb * 1024)
+                    json!(o.anon_rss_kb.saturating_mul(1024))
                 } else {
                     Value::Null
                 },
@@ -306,7 +306,7 @@ pub fn to_json(ev: &Event, ctx: &Ctx<'_>) -> Value {
         Body::Brk(b) => {
             put("addr", json!(format!("{:#x}", b.brk)));
             put("prev_addr", json!(format!("{:#x}", b.prev)));
-            put("len", json!(b.brk as i64 - b.prev as i64));
+            put("len", json!((b.brk as i64).wrapping_sub(b.prev as i64)));
         }
         Body::MemSample(s) => {
             put("rss_bytes", json!(s.rss_bytes));
@@ -345,6 +345,14 @@ fn escape_controls(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Resident bytes of an OOM victim (saturating: dumps may hold anything).
+fn kb_total(o: &tracer_common::oom::OomKill) -> u64 {
+    o.anon_rss_kb
+        .saturating_add(o.file_rss_kb)
+        .saturating_add(o.shmem_rss_kb)
+        .saturating_mul(1024)
 }
 
 fn owner(tgid: u32) -> Value {
@@ -463,7 +471,7 @@ pub fn to_line(ev: &Event, ctx: &Ctx<'_>) -> String {
             "victim {}({}) rss {}",
             o.victim_pid,
             Comm(o.victim_comm),
-            bytes_human((o.anon_rss_kb + o.file_rss_kb + o.shmem_rss_kb) * 1024)
+            bytes_human(kb_total(o))
         ),
         Body::Mmap(x) if x.ret >= 0 => format!(
             "{} {} {} at {:#x}",
@@ -478,7 +486,11 @@ pub fn to_line(ev: &Event, ctx: &Ctx<'_>) -> String {
         ),
         Body::Mmap(x) => format!("{} FAILED {}", bytes_human(x.len), errno_name(x.ret as i32)),
         Body::Munmap(x) => format!("{} at {:#x}", bytes_human(x.len), x.addr),
-        Body::Brk(b) => format!("{:+} bytes to {:#x}", b.brk as i64 - b.prev as i64, b.brk),
+        Body::Brk(b) => format!(
+            "{:+} bytes to {:#x}",
+            (b.brk as i64).wrapping_sub(b.prev as i64),
+            b.brk
+        ),
         Body::MemSample(s) => format!(
             "rss {} mapped {}",
             bytes_human(s.rss_bytes),
