@@ -598,3 +598,52 @@ pub fn eprint(s: &str) {
     let mut e = io::stderr().lock();
     let _ = writeln!(e, "{s}");
 }
+
+#[cfg(test)]
+mod render_tests {
+    use super::*;
+    use crate::{host::HostInfo, proc_table::ProcTable};
+    use tracer_common::{HEADER_LEN, Kind};
+
+    /// Any bytes that decode, whatever their values, render without panicking (dumps are
+    /// untrusted input, and debug builds check arithmetic).
+    #[test]
+    fn every_kind_renders_any_field_values() {
+        let procs = ProcTable::new();
+        let host = HostInfo {
+            boot_to_wall_ns: i64::MAX / 2,
+            ..HostInfo::default()
+        };
+        let ctx = Ctx {
+            procs: &procs,
+            host: &host,
+        };
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let sizes = [
+            56, 56, 56, 16, 8, 16, 32, 8, 40, 8, 528, 8, 72, 32, 16, 16, 48,
+        ];
+        let mut decoded = 0;
+        for round in 0..2000 {
+            let kind = Kind::ALL[round % Kind::ALL.len()];
+            let len = sizes[round % sizes.len()];
+            let mut rec = vec![0u8; HEADER_LEN + len];
+            for b in rec.iter_mut() {
+                *b = next() as u8;
+            }
+            rec[0..2].copy_from_slice(&(kind as u16).to_ne_bytes());
+            rec[2..4].copy_from_slice(&(len as u16).to_ne_bytes());
+            if let Ok(ev) = crate::event::decode(&rec) {
+                let _ = to_json(&ev, &ctx);
+                let _ = to_line(&ev, &ctx);
+                decoded += 1;
+            }
+        }
+        assert_eq!(decoded, 2000, "every record of the right size decodes");
+    }
+}
