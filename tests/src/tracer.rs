@@ -53,6 +53,9 @@ pub fn tracer_bin() -> PathBuf {
 #[derive(Default)]
 struct State {
     events: Vec<Value>,
+    /// Findings of the live analyses (`severity`, `summary`, `first_seen`...), printed between
+    /// the events.
+    findings: Vec<Value>,
     stderr: Vec<String>,
     /// Lines on stdout that are not JSON objects: always a bug, reported by `stop`.
     garbage: Vec<String>,
@@ -86,6 +89,7 @@ pub struct Tracer {
 pub struct Stopped {
     pub status: ExitStatus,
     pub events: Vec<Value>,
+    pub findings: Vec<Value>,
     pub stderr: Vec<String>,
 }
 
@@ -122,6 +126,7 @@ impl Tracer {
                 let Ok(line) = line else { break };
                 let mut st = s.lock();
                 match serde_json::from_str::<Value>(&line) {
+                    Ok(v) if is_finding(&v) => st.findings.push(v),
                     Ok(v) if v.is_object() => st.events.push(v),
                     _ => st.garbage.push(line),
                 }
@@ -193,6 +198,11 @@ impl Tracer {
         self.pid
     }
 
+    /// Every finding printed so far.
+    pub fn findings(&self) -> Vec<Value> {
+        self.shared.lock().findings.clone()
+    }
+
     /// Every event printed so far.
     pub fn events(&self) -> Vec<Value> {
         self.shared.lock().events.clone()
@@ -202,6 +212,27 @@ impl Tracer {
     /// event seen if none comes.
     pub fn wait_for(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         self.wait_for_within(what, EVENT_TIMEOUT, pred)
+    }
+
+    /// Waits (up to [`EVENT_TIMEOUT`]) for a finding matching `pred`; `None` if none comes.
+    pub fn wait_for_finding(&self, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = Instant::now() + EVENT_TIMEOUT;
+        let mut st = self.shared.lock();
+        loop {
+            if let Some(v) = st.findings.iter().rev().find(|v| pred(v)) {
+                return Some(v.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline || st.stdout_done {
+                return None;
+            }
+            st = self
+                .shared
+                .cond
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
     }
 
     /// Like [`wait_for`](Self::wait_for), but a missing event is `None` (for a test that goes on
@@ -308,6 +339,7 @@ impl Tracer {
         Stopped {
             status,
             events: st.events,
+            findings: st.findings,
             stderr: st.stderr,
         }
     }
@@ -326,6 +358,11 @@ impl Drop for Tracer {
             let _ = r.join();
         }
     }
+}
+
+/// A finding, not an event: findings carry a severity and a first-seen time, events neither.
+pub fn is_finding(v: &Value) -> bool {
+    v.get("severity").is_some() && v.get("first_seen").is_some()
 }
 
 /// The events (the last 300) and stderr, for a failure message.

@@ -192,5 +192,71 @@ fn rss_sample_for_touched_memory() {
             ),
         ),
     }
+    // Samples are aggregated in the kernel: one only when RSS or mapped bytes moved by the
+    // threshold (16 MiB by default) since the previous one, not one per page fault.
+    let samples: Vec<_> = ev.iter().filter(|e| e.is("mem_sample", wp)).collect();
+    k.that(
+        (2..=12).contains(&samples.len()),
+        format!("a handful of samples for 100 MiB, got {}", samples.len()),
+    );
+    for pair in samples.windows(2) {
+        let d = |f: &str| {
+            pair[1]
+                .u64_of(f)
+                .unwrap_or(0)
+                .abs_diff(pair[0].u64_of(f).unwrap_or(0))
+        };
+        k.that(
+            d("rss_bytes") >= 16 * MIB || d("mapped_bytes") >= 16 * MIB,
+            format!(
+                "consecutive samples 16 MiB apart: {} then {}",
+                pair[0], pair[1]
+            ),
+        );
+    }
     k.finish(&ev);
+}
+
+/// `--large-mapping`: a 2 MiB mmap is not an event by default (4 MiB), and is with 1M.
+#[test]
+fn large_mapping_threshold() {
+    if !require_root() {
+        return;
+    }
+    let cg = cgroup(64 * MIB);
+    for (args, shown) in [
+        (&["--events", "memory,process"][..], false),
+        (
+            &["--events", "memory,process", "--large-mapping", "1M"][..],
+            true,
+        ),
+    ] {
+        let t = Tracer::for_test(args);
+        let mut w = Workload::spawn(cg.enter(&mut workload!("mmap", "--mib", 2)));
+        let wp = w.pid();
+        let mapped = w.expect("mapped");
+        assert!(w.wait().success());
+        t.wait_for("the workload's exit", |e| e.is("exit", wp));
+        let ev = t.stop().events;
+        let mut k = Checks::new();
+        let mmap = ev.iter().find(|e| e.is("mmap", wp) && e["len"] == 2 * MIB);
+        let munmap = ev
+            .iter()
+            .find(|e| e.is("munmap", wp) && e["len"] == 2 * MIB);
+        if shown {
+            k.that(
+                mmap.is_some_and(|m| m["addr"] == mapped["addr"]) && munmap.is_some(),
+                format!(
+                    "with {args:?}: the 2 MiB mmap and munmap at {}",
+                    mapped["addr"]
+                ),
+            );
+        } else {
+            k.that(
+                mmap.is_none() && munmap.is_none(),
+                format!("by default a 2 MiB mapping is not an event: {mmap:?} {munmap:?}"),
+            );
+        }
+        k.finish(&ev);
+    }
 }

@@ -30,8 +30,20 @@ fn hog_is_oom_killed() {
     assert_eq!(status.signal(), Some(libc::SIGKILL), "the hog was killed");
     assert_eq!(cg.oom_kills(), Some(1), "the cgroup counted one OOM kill");
     t.wait_for("the hog's exit", |e| e.is("exit", wp));
-    let ev = t.stop().events;
+    let stopped = t.stop();
+    let ev = stopped.events;
     let mut k = Checks::new();
+    if let Some(f) = k.find_with(
+        "the oom_kill finding",
+        &stopped.findings,
+        |f| f.kind() == "oom_kill" && f["victim_pid"] == wp,
+        json!({
+            "victim_comm": "workload", "trigger_pid": wp, "trigger_comm": "workload",
+        }),
+    ) {
+        let rss = f.u64_of("victim_rss_bytes").unwrap_or(0);
+        k.that(rss > 0, format!("the finding's victim_rss_bytes: {f}"));
+    }
     if let Some(o) = k.find_with(
         "the oom_kill",
         &ev,
@@ -90,8 +102,15 @@ fn trigger_and_victim_differ() {
     let gs = hog.wait_within(Duration::from_secs(30));
     assert_eq!(gs.signal(), Some(libc::SIGKILL), "then the hog");
     t.wait_for("the hog's exit", |e| e.is("exit", gp));
-    let ev = t.stop().events;
+    let stopped = t.stop();
+    let ev = stopped.events;
     let mut k = Checks::new();
+    k.find_with(
+        "the oom_kill finding for the holder",
+        &stopped.findings,
+        |f| f.kind() == "oom_kill" && f["victim_pid"] == hp,
+        json!({"trigger_pid": gp}),
+    );
     if let Some(o) = k.find_with(
         "the holder's oom_kill",
         &ev,

@@ -35,8 +35,19 @@ fn kill_child(sig: i32, name: &str) {
     let status = w.wait();
     assert_eq!(status.signal(), Some(sig), "the child died of {name}");
     t.wait_for("the child's exit", |e| e.is("exit", wp));
-    let ev = t.stop().events;
+    let stopped = t.stop();
+    let ev = stopped.events;
     let mut k = Checks::new();
+    // The analysis names the sender of a fatal signal.
+    k.find_with(
+        "the signal_source finding",
+        &stopped.findings,
+        |f| f.kind() == "signal_source" && f["target_pid"] == wp,
+        json!({
+            "sender_pid": me, "target_comm": "workload", "signal": name, "count": 1,
+            "from_kernel": false,
+        }),
+    );
     k.find_with(
         "the signal sent by this test",
         &ev,

@@ -12,8 +12,7 @@ use std::{
 
 use serde_json::{Value, json};
 use tracer_tests::{
-    Checks, EventExt, Tracer, Workload, assert_fields, find, position, require_root, test_pid,
-    workload,
+    Checks, EventExt, Tracer, Workload, assert_fields, position, require_root, test_pid, workload,
 };
 
 /// The families traced. `process` is needed with `tcp` for now: without it the tracer drops
@@ -478,12 +477,21 @@ fn emfile(bind: &str, family: &str) {
         "--bind",
         bind,
         "--nofile",
-        16
+        16,
+        "--sync"
     ));
     let wp = w.pid();
+    w.expect("listening");
+    // Once the tracer has printed an event of this process it has read its /proc facts (the
+    // limit of 16 set at start-up); then the burst of socket()s, open()s and accept().
+    t.wait_for("the workload's tcp_listen", |e| e.is("tcp_listen", wp));
+    w.send("go");
     let truth = w.expect("emfile");
     assert_eq!(truth["accept_errno"], libc::EMFILE, "workload: {truth}");
     assert_eq!(truth["socket_errno"], libc::EMFILE, "workload: {truth}");
+    // The analysis flags the exhaustion while the process is stuck at its limit.
+    let finding = t.wait_for_finding(|f| f.kind() == "fd_exhaustion" && f["pid"] == wp);
+    w.close_stdin();
     assert!(w.wait().success());
     let acc = t.wait_for("the failed tcp_accept", |e| {
         e.is("tcp_accept", wp) && e.get("error").is_some()
@@ -503,15 +511,35 @@ fn emfile(bind: &str, family: &str) {
         &sock,
         json!({"error": "EMFILE", "family": "inet", "sock_type": 1}),
     );
-    let ev = t.stop().events;
+    let stopped = t.stop();
+    let ev = stopped.events;
+    let mut k = Checks::new();
     // The connection that got queued: connect() succeeded from the workload itself.
-    let conn = find(&ev, "the workload's tcp_connect", |e| {
-        e.is("tcp_connect", wp)
-    });
-    assert_fields(
-        conn,
+    k.find_with(
+        "the workload's tcp_connect",
+        &ev,
+        |e| e.is("tcp_connect", wp),
         json!({"fd": truth["client_fd"], "daddr": truth["ip"], "dport": truth["port"]}),
     );
+    match finding {
+        Some(f) => {
+            k.fields(
+                "the fd_exhaustion finding",
+                &f,
+                json!({"comm": "workload", "fd_limit": 16, "severity": "critical"}),
+            );
+            k.that(
+                f.u64_of("errors").unwrap_or(0) >= 1,
+                format!("accept()/socket() failures counted: {f}"),
+            );
+            k.that(
+                f.u64_of("open_fds").is_some_and(|n| n <= 16),
+                format!("open_fds within the limit of 16: {f}"),
+            );
+        }
+        None => k.that(false, "the fd_exhaustion finding: none"),
+    }
+    k.finish(&ev);
 }
 
 #[test]

@@ -32,7 +32,9 @@ fn usage() -> ExitCode {
         "usage: workload COMMAND [OPTIONS]\n\
          \x20 tcp-server --bind ADDR [--backlog N]   listen, accept one connection, then obey stdin:\n\
          \x20                                        close | abort (SO_LINGER 0) | exit\n\
-         \x20 accept-emfile --bind ADDR --nofile N   queue a connection, use up RLIMIT_NOFILE, accept()\n\
+         \x20 accept-emfile --bind ADDR --nofile N [--sync]\n\
+         \x20                                        queue a connection, use up RLIMIT_NOFILE, accept(),\n\
+         \x20                                        wait for EOF (--sync: wait for a line after listen())\n\
          \x20 idle [--secs N]                        say ready, then obey stdin: exit N (EOF: exit 0)\n\
          \x20 exit --code N                          exit with status N\n\
          \x20 fork-exit --code N                     fork a child that exits with N, reap it\n\
@@ -282,15 +284,7 @@ fn tcp_server(args: &[String]) -> ExitCode {
 fn accept_emfile(args: &[String]) -> ExitCode {
     let bind = parse_bind(args);
     let nofile = opt_num(args, "--nofile", Some(16));
-    let (lfd, local) = listen_on(&bind, 4);
-    // A connection waiting in the backlog, so that accept() has something to fail on.
-    let client = tcp_socket(&local);
-    let (ss, len) = to_sockaddr(&local);
-    // SAFETY: ss/len describe a valid sockaddr.
-    if unsafe { libc::connect(client, &ss as *const _ as *const libc::sockaddr, len) } < 0 {
-        fail("connect");
-    }
-    let client_addr = name_of(client, false);
+    // The limit first, as a program (or its supervisor) sets it at start-up.
     let lim = libc::rlimit {
         rlim_cur: nofile,
         rlim_max: nofile,
@@ -299,6 +293,21 @@ fn accept_emfile(args: &[String]) -> ExitCode {
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } < 0 {
         fail("setrlimit");
     }
+    let (lfd, local) = listen_on(&bind, 4);
+    if args.iter().any(|a| a == "--sync") {
+        // Let the test see the tracer take in this process before the burst below.
+        say(json!({"event": "listening", "fd": lfd, "port": local.port()}));
+        let mut line = String::new();
+        let _ = io::stdin().lock().read_line(&mut line);
+    }
+    // A connection waiting in the backlog, so that accept() has something to fail on.
+    let client = tcp_socket(&local);
+    let (ss, len) = to_sockaddr(&local);
+    // SAFETY: ss/len describe a valid sockaddr.
+    if unsafe { libc::connect(client, &ss as *const _ as *const libc::sockaddr, len) } < 0 {
+        fail("connect");
+    }
+    let client_addr = name_of(client, false);
     let null = CString::new("/dev/null").expect("no NUL");
     let mut filler = Vec::new();
     loop {
@@ -331,6 +340,13 @@ fn accept_emfile(args: &[String]) -> ExitCode {
         "nofile": nofile, "fillers": filler.len(), "open_errno": open_errno,
         "socket_errno": socket_errno, "accept_errno": accept_errno, "accept_ret": a,
     }));
+    // Stay alive at the limit, as a stuck server does, until stdin closes.
+    watchdog(60);
+    for line in io::stdin().lock().lines() {
+        if line.is_err() {
+            break;
+        }
+    }
     ExitCode::SUCCESS
 }
 
