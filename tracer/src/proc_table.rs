@@ -84,7 +84,7 @@ impl ProcTable {
     }
 
     pub fn ppid(&self, pid: u32) -> Option<u32> {
-        self.get(pid).map(|p| p.ppid)
+        self.get(pid).map(|p| p.ppid).filter(|p| *p != 0)
     }
 
     /// `pid`, its parent, grandparent... up to init (at most 32 steps).
@@ -149,6 +149,9 @@ impl ProcTable {
             Body::Exec(x) => {
                 let e = self.entry(ev);
                 e.comm = ev.comm.to_string();
+                if x.ppid != 0 {
+                    e.ppid = x.ppid;
+                }
                 e.exe = x.filename.clone();
                 e.cmdline = x.args.clone();
                 e.uid = ev.uid;
@@ -229,14 +232,31 @@ mod tests {
     use tracer_common::process::{Exit, Fork};
 
     fn ev(ts: u64, tgid: u32, comm: &str, body: Body) -> Event {
-        Event { ts_ns: ts, cpu: 0, tgid, tid: tgid, uid: 1000, cgroup_id: 0, comm: Comm::new(comm), body }
+        Event {
+            ts_ns: ts,
+            cpu: 0,
+            tgid,
+            tid: tgid,
+            uid: 1000,
+            cgroup_id: 0,
+            comm: Comm::new(comm),
+            body,
+        }
     }
 
     fn info(pid: u32, ppid: u32, comm: &str) -> Body {
         Body::ProcInfo(Box::new(ProcInfo {
-            pid, ppid, uid: 0, comm: comm.into(), exe: format!("/bin/{comm}"),
-            cmdline: vec![comm.into()], cgroup: "/".into(), mem_limit: None, nofile_limit: Some(1024),
-            open_fds: None, open_sockets: None,
+            pid,
+            ppid,
+            uid: 0,
+            comm: comm.into(),
+            exe: format!("/bin/{comm}"),
+            cmdline: vec![comm.into()],
+            cgroup: "/".into(),
+            mem_limit: None,
+            nofile_limit: Some(1024),
+            open_fds: None,
+            open_sockets: None,
         }))
     }
 
@@ -245,21 +265,53 @@ mod tests {
         let mut t = ProcTable::new();
         t.apply(&ev(1, 1, "init", info(1, 0, "init")));
         t.apply(&ev(2, 100, "monit", info(100, 1, "monit")));
-        t.apply(&ev(3, 100, "monit", Body::Fork(Fork { child_pid: 200, _pad: 0 })));
+        t.apply(&ev(
+            3,
+            100,
+            "monit",
+            Body::Fork(Fork {
+                child_pid: 200,
+                _pad: 0,
+            }),
+        ));
         assert_eq!(t.ppid(200), Some(100));
-        assert_eq!(t.get(200).unwrap().nofile_limit, Some(1024), "inherits limits");
-        t.apply(&ev(4, 200, "node", Body::Exec(Box::new(Exec {
-            old_pid: 200, filename: "/usr/bin/node".into(), args: vec!["node".into(), "app.js".into()],
-        }))));
+        assert_eq!(
+            t.get(200).unwrap().nofile_limit,
+            Some(1024),
+            "inherits limits"
+        );
+        t.apply(&ev(
+            4,
+            200,
+            "node",
+            Body::Exec(Box::new(Exec {
+                old_pid: 200,
+                ppid: 100,
+                filename: "/usr/bin/node".into(),
+                args: vec!["node".into(), "app.js".into()],
+            })),
+        ));
         let p = t.get(200).unwrap();
         assert_eq!(p.comm, "node");
         assert_eq!(p.cmdline_string(), "node app.js");
         assert_eq!(p.program(), "/usr/bin/node");
         let chain: Vec<u32> = t.ancestry(200).iter().map(|p| p.pid).collect();
         assert_eq!(chain, vec![200, 100, 1]);
-        t.apply(&ev(5, 200, "node", Body::Exit(Exit { exit_code: 15, flags: 1 })));
+        t.apply(&ev(
+            5,
+            200,
+            "node",
+            Body::Exit(Exit {
+                exit_code: 15,
+                flags: 1,
+            }),
+        ));
         assert!(!t.is_live(200));
-        assert_eq!(t.get(200).unwrap().exited_at, Some(5), "recently exited stays queryable");
+        assert_eq!(
+            t.get(200).unwrap().exited_at,
+            Some(5),
+            "recently exited stays queryable"
+        );
     }
 
     #[test]
@@ -267,8 +319,24 @@ mod tests {
         let mut t = ProcTable::new();
         for i in 0..100_000u32 {
             let pid = 1000 + i;
-            t.apply(&ev(i as u64, 1, "sh", Body::Fork(Fork { child_pid: pid, _pad: 0 })));
-            t.apply(&ev(i as u64, pid, "sh", Body::Exit(Exit { exit_code: 0, flags: 1 })));
+            t.apply(&ev(
+                i as u64,
+                1,
+                "sh",
+                Body::Fork(Fork {
+                    child_pid: pid,
+                    _pad: 0,
+                }),
+            ));
+            t.apply(&ev(
+                i as u64,
+                pid,
+                "sh",
+                Body::Exit(Exit {
+                    exit_code: 0,
+                    flags: 1,
+                }),
+            ));
         }
         assert!(t.len() <= 2);
         assert!(t.dead.len() <= GRAVEYARD);
@@ -314,7 +382,15 @@ mod tests {
     #[test]
     fn unknown_processes_are_learnt_from_their_events() {
         let mut t = ProcTable::new();
-        t.apply(&ev(1, 77, "curl", Body::Fork(Fork { child_pid: 78, _pad: 0 })));
+        t.apply(&ev(
+            1,
+            77,
+            "curl",
+            Body::Fork(Fork {
+                child_pid: 78,
+                _pad: 0,
+            }),
+        ));
         assert_eq!(t.get(77).unwrap().comm, "curl");
         assert_eq!(t.ppid(78), Some(77));
     }
