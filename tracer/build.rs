@@ -16,6 +16,11 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("no parent for {}", ebpf.manifest_path))?;
+    // The programs are built from tracer-common's record types too: a change there must
+    // rebuild them (cargo cannot see through the nested build).
+    if let Some(common) = packages_dir(root.as_str()) {
+        println!("cargo::rerun-if-changed={common}");
+    }
     let package = aya_build::Package {
         name: ebpf.name.as_str(),
         root_dir: root.as_str(),
@@ -28,4 +33,12 @@ fn main() -> anyhow::Result<()> {
     unsafe { std::env::set_var("RUSTC_BOOTSTRAP", "1") };
     let toolchain = std::env::var("RUSTUP_TOOLCHAIN").unwrap_or_else(|_| "1.98.0".to_owned());
     aya_build::build_ebpf([package], Toolchain::Custom(&toolchain))
+}
+
+/// tracer-common's directory, beside tracer-ebpf's.
+fn packages_dir(ebpf_root: &str) -> Option<String> {
+    let p = std::path::Path::new(ebpf_root)
+        .parent()?
+        .join("tracer-common");
+    p.is_dir().then(|| p.display().to_string())
 }

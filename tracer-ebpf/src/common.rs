@@ -6,7 +6,7 @@ use aya_ebpf::{
         bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
     },
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf, ring_buf::RingBufEntry},
+    maps::{LruHashMap, PerCpuArray, RingBuf, ring_buf::RingBufEntry},
 };
 use tracer_common::{
     Family, Header, MAX_KIND, Payload, Record,
@@ -50,9 +50,11 @@ pub static BULK: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 /// Records lost because a ring buffer was full, per kind id.
 #[map]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_KIND, 0);
-/// `--pid`: the processes followed, and their descendants as they fork.
+/// `--pid`: the processes followed, and their descendants as they fork. Entries outlive the
+/// process (its sockets close, and reset, after its exit event); a pid reused by a process
+/// that is not a descendant is removed when that process forks into existence.
 #[map]
-pub static TRACKED: HashMap<u32, u8> = HashMap::with_max_entries(65536, 0);
+pub static TRACKED: LruHashMap<u32, u8> = LruHashMap::with_max_entries(65536, 0);
 
 /// The process a socket belongs to, learnt in process context.
 #[repr(C)]

@@ -31,8 +31,13 @@ fn try_sched_process_fork(ctx: &BtfTracePointContext) -> Option<()> {
     // `--pid` follows descendants, the collector's own children included (`tracer demo`);
     // done even when the process family is not traced.
     let parent = crate::common::current_tgid();
-    if conf!(filter_flags) & FILTER_PID != 0 && tracked(parent) {
-        let _ = TRACKED.insert(&child_tgid, &1, 0);
+    if conf!(filter_flags) & FILTER_PID != 0 {
+        if tracked(parent) {
+            let _ = TRACKED.insert(&child_tgid, &1, 0);
+        } else {
+            // A recycled pid of a followed process that exited: not followed any more.
+            let _ = TRACKED.remove(&child_tgid);
+        }
     }
     let cur = current()?;
     if !family_enabled(Family::Process) || !current_allowed(&cur) {
@@ -129,9 +134,6 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
     crate::memory::forget(tgid);
     let cur = current()?;
     let allowed = current_allowed(&cur);
-    if conf!(filter_flags) & FILTER_PID != 0 {
-        let _ = TRACKED.remove(&tgid);
-    }
     if !family_enabled(Family::Process) || !allowed {
         return None;
     }

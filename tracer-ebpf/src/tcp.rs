@@ -71,16 +71,20 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
         || new == state::LISTEN
         || (old == state::ESTABLISHED && new == state::FIN_WAIT1)
         || (old == state::CLOSE_WAIT && new == state::LAST_ACK);
+    // The owner is kept past CLOSE: close() with SO_LINGER 0 sends its reset after the
+    // socket entered CLOSE. A new passive socket (LISTEN -> SYN_RECV) may reuse the address of
+    // an old one: its old owner is forgotten then (accept() names the new one); active and
+    // listening sockets overwrite it in process context.
     let owner = if in_process_context {
         let o = owner_of(&cur);
         let _ = SOCK_OWNER.insert(&sk, &o, 0);
         Some(o)
+    } else if old == state::LISTEN && new == state::SYN_RECV {
+        let _ = SOCK_OWNER.remove(&sk);
+        None
     } else {
         unsafe { SOCK_OWNER.get(&sk).copied() }
     };
-    if new == state::CLOSE {
-        let _ = SOCK_OWNER.remove(&sk);
-    }
     if !subject_allowed(owner.as_ref(), &cur) {
         return None;
     }

@@ -231,6 +231,26 @@ pub fn split_args(b: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// Zeroes what a record carries beyond its valid lengths: the kernel writes exec file names and
+/// arguments into a reserved ring-buffer slot without clearing the rest, which may hold bytes
+/// of older records. Done once, as records come in, so no sink and no dump sees them.
+pub fn sanitize(raw: &mut [u8]) {
+    if raw.len() < HEADER_LEN + size_of::<process::Exec>()
+        || u16::from_ne_bytes([raw[0], raw[1]]) != Kind::Exec as u16
+    {
+        return;
+    }
+    let p = &mut raw[HEADER_LEN..];
+    let u16_at = |p: &[u8], off: usize| u16::from_ne_bytes([p[off], p[off + 1]]) as usize;
+    let fl = u16_at(p, std::mem::offset_of!(process::Exec, filename_len))
+        .min(process::EXEC_FILENAME_LEN);
+    let al = u16_at(p, std::mem::offset_of!(process::Exec, args_len)).min(process::EXEC_ARGS_LEN);
+    let f = std::mem::offset_of!(process::Exec, filename);
+    let a = std::mem::offset_of!(process::Exec, args);
+    p[f + fl..f + process::EXEC_FILENAME_LEN].fill(0);
+    p[a + al..a + process::EXEC_ARGS_LEN].fill(0);
+}
+
 /// Decodes one record: a [`Header`] then the payload of its kind.
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     if bytes.len() < HEADER_LEN {
@@ -435,6 +455,33 @@ mod tests {
         };
         assert_eq!(x.filename, "/usr/bin/sleep");
         assert_eq!(x.args, vec!["sleep", "10"]);
+    }
+
+    #[test]
+    fn sanitize_clears_stale_bytes_after_exec_strings() {
+        let mut e = process::Exec {
+            old_pid: 5,
+            ppid: 1,
+            filename_len: 3,
+            args_len: 2,
+            _pad: 0,
+            filename: [b'x'; process::EXEC_FILENAME_LEN],
+            args: [b'y'; process::EXEC_ARGS_LEN],
+        };
+        e.filename[..3].copy_from_slice(b"/a\0");
+        e.args[..2].copy_from_slice(b"a\0");
+        let mut raw = encode_kernel_record(&hdr(), &e);
+        sanitize(&mut raw);
+        let clean: process::Exec = read_pod(&raw[HEADER_LEN..]);
+        assert_eq!(&clean.filename[..3], b"/a\0");
+        assert!(clean.filename[3..].iter().all(|&b| b == 0));
+        assert!(clean.args[2..].iter().all(|&b| b == 0));
+        let before = decode(&encode_kernel_record(&hdr(), &e)).unwrap();
+        assert_eq!(
+            decode(&raw).unwrap(),
+            before,
+            "sanitizing changes nothing decoded"
+        );
     }
 
     #[test]

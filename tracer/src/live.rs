@@ -189,6 +189,8 @@ pub struct Session {
     arena: Vec<u8>,
     index: Vec<(u64, usize, usize)>,
     summary: Summary,
+    /// Said on stderr once the snapshot is fed: from then on nothing is missed.
+    ready: String,
 }
 
 /// Everything before the first event: tracefs, privileges, loading and attaching.
@@ -215,7 +217,7 @@ pub fn start(args: &TraceArgs) -> anyhow::Result<(Session, HostInfo, Filter)> {
         .iter()
         .filter(|s| matches!(s.state, probes::ProbeState::Skipped(_)))
         .count();
-    crate::output::eprint(&format!(
+    let ready = format!(
         "tracer: tracing ({} probes attached{}); Ctrl-C to stop",
         loaded.attached(),
         if skipped > 0 {
@@ -223,8 +225,16 @@ pub fn start(args: &TraceArgs) -> anyhow::Result<(Session, HostInfo, Filter)> {
         } else {
             String::new()
         }
-    ));
+    );
     let host = HostInfo::current();
+    // The kernel applied every filter already, with its own knowledge (descendants followed
+    // through fork, a socket's owner): filtering again here could only lose events, e.g. of a
+    // child that exited before userspace heard of it.
+    let filter = Filter {
+        families: filter.families,
+        sigchld: args.sigchld,
+        ..Filter::default()
+    };
     Ok((
         Session {
             loaded,
@@ -234,6 +244,7 @@ pub fn start(args: &TraceArgs) -> anyhow::Result<(Session, HostInfo, Filter)> {
             arena: Vec::with_capacity(1 << 20),
             index: Vec::with_capacity(8192),
             summary: Summary::default(),
+            ready,
         },
         host,
         filter,
@@ -270,6 +281,7 @@ impl Session {
         for info in procfs::snapshot(&self.mounts) {
             feed_user(pipeline, proc_event(info, now))?;
         }
+        crate::output::eprint(&self.ready);
         Ok(())
     }
 
@@ -351,6 +363,7 @@ impl Session {
                     let Some(item) = ring.next() else { break };
                     let start = self.arena.len();
                     self.arena.extend_from_slice(&item);
+                    event::sanitize(&mut self.arena[start..]);
                     let ts = item
                         .get(8..16)
                         .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))

@@ -96,6 +96,8 @@ pub fn update_line(u: &FindingUpdate, host: &HostInfo) -> String {
 pub fn update_json(u: &FindingUpdate, host: &HostInfo) -> Value {
     let mut v = u.finding.to_json(host);
     if let Value::Object(m) = &mut v {
+        // Findings share the stream with events (and `oom_kill` is both): say which this is.
+        m.insert("type".into(), json!("finding"));
         m.insert("update".into(), json!(u.kind.label().to_ascii_lowercase()));
         m.insert("ts".into(), json!(host.rfc3339(u.at_ns)));
     }

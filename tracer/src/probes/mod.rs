@@ -51,6 +51,8 @@ pub struct ProbeSpec {
     pub attach: Attach,
     pub family: Family,
     pub what: &'static str,
+    /// Attached only when this other program (the better one) could not be.
+    pub fallback_for: Option<&'static str>,
 }
 
 /// Every probe, family by family.
@@ -264,7 +266,12 @@ pub fn load(cfg: &TraceConfig, tfs: &Tracefs) -> Result<Loaded, LoadError> {
 
     let mut status = Vec::new();
     for spec in all_probes() {
-        let state = if !cfg.wants(spec) {
+        let primary_attached = spec.fallback_for.is_some_and(|p| {
+            status.iter().any(|s: &ProbeStatus| {
+                s.spec.program == p && matches!(s.state, ProbeState::Attached)
+            })
+        });
+        let state = if !cfg.wants(spec) || primary_attached {
             ProbeState::NotSelected
         } else {
             match attach(&mut ebpf, spec, tfs, btf.as_ref()) {

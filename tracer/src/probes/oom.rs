@@ -6,4 +6,5 @@ pub const PROBES: &[ProbeSpec] = &[ProbeSpec {
     attach: Tracepoint("oom", "mark_victim"),
     family: Oom,
     what: "OOM kills",
+    fallback_for: None,
 }];

@@ -12,17 +12,20 @@ pub const PROBES: &[ProbeSpec] = &[
         attach: BtfTracepoint("sched_process_fork"),
         family: Process,
         what: "fork",
+        fallback_for: None,
     },
     ProbeSpec {
         program: "sched_process_exec",
         attach: Tracepoint("sched", "sched_process_exec"),
         family: Process,
         what: "exec",
+        fallback_for: None,
     },
     ProbeSpec {
         program: "sched_process_exit",
         attach: Tracepoint("sched", "sched_process_exit"),
         family: Process,
         what: "exit",
+        fallback_for: None,
     },
 ];
