@@ -565,11 +565,11 @@ impl Sink for Printer {
             r => r?,
         }
         if self.line_flush {
-            out.flush().or_else(|e| {
+            out.flush().map_err(|e| {
                 if e.kind() == io::ErrorKind::BrokenPipe {
-                    Err(BrokenPipe.into())
+                    anyhow::Error::from(BrokenPipe)
                 } else {
-                    Err(anyhow::Error::from(e))
+                    anyhow::Error::from(e)
                 }
             })?;
         }

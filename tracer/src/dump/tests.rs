@@ -1010,27 +1010,3 @@ fn a_second_recorder_on_the_same_directory_is_refused() {
     assert!(e.to_string().contains("another `tracer record`"), "{e}");
 }
 
-/// Writes sample dumps for the fuzz seeds and manual checks:
-/// `TRACER_SAMPLE_DIR=DIR cargo test -p tracer --lib write_sample_dumps -- --ignored`.
-#[test]
-#[ignore = "writes files for people and the fuzzer"]
-fn write_sample_dumps() {
-    let Some(dir) = std::env::var_os("TRACER_SAMPLE_DIR").map(PathBuf::from) else {
-        return;
-    };
-    std::fs::create_dir_all(&dir).unwrap();
-    let records = Mix::new(16).take(300);
-    std::fs::write(
-        dir.join("small.tdump"),
-        testing::segment_bytes(&records, 60),
-    )
-    .unwrap();
-    let mut rec =
-        quiet(Recorder::new(&RecordOptions::new(dir.join("recording")), testing::host()).unwrap());
-    record_all(
-        &mut rec,
-        &[proc_info_record(2301, 1, "node", 3_600_000_000_000)],
-    );
-    record_all(&mut rec, &Mix::new(17).take(20_000));
-    rec.close().unwrap();
-}
