@@ -191,6 +191,7 @@ pub struct Session {
     summary: Summary,
     /// Said on stderr once the snapshot is fed: from then on nothing is missed.
     ready: String,
+    drops_fed: bool,
 }
 
 /// Everything before the first event: tracefs, privileges, loading and attaching.
@@ -245,6 +246,7 @@ pub fn start(args: &TraceArgs) -> anyhow::Result<(Session, HostInfo, Filter)> {
             index: Vec::with_capacity(8192),
             summary: Summary::default(),
             ready,
+            drops_fed: false,
         },
         host,
         filter,
@@ -322,7 +324,7 @@ impl Session {
                 tokio::select! {
                     g = critical.readable_mut() => { let mut g = g?; g.clear_ready(); }
                     g = bulk.readable_mut() => { let mut g = g?; g.clear_ready(); }
-                    _ = tick.tick() => { self.poll_drops(pipeline)?; }
+                    _ = tick.tick() => { self.poll_drops(pipeline, false)?; }
                     _ = sigterm.recv() => break,
                     _ = sigint.recv() => break,
                     _ = &mut deadline => break,
@@ -332,7 +334,7 @@ impl Session {
             }
             // Whatever is still in the rings when asked to stop.
             self.drain(critical.get_mut(), bulk.get_mut(), pipeline)?;
-            self.poll_drops(pipeline)?;
+            self.poll_drops(pipeline, true)?;
             Ok(())
         }
         .await;
@@ -426,14 +428,20 @@ impl Session {
         Ok(())
     }
 
-    fn poll_drops(&mut self, pipeline: &mut Pipeline) -> anyhow::Result<()> {
+    /// Reads the kernel's drop counters; a change is warned about and fed as a Drops record
+    /// (so dumps carry it). `last` feeds one even without a change: a dump then says "no
+    /// records lost" rather than nothing.
+    fn poll_drops(&mut self, pipeline: &mut Pipeline, last: bool) -> anyhow::Result<()> {
         let drops = self.loaded.drops()?;
-        if drops != self.last_drops {
+        if drops != self.last_drops || (last && !self.drops_fed) {
             let new: u64 = drops.iter().map(|(_, n)| n).sum::<u64>()
                 - self.last_drops.iter().map(|(_, n)| n).sum::<u64>();
-            tracing::warn!(
-                "{new} records lost: a ring buffer was full (raise --ring-size, or filter with --pid/--comm/--events)"
-            );
+            if new > 0 {
+                tracing::warn!(
+                    "{new} records lost: a ring buffer was full (raise --ring-size, or filter with --pid/--comm/--events)"
+                );
+            }
+            self.drops_fed = true;
             self.last_drops = drops.clone();
             let ev = Event {
                 ts_ns: host::boot_ns(),
