@@ -5,6 +5,7 @@
 //! Runs alternate (untraced, tracer, bpftrace, untraced, ...) and figures are medians, with
 //! ratios taken per round, because the machines this runs on are shared and noisy.
 use std::{
+    collections::BTreeMap,
     io::BufReader,
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -15,11 +16,13 @@ use std::{
 use anyhow::{Context, bail};
 use clap::Args;
 
+mod bpfstats;
 mod procs;
 mod results;
 mod tracers;
 mod workloads;
 
+use bpfstats::ProgCost;
 use procs::{Guard, TempDir};
 use results::{Capacity, MemoryFigures, RampStep, ReplayFigures, Results, Run, WorkloadResult};
 use tracers::{Env, Mode, TracerCmd};
@@ -39,10 +42,11 @@ pub struct BenchArgs {
     /// Workloads to measure, comma separated: http, mem, proc, redis.
     #[arg(long, default_value = "http,mem,proc,redis", value_delimiter = ',')]
     pub workloads: Vec<String>,
-    /// Parts to run, comma separated: overhead, capacity, memory, replay.
+    /// Parts to run, comma separated: overhead, hooks (kernel time per eBPF program, one extra
+    /// run per workload and tracer with BPF statistics on), capacity, memory, replay.
     #[arg(
         long,
-        default_value = "overhead,capacity,memory,replay",
+        default_value = "overhead,hooks,capacity,memory,replay",
         value_delimiter = ','
     )]
     pub parts: Vec<String>,
@@ -94,8 +98,8 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         .map(|s| Kind::parse(s.trim()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     for p in &args.parts {
-        if !["overhead", "capacity", "memory", "replay"].contains(&p.trim()) {
-            bail!("unknown part '{p}' (overhead, capacity, memory, replay)");
+        if !["overhead", "hooks", "capacity", "memory", "replay"].contains(&p.trim()) {
+            bail!("unknown part '{p}' (overhead, hooks, capacity, memory, replay)");
         }
     }
     let part = |p: &str| args.parts.iter().any(|x| x.trim() == p);
@@ -147,9 +151,9 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         ..Results::default()
     };
 
-    if part("overhead") {
+    if part("overhead") || part("hooks") {
         for &k in &kinds {
-            match overhead(k, &worker, &env, &args) {
+            match overhead(k, &worker, &env, &args, part("overhead"), part("hooks")) {
                 Ok(w) => res.workloads.push(w),
                 Err(e) => {
                     say(format!("{} workload failed: {e:#}", k.name()));
@@ -369,15 +373,17 @@ fn overhead(
     worker: &Path,
     env: &Env,
     args: &BenchArgs,
+    rounds: bool,
+    hooks: bool,
 ) -> anyhow::Result<WorkloadResult> {
     say(format!("workload {}: {}", kind.name(), kind.describe()));
     let mut w = Workload::new(kind, worker.to_path_buf());
     w.setup(args.duration)?;
-    let result = (|| -> anyhow::Result<Vec<Run>> {
+    let result = (|| -> anyhow::Result<(Vec<Run>, BTreeMap<String, Vec<ProgCost>>)> {
         // Warm-up: page cache, server pools, the first exec of the binaries.
         w.run(args.duration.min(2.0))?;
         let mut runs = Vec::new();
-        for round in 0..args.rounds {
+        for round in 0..if rounds { args.rounds } else { 0 } {
             for mode in Mode::ALL {
                 let tag = format!("{}-{round}-{}", kind.name(), mode.name());
                 let mut att = tracers::attach(mode, env, &tag)?;
@@ -413,16 +419,61 @@ fn overhead(
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
-        Ok(runs)
+        let mut costs = BTreeMap::new();
+        if hooks {
+            for mode in [Mode::Tracer, Mode::Bpftrace] {
+                costs.insert(mode.name().to_owned(), profile(&mut w, mode, env, args)?);
+            }
+        }
+        Ok((runs, costs))
     })();
     w.teardown()?;
-    let runs = result?;
-    Ok(WorkloadResult::new(
-        kind.name(),
-        kind.describe(),
-        kind.unit(),
-        runs,
-    ))
+    let (runs, costs) = result?;
+    let mut r = WorkloadResult::new(kind.name(), kind.describe(), kind.unit(), runs);
+    r.hooks = costs;
+    Ok(r)
+}
+
+/// One more run with the kernel's BPF statistics on: time spent in each eBPF program.
+fn profile(
+    w: &mut Workload,
+    mode: Mode,
+    env: &Env,
+    args: &BenchArgs,
+) -> anyhow::Result<Vec<ProgCost>> {
+    let _stats = bpfstats::enable()?;
+    let tag = format!("{}-profile-{}", w.kind.name(), mode.name());
+    let mut a = tracers::attach(mode, env, &tag)?.context("a tracer")?;
+    a.mark()?;
+    let before = bpfstats::snapshot(a.pid());
+    let t = Instant::now();
+    let run = w.run(args.duration);
+    let after = bpfstats::snapshot(a.pid());
+    let secs = t.elapsed().as_secs_f64();
+    // Names are looked up while the programs are still loaded.
+    let costs = bpfstats::costs(&before, &after, secs);
+    a.detach()?;
+    run?;
+    let total: f64 = costs.iter().map(|c| c.cpu_pct).sum();
+    let top: Vec<String> = costs
+        .iter()
+        .take(3)
+        .map(|c| {
+            format!(
+                "{} {:.0}ns x {}/s",
+                c.name,
+                c.avg_ns,
+                results::num(c.runs_per_s)
+            )
+        })
+        .collect();
+    say(format!(
+        "  {} {:>8} in-kernel: {total:.1}% of a CPU; top: {}",
+        w.kind.name(),
+        mode.name(),
+        top.join(", ")
+    ));
+    Ok(costs)
 }
 
 /// Ramps a paced flood (bulk TCP records plus a signal every 16) until tracer loses records.

@@ -4,7 +4,10 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Serialize;
 
-use super::tracers::{Detached, Mode};
+use super::{
+    bpfstats::ProgCost,
+    tracers::{Detached, Mode},
+};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Run {
@@ -39,6 +42,8 @@ pub struct WorkloadResult {
     pub modes: BTreeMap<String, ModeFigures>,
     /// Spread of the untraced runs: (max - min) / median, in %.
     pub untraced_spread_pct: f64,
+    /// Kernel time per eBPF program (one run per tracer with BPF statistics on), by mode.
+    pub hooks: BTreeMap<String, Vec<ProgCost>>,
 }
 
 pub fn median(v: &[f64]) -> f64 {
@@ -115,6 +120,7 @@ impl WorkloadResult {
             runs,
             modes,
             untraced_spread_pct: spread,
+            hooks: BTreeMap::new(),
         }
     }
 
@@ -364,7 +370,8 @@ impl Results {
              (same tracepoints, same kernel-side filtering, one line per record).\n",
             self.tracer_command
         );
-        if !self.workloads.is_empty() {
+        let measured = self.workloads.iter().any(|w| !w.runs.is_empty());
+        if measured {
             let _ = writeln!(
                 s,
                 "### Throughput ({} rounds of {:.0} s, alternating untraced / tracer / bpftrace; \
@@ -418,6 +425,49 @@ impl Results {
                     bt.lost
                 );
             }
+        }
+        if self.workloads.iter().any(|w| !w.hooks.is_empty()) {
+            let _ = writeln!(
+                s,
+                "\nTime in the kernel's eBPF programs (one extra run each, BPF statistics \
+                     on; % of one CPU; tracer's three most expensive programs, average ns per \
+                     hit x hits/s):\n"
+            );
+            let _ = writeln!(
+                s,
+                "| workload | tracer | bpftrace | tracer's top programs |"
+            );
+            let _ = writeln!(s, "|---|---:|---:|---|");
+            for w in &self.workloads {
+                let total = |m: Mode| -> f64 {
+                    w.hooks
+                        .get(m.name())
+                        .map(|v| v.iter().map(|c| c.cpu_pct).sum())
+                        .unwrap_or(f64::NAN)
+                };
+                let top: Vec<String> = w
+                    .hooks
+                    .get("tracer")
+                    .map(|v| {
+                        v.iter()
+                            .take(3)
+                            .map(|c| {
+                                format!("{} {:.0} ns x {}/s", c.name, c.avg_ns, num(c.runs_per_s))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} |",
+                    w.name,
+                    pct(total(Mode::Tracer)),
+                    pct(total(Mode::Bpftrace)),
+                    top.join(", ")
+                );
+            }
+        }
+        if !self.workloads.is_empty() {
             let _ = writeln!(s, "\nWorkloads:");
             for w in &self.workloads {
                 let _ = writeln!(s, "- {}: {}", w.name, w.description);
