@@ -367,6 +367,9 @@ fn format_utc(secs: u64) -> String {
     )
 }
 
+/// Kernel time per eBPF program, by tracer.
+type HookCosts = BTreeMap<String, Vec<ProgCost>>;
+
 /// One workload: untraced, tracer, bpftrace, alternating, `rounds` times.
 fn overhead(
     kind: Kind,
@@ -379,7 +382,7 @@ fn overhead(
     say(format!("workload {}: {}", kind.name(), kind.describe()));
     let mut w = Workload::new(kind, worker.to_path_buf());
     w.setup(args.duration)?;
-    let result = (|| -> anyhow::Result<(Vec<Run>, BTreeMap<String, Vec<ProgCost>>)> {
+    let result = (|| -> anyhow::Result<(Vec<Run>, HookCosts)> {
         // Warm-up: page cache, server pools, the first exec of the binaries.
         w.run(args.duration.min(2.0))?;
         let mut runs = Vec::new();
