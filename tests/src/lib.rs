@@ -6,6 +6,7 @@
 //! (`--test-threads=1`), bounds every wait, and stops every process it started, by pid.
 //! Tests that allocate memory do it only inside a [`MemCgroup`] with a small limit.
 pub mod cgroup;
+pub mod recorder_util;
 pub mod tracer;
 pub mod workload;
 
