@@ -170,7 +170,7 @@ fn run_live(args: LiveArgs) -> anyhow::Result<ExitCode> {
     } else {
         Format::Human
     };
-    pipeline.add_sink(Box::new(Printer::new(format, true)));
+    pipeline.add_sink(Box::new(Printer::new(format, false)));
     let engine = if args.no_findings {
         None
     } else {
@@ -219,7 +219,7 @@ fn run_record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         } else {
             Format::Human
         };
-        pipeline.add_sink(Box::new(Printer::new(format, true)));
+        pipeline.add_sink(Box::new(Printer::new(format, false)));
         add_findings(&mut pipeline, &args.analysis, args.json)?;
     }
     session.seed(&mut pipeline)?;

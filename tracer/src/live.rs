@@ -397,6 +397,8 @@ impl Session {
             }
             self.index = index;
             self.arena = arena;
+            // Lines reach people (and pipes) batch by batch, not one write per event.
+            crate::output::flush_stdout();
         }
     }
 

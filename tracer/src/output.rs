@@ -517,7 +517,8 @@ pub enum Format {
 /// and are left out, in both formats, so live and replay print the same lines.
 pub struct Printer {
     format: Format,
-    /// Flush after every line (interactive), or let the buffer fill (replay to a pipe).
+    /// Flush after every line, or let the buffer fill and flush at batch ends (`live` flushes
+    /// after each batch it drains from the kernel) or when full (replay).
     line_flush: bool,
 }
 

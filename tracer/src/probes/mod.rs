@@ -95,6 +95,10 @@ pub enum LoadError {
     NoRingBuf,
     #[error("this kernel refused to load BPF programs: {0}")]
     Bpf(String),
+    #[error(
+        "the embedded eBPF object does not match this build of tracer ({0}); rebuild with `cargo build`"
+    )]
+    Build(String),
     #[error(transparent)]
     Tracefs(#[from] crate::kernel::tracefs::TracefsError),
     #[error("no probe could be attached; run `tracer doctor` to see why")]
@@ -222,10 +226,10 @@ fn classify(e: &EbpfError) -> LoadError {
     };
     if os == Some(libc::EPERM) || text.contains("Operation not permitted") {
         LoadError::NoPrivilege
-    } else if os == Some(libc::EINVAL) && text.contains("CRITICAL")
-        || text.contains("BULK") && os == Some(libc::EINVAL)
-    {
+    } else if os == Some(libc::EINVAL) && (text.contains("CRITICAL") || text.contains("BULK")) {
         LoadError::NoRingBuf
+    } else if matches!(e, EbpfError::ParseError(_)) {
+        LoadError::Build(format!("{e:#}"))
     } else {
         LoadError::Bpf(format!("{e:#}"))
     }
