@@ -1009,4 +1009,3 @@ fn a_second_recorder_on_the_same_directory_is_refused() {
         .unwrap();
     assert!(e.to_string().contains("another `tracer record`"), "{e}");
 }
-
