@@ -31,3 +31,10 @@ corpus=$(mktemp -d)
 (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run dump_reader "$corpus" seeds/dump_reader -- \
   -max_total_time="${FUZZ_SECONDS:-30}" -rss_limit_mb=2048 2>&1 | tail -n 5)
 rm -rf "$corpus"
+
+step "benchmark smoke (seconds; the figures come from 'sudo cargo xtask bench')"
+if [ "$(id -u)" -eq 0 ]; then
+  cargo xtask bench --smoke
+else
+  echo "SKIPPED: the benchmark needs root" >&2
+fi
