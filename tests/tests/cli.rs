@@ -167,3 +167,97 @@ fn duration_ends_the_session() {
         assert!(v.is_object(), "{line}");
     }
 }
+
+/// `tracer doctor` as root: every probe of the table attached (or a standby fallback), exit 0.
+#[test]
+fn doctor_reports_every_probe_and_succeeds_as_root() {
+    if !require_root() {
+        return;
+    }
+    let o = tracer(&["doctor"]);
+    let out = text(&o.stdout);
+    assert!(
+        o.status.success(),
+        "exit status {}:\n{out}\n{}",
+        o.status,
+        text(&o.stderr)
+    );
+    for probe in [
+        "sock/inet_sock_set_state",
+        "tcp/tcp_send_reset",
+        "tcp/tcp_receive_reset",
+        "syscalls/sys_exit_accept4",
+        "tp_btf signal_generate",
+        "tp_btf sched_process_fork",
+        "oom/mark_victim",
+        "kmem/rss_stat",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.contains(probe))
+            .unwrap_or_else(|| panic!("doctor does not list {probe}:\n{out}"));
+        assert!(line.contains("attached"), "{probe} not attached: {line}");
+    }
+    assert!(out.contains("tracing is possible"), "{out}");
+    assert!(
+        !out.contains("SKIPPED"),
+        "a probe was skipped on the reference kernel:\n{out}"
+    );
+}
+
+/// Without privileges doctor still runs its checks, says what is missing, and exits non-zero.
+#[test]
+fn doctor_without_privileges_fails_with_the_reason() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("SKIP doctor_without_privileges_fails_with_the_reason: needs root to drop it");
+        return;
+    }
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .arg(tracer_bin())
+        .arg("doctor");
+    let o = run(&mut cmd, Duration::from_secs(30));
+    let out = text(&o.stdout);
+    assert!(
+        !o.status.success(),
+        "doctor succeeded without privileges:\n{out}"
+    );
+    assert!(out.contains("MISSING: run with sudo"), "{out}");
+    assert!(out.contains("tracing is NOT possible"), "{out}");
+    assert_no_panic(&text(&o.stderr));
+}
+
+/// Files that are not dumps get one clear line and a non-zero exit from every dump command.
+#[test]
+fn garbage_and_missing_dumps_are_clear_errors() {
+    let dir = std::env::temp_dir().join(format!("tracer-cli-garbage-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let garbage = dir.join("garbage.tdump");
+    std::fs::write(
+        &garbage,
+        b"this is not a dump at all, just text\n".repeat(100),
+    )
+    .unwrap();
+    let g = garbage.to_str().unwrap();
+    let missing = dir.join("nope.tdump");
+    let m = missing.to_str().unwrap();
+    for args in [
+        vec!["replay", g],
+        vec!["replay", "--stats", g],
+        vec!["report", "--json", g],
+        vec!["export", "--format", "jsonl", g],
+        vec!["replay", m],
+    ] {
+        let o = tracer(&args);
+        let err = text(&o.stderr);
+        assert!(!o.status.success(), "{args:?} succeeded:\n{err}");
+        assert!(
+            err.starts_with("error: "),
+            "{args:?}: not a one-line error:\n{err}"
+        );
+        assert_no_panic(&err);
+        assert!(o.stdout.is_empty(), "{args:?} printed: {}", text(&o.stdout));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
