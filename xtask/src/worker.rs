@@ -40,8 +40,11 @@ pub enum WorkerKind {
         secs: f64,
     },
     /// A paced flood of events tracer records: listen() calls on a listening socket (one bulk
-    /// record each) and every `--signal-every` calls one SIGUSR1 to itself (one critical record).
+    /// record each) or loopback connections opened and closed (about 16 bulk records each),
+    /// and every `--signal-every` of those one SIGUSR1 to itself (one critical record).
     Flood {
+        #[arg(long, value_enum, default_value = "listen")]
+        kind: FloodKind,
         /// Target events per second (0: as fast as possible).
         #[arg(long)]
         rate: u64,
@@ -62,16 +65,23 @@ pub enum WorkerKind {
     },
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum FloodKind {
+    Listen,
+    Conn,
+}
+
 pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     match args.kind {
         WorkerKind::HttpServer { port, threads } => http_server(port, threads),
         WorkerKind::MemChurn { secs } => mem_churn(secs),
         WorkerKind::ProcChurn { secs } => proc_churn(secs),
         WorkerKind::Flood {
+            kind,
             rate,
             secs,
             signal_every,
-        } => flood(rate, secs, signal_every),
+        } => flood(kind, rate, secs, signal_every),
         WorkerKind::HoldProcs { count } => hold_procs(count),
         WorkerKind::HoldSockets { pairs } => hold_sockets(pairs),
     }
@@ -250,40 +260,60 @@ fn proc_churn(secs: f64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn flood(rate: u64, secs: f64, signal_every: u64) -> anyhow::Result<()> {
-    // listen() on a socket that already listens only updates its backlog: one cheap syscall,
-    // and tracer writes one record for each (no filtering in the kernel).
+/// Records one unit of flood produces, roughly (for pacing only): a loopback connection
+/// opened and closed is about 16 (socket, connect, accept, ten state changes, two closes...).
+const CONN_EVENTS: f64 = 16.0;
+
+fn flood(kind: FloodKind, rate: u64, secs: f64, signal_every: u64) -> anyhow::Result<()> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let addr = listener.local_addr()?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
     set_handler(libc::SIGUSR1, on_signal)?;
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     let signal_every = signal_every.max(1);
-    // Events per listen() call, counting the share of a signal.
-    let calls_per_sec = (rate as f64) / (1.0 + 1.0 / signal_every as f64);
-    let (mut calls, mut signals) = (0u64, 0u64);
+    let per_unit = match kind {
+        FloodKind::Listen => 1.0,
+        FloodKind::Conn => CONN_EVENTS,
+    };
+    let units_per_sec = (rate as f64) / (per_unit + 1.0 / signal_every as f64);
+    let (mut units, mut signals) = (0u64, 0u64);
     loop {
         let now = Instant::now();
         if now >= deadline {
             break;
         }
         let due = if rate == 0 {
-            calls + 1024
+            units + 256
         } else {
-            (now.duration_since(start).as_secs_f64() * calls_per_sec) as u64
+            (now.duration_since(start).as_secs_f64() * units_per_sec) as u64
         };
-        if due <= calls {
+        if due <= units {
             std::thread::sleep(Duration::from_micros(200));
             continue;
         }
         // Catch up in bounded batches so the deadline is kept.
-        for _ in 0..(due - calls).min(4096) {
-            // SAFETY: listen on our own listening socket.
-            if unsafe { libc::listen(fd, 128) } != 0 {
-                bail!("listen: {}", std::io::Error::last_os_error());
+        for _ in 0..(due - units).min(1024) {
+            match kind {
+                // listen() on a socket that already listens only updates its backlog: one cheap
+                // syscall, and tracer writes one record for each.
+                // SAFETY: listen on our own listening socket.
+                FloodKind::Listen => {
+                    if unsafe { libc::listen(fd, 128) } != 0 {
+                        bail!("listen: {}", std::io::Error::last_os_error());
+                    }
+                }
+                FloodKind::Conn => {
+                    let c = TcpStream::connect(addr).context("connect")?;
+                    let (srv, _) = listener.accept().context("accept")?;
+                    // The server closes first, as an HTTP server with `Connection: close`
+                    // does: TIME_WAIT stays on its side and client ports are reused.
+                    drop(srv);
+                    drop(c);
+                }
             }
-            calls += 1;
-            if calls.is_multiple_of(signal_every) {
+            units += 1;
+            if units.is_multiple_of(signal_every) {
                 // SAFETY: SIGUSR1 has a no-op handler.
                 unsafe { libc::kill(libc::getpid(), libc::SIGUSR1) };
                 signals += 1;
@@ -291,10 +321,15 @@ fn flood(rate: u64, secs: f64, signal_every: u64) -> anyhow::Result<()> {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
+    // Exact for listen(); for connections the tracer's own count is the reference.
+    let events = match kind {
+        FloodKind::Listen => units + signals,
+        FloodKind::Conn => 0,
+    };
     report(
-        calls,
+        units,
         elapsed,
-        json!({ "events": calls + signals, "signals": signals }),
+        json!({ "events": events, "signals": signals }),
     );
     Ok(())
 }

@@ -103,8 +103,9 @@ impl WorkloadResult {
                     median_cpu_pct: per(&|d| d.cpu_s / d.wall_s.max(1e-9) * 100.0),
                     lost: det.iter().map(|d| d.lost).sum(),
                     lost_critical: det.iter().map(|d| d.lost_critical).sum(),
+                    // Small dumps are mostly their preamble (host facts, process table).
                     output_bytes_per_event: per(&|d| {
-                        if d.events == 0 || d.output_bytes == 0 {
+                        if d.events < 10_000 || d.output_bytes == 0 {
                             f64::NAN
                         } else {
                             d.output_bytes as f64 / d.events as f64
@@ -152,6 +153,8 @@ pub struct Capacity {
     /// Highest offered event rate with no record lost.
     pub max_zero_loss_rate: f64,
     pub cpu_pct_per_100k: f64,
+    /// The generators saturated the CPUs before tracer lost anything: the rate is a lower bound.
+    pub generator_bound: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -226,7 +229,7 @@ pub struct Results {
     pub seconds_per_run: f64,
     pub tracer_command: String,
     pub workloads: Vec<WorkloadResult>,
-    pub capacity: Option<Capacity>,
+    pub capacity: Vec<Capacity>,
     pub memory: Option<MemoryFigures>,
     pub replay: Option<ReplayFigures>,
     pub targets: Vec<Target>,
@@ -246,19 +249,18 @@ pub fn num(x: f64) -> String {
     if !x.is_finite() {
         return "-".into();
     }
-    let (v, suffix) = if x >= 10e6 {
+    let (v, suffix) = if x >= 1e6 {
         (x / 1e6, "M")
     } else if x >= 100e3 {
         (x / 1e3, "k")
     } else {
         (x, "")
     };
-    if suffix.is_empty() && x < 100.0 {
-        format!("{v:.1}")
-    } else if suffix.is_empty() {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.1}{suffix}")
+    match suffix {
+        "" if x < 100.0 => format!("{v:.1}"),
+        "" => format!("{v:.0}"),
+        "M" => format!("{v:.2}M"),
+        _ => format!("{v:.1}{suffix}"),
     }
 }
 
@@ -314,7 +316,7 @@ impl Results {
                 runs += 1;
             }
         }
-        if let Some(c) = &self.capacity {
+        for c in &self.capacity {
             critical += c.steps.iter().map(|s| s.lost_critical).sum::<u64>();
             runs += c.steps.len();
         }
@@ -474,7 +476,7 @@ impl Results {
             }
             let _ = writeln!(s);
         }
-        if let Some(c) = &self.capacity {
+        for c in &self.capacity {
             let _ = writeln!(s, "### Capacity: event rate ramp ({})\n", c.generator);
             let _ = writeln!(
                 s,
@@ -501,9 +503,16 @@ impl Results {
             }
             let _ = writeln!(
                 s,
-                "\nHighest rate with zero loss: **{} events/s**; collector CPU per 100,000 \
+                "\nHighest rate with zero loss: **{}{} events/s**{}; collector CPU per 100,000 \
                  events/s: **{} of one core** (at that step).\n",
+                if c.generator_bound { ">= " } else { "" },
                 num(c.max_zero_loss_rate),
+                if c.generator_bound {
+                    " (the generators could not go faster on this machine before tracer lost \
+                     anything)"
+                } else {
+                    ""
+                },
                 pct(c.cpu_pct_per_100k)
             );
         }
