@@ -84,6 +84,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             "the bench attaches eBPF programs and installs packages: run it as root (sudo -E cargo xtask bench)"
         );
     }
+    procs::stop_children_on_signal();
     if args.smoke {
         args.rounds = 1;
         args.duration = args.duration.min(1.5);
@@ -130,6 +131,14 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         other => bail!("--tracer {other}: record, live or auto"),
     };
     let tmp = TempDir::new("tracer-bench")?;
+    // Private copies: the work tree is shared, and a rebuild must not swap binaries mid-run.
+    let bin = tmp.0.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    let (tracer, worker) = (bin.join("tracer"), {
+        std::fs::copy(&tracer, bin.join("tracer"))?;
+        std::fs::copy(&worker, bin.join("xtask"))?;
+        bin.join("xtask")
+    });
     let env = Env {
         tracer: tracer.clone(),
         tracer_cmd,

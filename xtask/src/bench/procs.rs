@@ -1,14 +1,95 @@
 //! Processes the bench starts: a guard that stops each by pid (also on error or panic), and
 //! the /proc figures read about them.
+use anyhow::{Context, bail};
 use std::{
     io::{BufRead, BufReader, Read},
+    path::PathBuf,
     process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio},
     sync::{Arc, Mutex},
     thread::JoinHandle,
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, bail};
+/// Every child the bench has started and not yet stopped (pid, stop signal), and its temporary
+/// directory: what a Ctrl-C or SIGTERM of the bench stops and removes.
+static LIVE: Mutex<Vec<(u32, libc::c_int)>> = Mutex::new(Vec::new());
+static TEMP: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+fn register(pid: u32, sig: libc::c_int) {
+    if let Ok(mut v) = LIVE.lock() {
+        v.push((pid, sig));
+    }
+}
+
+fn unregister(pid: u32) {
+    if let Ok(mut v) = LIVE.lock() {
+        v.retain(|(p, _)| *p != pid);
+    }
+}
+
+static SIGNAL_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn forward_signal(sig: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(std::sync::atomic::Ordering::Relaxed);
+    let b = sig as u8;
+    // SAFETY: write(2) is async-signal-safe; the pipe lives as long as the process.
+    unsafe { libc::write(fd, (&raw const b).cast(), 1) };
+}
+
+/// Makes SIGINT, SIGTERM and SIGHUP stop every child the bench started (by pid) and remove its
+/// temporary directory before exiting. The handler only writes the signal number into a pipe
+/// that a thread reads; handlers are reset on exec, so children are unaffected.
+pub fn stop_children_on_signal() {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 into a local array; sigaction with a handler that only calls write(2).
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return;
+        }
+        SIGNAL_PIPE.store(fds[1], std::sync::atomic::Ordering::Relaxed);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = forward_signal as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+    let read_fd = fds[0];
+    std::thread::spawn(move || {
+        let mut b = 0u8;
+        // SAFETY: reading one byte from our own pipe.
+        while unsafe { libc::read(read_fd, (&raw mut b).cast(), 1) } != 1 {}
+        let sig = b as libc::c_int;
+        eprintln!("bench: got signal {sig}: stopping what the bench started");
+        let live = LIVE.lock().map(|v| v.clone()).unwrap_or_default();
+        for &(pid, stop) in &live {
+            // SAFETY: our own children, by pid.
+            unsafe {
+                libc::kill(
+                    pid as libc::pid_t,
+                    if stop != 0 { stop } else { libc::SIGTERM },
+                )
+            };
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut left: Vec<u32> = live.iter().map(|(p, _)| *p).collect();
+        while !left.is_empty() && Instant::now() < deadline {
+            // SAFETY: reaping our own children without blocking.
+            left.retain(|&p| unsafe {
+                libc::waitpid(p as libc::pid_t, std::ptr::null_mut(), libc::WNOHANG) == 0
+            });
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for &p in &left {
+            // SAFETY: as above.
+            unsafe { libc::kill(p as libc::pid_t, libc::SIGKILL) };
+        }
+        if let Some(t) = TEMP.lock().ok().and_then(|t| t.clone()) {
+            let _ = std::fs::remove_dir_all(t);
+        }
+        std::process::exit(128 + sig);
+    });
+}
 
 /// A child process that is stopped by pid when the guard goes: `stop_signal` first, SIGKILL
 /// after `grace`. stdin, when piped, is closed first (the `hold-*` workers stop on EOF).
@@ -60,6 +141,7 @@ impl Guard {
             .spawn()
             .with_context(|| format!("cannot start {name} ({cmd:?})"))?;
         let stdin = child.stdin.take();
+        register(child.id(), stop_signal);
         Ok(Guard {
             name: name.to_owned(),
             child: Some(child),
@@ -106,25 +188,33 @@ impl Guard {
         let Some(mut child) = self.child.take() else {
             bail!("{} already stopped", self.name);
         };
+        let st = Self::stop_child(&mut child, self.stop_signal, self.grace, &self.name);
+        unregister(child.id());
+        st
+    }
+
+    fn stop_child(
+        child: &mut Child,
+        stop_signal: libc::c_int,
+        grace: Duration,
+        name: &str,
+    ) -> anyhow::Result<ExitStatus> {
         if let Some(st) = child.try_wait()? {
             return Ok(st);
         }
         let pid = child.id() as libc::pid_t;
-        if self.stop_signal != 0 {
+        if stop_signal != 0 {
             // SAFETY: signalling our own, not yet reaped, child by pid.
-            unsafe { libc::kill(pid, self.stop_signal) };
+            unsafe { libc::kill(pid, stop_signal) };
         }
-        let deadline = Instant::now() + self.grace;
+        let deadline = Instant::now() + grace;
         while Instant::now() < deadline {
             if let Some(st) = child.try_wait()? {
                 return Ok(st);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        eprintln!(
-            "bench: {} (pid {pid}) did not stop within {:?}: SIGKILL",
-            self.name, self.grace
-        );
+        eprintln!("bench: {name} (pid {pid}) did not stop within {grace:?}: SIGKILL");
         child.kill()?;
         Ok(child.wait()?)
     }
@@ -236,6 +326,9 @@ impl TempDir {
         let p = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))?;
+        if let Ok(mut t) = TEMP.lock() {
+            *t = Some(p.clone());
+        }
         Ok(TempDir(p))
     }
 }

@@ -133,13 +133,47 @@ fn attach_bpftrace(env: &Env, tag: &str) -> anyhow::Result<Attached> {
         .stderr(Stdio::piped());
     let mut guard = Guard::spawn("bpftrace", &mut cmd, libc::SIGINT)?;
     let stderr = guard.capture_stderr(|_| {});
+    let pid = guard.pid();
+    // Its output to a file is fully buffered, so "ready" (printed by BEGIN, once every probe is
+    // attached) may sit in the buffer: also ready when it holds one perf event fd per probe
+    // announced in "Attaching N probes...".
     wait_until(&mut guard, Duration::from_secs(120), || {
-        std::fs::read(&output)
-            .map(|b| b.windows(6).any(|w| w == b"ready\n"))
-            .unwrap_or(false)
+        let Ok(head) = std::fs::read(&output) else {
+            return false;
+        };
+        head.windows(6).any(|w| w == b"ready\n")
+            || attaching(&head).is_some_and(|n| perf_event_fds(pid) >= n)
     })
     .with_context(|| format!("bpftrace did not start: {}", stderr.text()))?;
+    // BEGIN runs right after the last attach.
+    std::thread::sleep(Duration::from_millis(200));
     Attached::new(Mode::Bpftrace, guard, stderr, output, false)
+}
+
+/// N from bpftrace's first line, "Attaching N probes...".
+fn attaching(out: &[u8]) -> Option<usize> {
+    let line = out.split(|b| *b == b'\n').next()?;
+    let rest = line.strip_prefix(b"Attaching ")?;
+    std::str::from_utf8(rest)
+        .ok()?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// perf event fds a process holds (bpftrace attaches each tracepoint through one).
+fn perf_event_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|l| l.to_string_lossy().contains("perf_event"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 fn wait_until(
@@ -343,6 +377,14 @@ mod tests {
 
     fn lines(s: &[&str]) -> Vec<String> {
         s.iter().map(|l| l.to_string()).collect()
+    }
+
+    #[test]
+    fn bpftrace_probe_count() {
+        assert_eq!(attaching(b"Attaching 28 probes...\nready\n"), Some(28));
+        assert_eq!(attaching(b"Attaching 1 probe...\n"), Some(1));
+        assert_eq!(attaching(b"ready\n"), None);
+        assert_eq!(attaching(b""), None);
     }
 
     #[test]
