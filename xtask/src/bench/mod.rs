@@ -33,8 +33,8 @@ pub struct BenchArgs {
     /// Run every part for a second or two, one round, no verdicts: keeps the bench working in CI.
     #[arg(long)]
     pub smoke: bool,
-    /// Rounds of (untraced, tracer, bpftrace) per workload.
-    #[arg(long, default_value_t = 7)]
+    /// Rounds of (untraced, tracer, bpftrace, hooks only) per workload.
+    #[arg(long, default_value_t = 6)]
     pub rounds: usize,
     /// Seconds per workload run.
     #[arg(long, default_value_t = 6.0)]
@@ -143,6 +143,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         tracer: tracer.clone(),
         tracer_cmd,
         bpftrace_script: root.join("bench/equivalent.bt"),
+        floor_script: root.join("bench/floor.bt"),
         tmp: tmp.0.clone(),
     };
 
@@ -577,8 +578,11 @@ fn ramp(
     };
     let mut lossy = 0;
     for &rate in rates {
+        // BPF statistics on: what one record costs in the kernel at each rate.
+        let stats = bpfstats::enable()?;
         let mut a = tracers::attach_tracer(env, &format!("ramp-{kind}-{rate}"), false)?;
         a.mark()?;
+        let before = bpfstats::snapshot(a.pid());
         // One generator per CPU, so the generators (slowed by the hooks) can outrun the
         // collector.
         let gens = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -614,7 +618,16 @@ fn ramp(
                     .unwrap_or_else(|_| Err(anyhow::anyhow!("generator thread panicked")))
             })
             .collect();
+        let after = bpfstats::snapshot(a.pid());
         let d = a.detach()?;
+        drop(stats);
+        let kernel_ns: u64 = after
+            .iter()
+            .map(|(id, c)| {
+                c.run_time_ns
+                    .saturating_sub(before.get(id).map_or(0, |b| b.run_time_ns))
+            })
+            .sum();
         let (mut generated, mut gen_secs) = (0u64, 0f64);
         for r in reports {
             let r = r?;
@@ -637,9 +650,11 @@ fn ramp(
             lost_by_kind: d.lost_by_kind.clone(),
             cpu_pct,
             cpu_pct_per_100k: cpu_pct / (offered / 100_000.0),
+            kernel_ns_per_event: kernel_ns as f64 / d.events.max(1) as f64,
         };
         say(format!(
-            "  asked {:>8}/s offered {:>8}/s: {} events, {} lost ({} critical), {:.0}% CPU",
+            "  asked {:>8}/s offered {:>8}/s: {} events, {} lost ({} critical), {:.0}% CPU, \
+             {:.0} ns/event in the kernel",
             if rate == 0 {
                 "max".into()
             } else {
@@ -649,7 +664,8 @@ fn ramp(
             d.events,
             d.lost,
             d.lost_critical,
-            cpu_pct
+            cpu_pct,
+            step.kernel_ns_per_event
         ));
         let saturated = rate == 0 || offered < 0.85 * rate as f64;
         if step.lost == 0 && offered > cap.max_zero_loss_rate {
@@ -744,10 +760,12 @@ fn memory(worker: &Path, env: &Env, args: &BenchArgs) -> anyhow::Result<MemoryFi
     let b = tracers::attach_tracer(env, "memory-seeded", false)?;
     std::thread::sleep(Duration::from_secs(if args.smoke { 1 } else { 3 }));
     let (seeded_rss, seeded_hwm) = procs::memory(b.pid())?;
-    b.detach()?;
+    let db = b.detach()?;
+    // Stopping the holders kills every process and closes every socket at once: a burst.
     for mut g in held {
         g.stop()?;
     }
+    std::thread::sleep(Duration::from_secs(1));
     let d = a.detach()?;
     say(format!(
         "  idle {} MiB; live {} MiB (HWM {} MiB); seeded {} MiB (HWM {} MiB); {}",
@@ -767,6 +785,10 @@ fn memory(worker: &Path, env: &Env, args: &BenchArgs) -> anyhow::Result<MemoryFi
         seeded_rss,
         seeded_hwm,
         seconds_to_create,
+        lost: d.lost + db.lost,
+        lost_critical: d.lost_critical + db.lost_critical,
+        lost_by_kind: d.lost_by_kind,
+        summary: d.summary,
     })
 }
 
@@ -804,6 +826,7 @@ fn replay(worker: &Path, env: &Env, args: &BenchArgs) -> anyhow::Result<ReplayFi
         record_seconds: secs,
         events,
         lost: d.lost,
+        lost_critical: d.lost_critical,
         dump_bytes,
         bytes_per_event: dump_bytes as f64 / events.max(1) as f64,
         ..ReplayFigures::default()

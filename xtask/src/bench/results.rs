@@ -144,6 +144,8 @@ pub struct RampStep {
     pub cpu_pct: f64,
     /// Collector CPU per 100,000 events/s, % of one core.
     pub cpu_pct_per_100k: f64,
+    /// Time in tracer's eBPF programs per event it received (BPF statistics on).
+    pub kernel_ns_per_event: f64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -169,6 +171,11 @@ pub struct MemoryFigures {
     pub seeded_rss: u64,
     pub seeded_hwm: u64,
     pub seconds_to_create: f64,
+    /// Records the tracers lost over the whole part, the final burst of exits included.
+    pub lost: u64,
+    pub lost_critical: u64,
+    pub lost_by_kind: BTreeMap<String, u64>,
+    pub summary: String,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -177,6 +184,7 @@ pub struct ReplayFigures {
     pub record_seconds: f64,
     pub events: u64,
     pub lost: u64,
+    pub lost_critical: u64,
     pub dump_bytes: u64,
     pub bytes_per_event: f64,
     pub replay_json_s: f64,
@@ -320,11 +328,38 @@ impl Results {
             critical += c.steps.iter().map(|s| s.lost_critical).sum::<u64>();
             runs += c.steps.len();
         }
+        let mut detail = Vec::new();
+        if let Some(m) = &self.memory {
+            critical += m.lost_critical;
+            runs += 2;
+            if m.lost_critical > 0 {
+                let kinds: Vec<String> = m
+                    .lost_by_kind
+                    .iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect();
+                detail.push(format!(
+                    "{} in the memory part, when {} processes were killed at once ({})",
+                    m.lost_critical,
+                    m.processes,
+                    kinds.join(", ")
+                ));
+            }
+        }
+        if let Some(r) = &self.replay {
+            critical += r.lost_critical;
+            runs += 1;
+        }
         if runs > 0 {
             t.push(Target {
                 target: "no critical record (signal, fork, exec, exit, OOM) dropped".into(),
                 measured: format!(
-                    "{critical} lost over {runs} tracer runs (incl. capacity ramp past saturation)"
+                    "{critical} lost over {runs} tracer runs{}",
+                    if detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", detail.join("; "))
+                    }
                 ),
                 verdict: verdict(critical == 0),
             });
@@ -369,38 +404,52 @@ impl Results {
         let _ = writeln!(
             s,
             "tracer measured as `{}` with all hooks attached; bpftrace runs bench/equivalent.bt \
-             (same tracepoints, same kernel-side filtering, one line per record).\n",
+             (same tracepoints, same kernel-side filtering, one line per record); \"hooks only\" \
+             is bpftrace with empty programs on the same tracepoints (bench/floor.bt): the cost \
+             of the attach points themselves.\n",
             self.tracer_command
         );
         let measured = self.workloads.iter().any(|w| !w.runs.is_empty());
         if measured {
             let _ = writeln!(
                 s,
-                "### Throughput ({} rounds of {:.0} s, alternating untraced / tracer / bpftrace; \
-                 medians, ratios = median of per-round traced/untraced)\n",
+                "### Throughput ({} rounds of {:.0} s, alternating untraced / tracer / bpftrace / \
+                 hooks only; medians; ratio = median of the per-round traced/untraced ratios; \
+                 overhead = 1 - ratio)\n",
                 self.rounds, self.seconds_per_run
             );
             let _ = writeln!(
                 s,
-                "| workload | unit | untraced | tracer | bpftrace | tracer ratio | bpftrace \
-                 ratio | tracer overhead | bpftrace overhead | untraced spread |"
+                "| workload | unit | untraced | tracer | bpftrace | hooks only | tracer ratio | \
+                 bpftrace ratio | tracer overhead | bpftrace overhead | hooks-only overhead | \
+                 untraced spread |"
             );
-            let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(
+                s,
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            );
             for w in &self.workloads {
                 let g = |m: Mode| w.mode(m).cloned().unwrap_or_default();
-                let (u, tr, bt) = (g(Mode::Untraced), g(Mode::Tracer), g(Mode::Bpftrace));
+                let (u, tr, bt, fl) = (
+                    g(Mode::Untraced),
+                    g(Mode::Tracer),
+                    g(Mode::Bpftrace),
+                    g(Mode::Floor),
+                );
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {:.3} | {:.3} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {} | {} | {} | {} |",
                     w.name,
                     w.unit,
                     num(u.median_throughput),
                     num(tr.median_throughput),
                     num(bt.median_throughput),
+                    num(fl.median_throughput),
                     tr.ratio,
                     bt.ratio,
                     pct(tr.overhead_pct),
                     pct(bt.overhead_pct),
+                    pct(fl.overhead_pct),
                     pct(w.untraced_spread_pct)
                 );
             }
@@ -481,13 +530,13 @@ impl Results {
             let _ = writeln!(
                 s,
                 "| asked events/s | offered events/s | tracer events | lost (critical) | \
-                 collector CPU | CPU per 100k events/s |"
+                 collector CPU | CPU per 100k events/s | kernel ns per event |"
             );
-            let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|");
             for st in &c.steps {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} ({}) | {} | {} |",
+                    "| {} | {} | {} | {} ({}) | {} | {} | {:.0} |",
                     if st.target_rate == 0 {
                         "max".to_owned()
                     } else {
@@ -498,7 +547,8 @@ impl Results {
                     st.lost,
                     st.lost_critical,
                     pct(st.cpu_pct),
-                    pct(st.cpu_pct_per_100k)
+                    pct(st.cpu_pct_per_100k),
+                    st.kernel_ns_per_event
                 );
             }
             let _ = writeln!(
@@ -535,6 +585,12 @@ impl Results {
                 "| started with them present (/proc seeding) | {} | {} |\n",
                 mib(m.seeded_rss),
                 mib(m.seeded_hwm)
+            );
+            let _ = writeln!(
+                s,
+                "Created in {:.1} s; then all killed and closed at once. Lost records: {} \
+                 ({} critical). The first tracer's summary: {}\n",
+                m.seconds_to_create, m.lost, m.lost_critical, m.summary
             );
         }
         if let Some(r) = &self.replay {

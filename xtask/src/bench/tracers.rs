@@ -21,16 +21,20 @@ pub enum Mode {
     Untraced,
     Tracer,
     Bpftrace,
+    /// bpftrace attached to the same tracepoints with empty programs: the cost of the hooks
+    /// themselves, a floor under any tracer built on them.
+    Floor,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 3] = [Mode::Untraced, Mode::Tracer, Mode::Bpftrace];
+    pub const ALL: [Mode; 4] = [Mode::Untraced, Mode::Tracer, Mode::Bpftrace, Mode::Floor];
 
     pub fn name(self) -> &'static str {
         match self {
             Mode::Untraced => "untraced",
             Mode::Tracer => "tracer",
             Mode::Bpftrace => "bpftrace",
+            Mode::Floor => "floor",
         }
     }
 }
@@ -48,6 +52,7 @@ pub struct Env {
     pub tracer: PathBuf,
     pub tracer_cmd: TracerCmd,
     pub bpftrace_script: PathBuf,
+    pub floor_script: PathBuf,
     pub tmp: PathBuf,
 }
 
@@ -86,7 +91,8 @@ pub fn attach(mode: Mode, env: &Env, tag: &str) -> anyhow::Result<Option<Attache
     match mode {
         Mode::Untraced => Ok(None),
         Mode::Tracer => attach_tracer(env, tag, false).map(Some),
-        Mode::Bpftrace => attach_bpftrace(env, tag).map(Some),
+        Mode::Bpftrace => attach_bpftrace(env, tag, &env.bpftrace_script, mode).map(Some),
+        Mode::Floor => attach_bpftrace(env, tag, &env.floor_script, mode).map(Some),
     }
 }
 
@@ -119,13 +125,13 @@ pub fn attach_tracer(env: &Env, tag: &str, keep_output: bool) -> anyhow::Result<
     Attached::new(Mode::Tracer, guard, stderr, output, keep_output)
 }
 
-fn attach_bpftrace(env: &Env, tag: &str) -> anyhow::Result<Attached> {
+fn attach_bpftrace(env: &Env, tag: &str, script: &Path, mode: Mode) -> anyhow::Result<Attached> {
     let output = env.tmp.join(format!("bpftrace-{tag}.out"));
     let _ = std::fs::remove_file(&output);
     let mut cmd = Command::new("bpftrace");
     cmd.arg("-o")
         .arg(&output)
-        .arg(&env.bpftrace_script)
+        .arg(script)
         // bpftrace's maps are plain hashes of 4096 keys by default; tracer's hold 131072 sockets.
         .env("BPFTRACE_MAP_KEYS_MAX", "262144")
         .stdin(Stdio::null())
@@ -147,7 +153,7 @@ fn attach_bpftrace(env: &Env, tag: &str) -> anyhow::Result<Attached> {
     .with_context(|| format!("bpftrace did not start: {}", stderr.text()))?;
     // BEGIN runs right after the last attach.
     std::thread::sleep(Duration::from_millis(200));
-    Attached::new(Mode::Bpftrace, guard, stderr, output, false)
+    Attached::new(mode, guard, stderr, output, false)
 }
 
 /// N from bpftrace's first line, "Attaching N probes...".
@@ -252,7 +258,7 @@ impl Attached {
                 };
                 d
             }
-            Mode::Bpftrace => {
+            Mode::Bpftrace | Mode::Floor => {
                 let d = count_bpftrace_output(&self.output, &err)?;
                 if d.events == 0 && !status.success() {
                     bail!("bpftrace exited with {status}: {}", err.join("\n"));
@@ -377,6 +383,24 @@ mod tests {
 
     fn lines(s: &[&str]) -> Vec<String> {
         s.iter().map(|l| l.to_string()).collect()
+    }
+
+    fn tracepoints(file: &str) -> std::collections::BTreeSet<String> {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../bench")
+            .join(file);
+        let text = std::fs::read_to_string(&p).unwrap();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("tracepoint:"))
+            .map(|l| l.trim_end_matches([',', ' ', '{', '}']).to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn floor_attaches_what_the_equivalent_script_attaches() {
+        let eq = tracepoints("equivalent.bt");
+        assert_eq!(eq.len(), 26, "{eq:?}");
+        assert_eq!(eq, tracepoints("floor.bt"));
     }
 
     #[test]
