@@ -25,7 +25,10 @@ pub struct Config {
     /// mmap/munmap/brk moves at least this large are single events.
     pub large_mapping_bytes: u64,
     pub options: u32,
-    pub _pad: u32,
+    /// Bulk records are written without waking the collector (it drains on a short timer)
+    /// until this many bytes wait in the bulk ring: a wakeup per record costs more than the
+    /// record.
+    pub bulk_wakeup_bytes: u32,
 }
 
 impl Config {
@@ -40,7 +43,7 @@ impl Config {
             mem_sample_bytes: 0,
             large_mapping_bytes: 0,
             options: 0,
-            _pad: 0,
+            bulk_wakeup_bytes: 0,
         }
     }
 }

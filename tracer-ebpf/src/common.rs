@@ -41,6 +41,9 @@ macro_rules! task_off {
 }
 pub(crate) use {conf, off, task_off};
 
+/// Per-CPU LRU lists: no global lock on the hot paths (socket(), close(), every syscall pair).
+const NO_COMMON_LRU: u32 = aya_ebpf::bindings::BPF_F_NO_COMMON_LRU as u32;
+
 /// Signals, process tree and OOM kills: never shares space with the bulk families.
 #[map]
 pub static CRITICAL: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
@@ -66,7 +69,7 @@ pub struct Owner {
     pub comm: [u8; 16],
 }
 #[map]
-pub static SOCK_OWNER: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(131072, 0);
+pub static SOCK_OWNER: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(131072, NO_COMMON_LRU);
 
 /// Socket fds opened by socket()/accept(), keyed by (tgid << 32 | fd): close() of one of these
 /// is a socket close.
@@ -78,11 +81,11 @@ pub struct SockFd {
     pub _pad: u32,
 }
 #[map]
-pub static SOCK_FDS: LruHashMap<u64, SockFd> = LruHashMap::with_max_entries(262144, 0);
+pub static SOCK_FDS: LruHashMap<u64, SockFd> = LruHashMap::with_max_entries(262144, NO_COMMON_LRU);
 
 /// Arguments saved at sys_enter for the matching sys_exit, per thread (one syscall at a time).
 #[map]
-pub static ARGS: LruHashMap<u32, [u64; 4]> = LruHashMap::with_max_entries(16384, 0);
+pub static ARGS: LruHashMap<u32, [u64; 4]> = LruHashMap::with_max_entries(16384, NO_COMMON_LRU);
 
 /// The current task, by ids only: uid, cgroup and comm are read when a record is written (most
 /// hook hits write nothing, e.g. rss_stat on every page fault).
@@ -245,12 +248,26 @@ pub fn reserve<T: Payload + 'static>(t: &Task) -> Option<RingBufEntry<Record<T>>
     }
 }
 
+/// Flags for submitting a record of kind `T`: critical records wake the collector at once;
+/// bulk ones only when enough has piled up (the collector also drains on a timer).
+#[inline(always)]
+pub fn submit_flags<T: Payload>() -> u64 {
+    use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+    if T::KIND.is_critical() {
+        0
+    } else if BULK.query(BPF_RB_AVAIL_DATA as u64) >= conf!(bulk_wakeup_bytes) as u64 {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
 /// Writes a small record built on the stack.
 #[inline(always)]
 pub fn emit<T: Payload + 'static>(t: &Task, payload: T) {
     if let Some(mut e) = reserve::<T>(t) {
         unsafe { (&raw mut (*e.as_mut_ptr()).payload).write(payload) };
-        e.submit(0);
+        e.submit(submit_flags::<T>());
     }
 }
 

@@ -100,7 +100,7 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Option<()> {
             rec.payload.args_len = n as u16;
         }
     }
-    e.submit(0);
+    e.submit(crate::common::submit_flags::<Exec>());
     Some(())
 }
 

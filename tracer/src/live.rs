@@ -274,6 +274,9 @@ fn feed_user(pipeline: &mut Pipeline, ev: Event) -> anyhow::Result<()> {
 
 /// How often drop counters are read.
 const DROP_POLL: Duration = Duration::from_secs(1);
+/// How often the rings are drained without a wakeup: the kernel writes bulk records without
+/// waking us (see tracer-ebpf's submit_flags), so this bounds their latency.
+pub const BULK_DRAIN: Duration = Duration::from_millis(50);
 
 impl Session {
     /// Feeds the /proc snapshot (taken after attaching, so every process is either in it or
@@ -311,6 +314,8 @@ impl Session {
         let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
         let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
         let mut tick = tokio::time::interval(DROP_POLL);
+        let mut drain_tick = tokio::time::interval(BULK_DRAIN);
+        drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let deadline = async {
             match duration {
                 Some(d) => tokio::time::sleep(d).await,
@@ -325,6 +330,7 @@ impl Session {
                     g = critical.readable_mut() => { let mut g = g?; g.clear_ready(); }
                     g = bulk.readable_mut() => { let mut g = g?; g.clear_ready(); }
                     _ = tick.tick() => { self.poll_drops(pipeline, false)?; }
+                    _ = drain_tick.tick() => {}
                     _ = sigterm.recv() => break,
                     _ = sigint.recv() => break,
                     _ = &mut deadline => break,
