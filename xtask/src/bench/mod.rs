@@ -427,6 +427,9 @@ fn overhead(
         for round in 0..if rounds { args.rounds } else { 0 } {
             wait_quiet(if args.smoke { 0.0 } else { 20.0 });
             for mode in Mode::ALL {
+                if !args.smoke {
+                    wait_quiet(10.0);
+                }
                 let tag = format!("{}-{round}-{}", kind.name(), mode.name());
                 let mut att = tracers::attach(mode, env, &tag)?;
                 if let Some(a) = att.as_mut() {
