@@ -248,14 +248,24 @@ pub fn reserve<T: Payload + 'static>(t: &Task) -> Option<RingBufEntry<Record<T>>
     }
 }
 
-/// Flags for submitting a record of kind `T`: critical records wake the collector at once;
-/// bulk ones only when enough has piled up (the collector also drains on a timer).
+/// Flags for submitting a record of kind `T`: the collector is woken only when a quarter of
+/// the ring waits; otherwise it drains both rings on a 50 ms timer. A wakeup per record costs
+/// more than the record itself.
 #[inline(always)]
 pub fn submit_flags<T: Payload>() -> u64 {
     use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
-    if T::KIND.is_critical() {
-        0
-    } else if BULK.query(BPF_RB_AVAIL_DATA as u64) >= conf!(bulk_wakeup_bytes) as u64 {
+    let (waiting, threshold) = if T::KIND.is_critical() {
+        (
+            CRITICAL.query(BPF_RB_AVAIL_DATA as u64),
+            conf!(critical_wakeup_bytes),
+        )
+    } else {
+        (
+            BULK.query(BPF_RB_AVAIL_DATA as u64),
+            conf!(bulk_wakeup_bytes),
+        )
+    };
+    if waiting >= threshold as u64 {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64

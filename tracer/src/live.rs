@@ -274,8 +274,9 @@ fn feed_user(pipeline: &mut Pipeline, ev: Event) -> anyhow::Result<()> {
 
 /// How often drop counters are read.
 const DROP_POLL: Duration = Duration::from_secs(1);
-/// How often the rings are drained without a wakeup: the kernel writes bulk records without
-/// waking us (see tracer-ebpf's submit_flags), so this bounds their latency.
+/// How often the rings are drained without a wakeup: the kernel writes records without waking
+/// us until a quarter of a ring is used (see tracer-ebpf's submit_flags), so this bounds their
+/// latency.
 pub const BULK_DRAIN: Duration = Duration::from_millis(50);
 
 impl Session {

@@ -171,6 +171,7 @@ impl TraceConfig {
         // Wake the collector early when a quarter of the bulk ring is used; below that it
         // drains on its timer (live::BULK_DRAIN).
         c.bulk_wakeup_bytes = ring_size(self.bulk_ring_bytes) / 4;
+        c.critical_wakeup_bytes = ring_size(self.critical_ring_bytes) / 4;
         c
     }
 
