@@ -21,7 +21,7 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "SKIPPED: not root. Run 'sudo ./test.sh' to load the eBPF programs." >&2
 else
   cargo build -q -p tracer -p tracer-tests
-  TRACER_BIN="$PWD/target/debug/tracer" cargo test -q -p tracer-tests -- --test-threads=1
+  TRACER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/tracer" cargo test -q -p tracer-tests -- --test-threads=1
 fi
 
 step "fuzz the dump reader (bounded)"
