@@ -65,7 +65,7 @@ pub const DEMO_THRESHOLDS: &[&str] = &[
     "mem_min_growth_bytes=32M",
     "pileup_min_open=20",
     "pileup_min_age_s=3",
-    "reset_min_count=20",
+    "reset_min_count=10",
 ];
 
 fn demo_config(args: &AnalysisArgs) -> anyhow::Result<AnalysisConfig> {
