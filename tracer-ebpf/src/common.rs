@@ -46,7 +46,7 @@ const NO_COMMON_LRU: u32 = aya_ebpf::bindings::BPF_F_NO_COMMON_LRU as u32;
 
 /// Signals, process tree and OOM kills: never shares space with the bulk families.
 #[map]
-pub static CRITICAL: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+pub static CRITICAL: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 /// TCP and memory.
 #[map]
 pub static BULK: RingBuf = RingBuf::with_byte_size(8 << 20, 0);

@@ -50,8 +50,9 @@ pub struct TraceArgs {
     /// Ring buffer for TCP and memory events.
     #[arg(long, value_name = "SIZE", default_value = "8M", value_parser = units::parse_size)]
     pub ring_size: u64,
-    /// Ring buffer for signals, process and OOM events (kept apart so floods cannot crowd them out).
-    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = units::parse_size)]
+    /// Ring buffer for signals, process and OOM events (kept apart so floods cannot crowd them
+    /// out; 4M holds the exits and signals of some 20,000 processes killed at once).
+    #[arg(long, value_name = "SIZE", default_value = "4M", value_parser = units::parse_size)]
     pub critical_ring_size: u64,
 }
 
@@ -67,7 +68,7 @@ impl TraceArgs {
             mem_threshold: probes::DEFAULT_MEM_SAMPLE,
             large_mapping: probes::DEFAULT_LARGE_MAPPING,
             ring_size: 8 << 20,
-            critical_ring_size: 1 << 20,
+            critical_ring_size: 4 << 20,
         }
     }
 

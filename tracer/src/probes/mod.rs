@@ -131,7 +131,7 @@ impl Default for TraceConfig {
             sigchld: false,
             mem_sample_bytes: DEFAULT_MEM_SAMPLE,
             large_mapping_bytes: DEFAULT_LARGE_MAPPING,
-            critical_ring_bytes: 1 << 20,
+            critical_ring_bytes: 4 << 20,
             bulk_ring_bytes: 8 << 20,
         }
     }
