@@ -340,6 +340,20 @@ fn host_facts(tracer: &Path) -> std::collections::BTreeMap<String, String> {
         first_line_of(&tracer.to_string_lossy(), &["--version"]),
     );
     h.insert("bpftrace".into(), first_line_of("bpftrace", &["--version"]));
+    // Which tracer was measured: the figures move with every change to the programs.
+    h.insert(
+        "commit".into(),
+        first_line_of(
+            "git",
+            &[
+                "-C",
+                &workspace_root().to_string_lossy(),
+                "describe",
+                "--always",
+                "--dirty",
+            ],
+        ),
+    );
     h
 }
 
