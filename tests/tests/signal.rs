@@ -115,8 +115,9 @@ fn sigchld_is_shown_with_the_flag() {
             "SIGCHLD",
             &e,
             json!({
+                // The kernel sends SIGCHLD (si_code CLD_EXITED > 0: SI_FROMKERNEL).
                 "pid": wp, "comm": "workload", "target_pid": me, "signal_name": "SIGCHLD",
-                "from_kernel": false,
+                "from_kernel": true, "code": 1,
             }),
         ),
         None => k.that(

@@ -6,6 +6,17 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracer_common::{COMM_LEN, HEADER_LEN, Header, Kind, memory, oom, process, signal, tcp};
 
+/// The address a TCP record carries (`family`, 16 address bytes, port) as a socket address:
+/// IPv4 in the first 4 bytes unless the family is AF_INET6.
+pub fn socket_addr(family: u16, a: &[u8; 16], port: u16) -> std::net::SocketAddr {
+    let ip = if family == tracer_common::AF_INET6 {
+        std::net::IpAddr::from(*a)
+    } else {
+        std::net::IpAddr::from([a[0], a[1], a[2], a[3]])
+    };
+    std::net::SocketAddr::new(ip, port)
+}
+
 /// Kind ids of records the collector itself produces (never by the kernel). Stable forever,
 /// like the kernel kinds.
 pub const KIND_PROC_INFO: u16 = 200;
@@ -338,7 +349,7 @@ pub fn header_bytes(ev_header: &Header) -> [u8; HEADER_LEN] {
 /// the kernel wrote them).
 pub fn encode_user_record(ev: &Event) -> Option<Vec<u8>> {
     let (kind, json) = match &ev.body {
-        Body::ProcInfo(p) => (KIND_PROC_INFO, serde_json::to_vec(p).ok()?),
+        Body::ProcInfo(p) => (KIND_PROC_INFO, proc_info_json(p)?),
         Body::Drops(d) => (KIND_DROPS, serde_json::to_vec(d).ok()?),
         _ => return None,
     };
@@ -359,6 +370,54 @@ pub fn encode_user_record(ev: &Event) -> Option<Vec<u8>> {
     out.extend_from_slice(&header_bytes(&h));
     out.extend_from_slice(&json);
     Some(out)
+}
+
+/// A process fact as JSON that fits a record (payload length is a u16): a command line too long
+/// for it keeps its first arguments, cut at a character boundary, and says how much was left
+/// out, rather than the whole fact being lost.
+fn proc_info_json(p: &ProcInfo) -> Option<Vec<u8>> {
+    let json = serde_json::to_vec(p).ok()?;
+    if json.len() <= usize::from(u16::MAX) {
+        return Some(json);
+    }
+    let mut budget = usize::from(u16::MAX) / 2;
+    loop {
+        let mut fit = p.clone();
+        let mut used = 0;
+        let mut kept = Vec::new();
+        for arg in &p.cmdline {
+            if used + arg.len() > budget {
+                let room = budget.saturating_sub(used);
+                let cut = (0..=room.min(arg.len()))
+                    .rev()
+                    .find(|&i| arg.is_char_boundary(i))
+                    .unwrap_or(0);
+                kept.push(arg[..cut].to_owned());
+                break;
+            }
+            used += arg.len();
+            kept.push(arg.clone());
+        }
+        let left_out: usize = p.cmdline.iter().map(String::len).sum::<usize>() - used;
+        kept.push(format!(
+            "[{left_out} more bytes of command line not recorded]"
+        ));
+        fit.cmdline = kept;
+        for s in [&mut fit.exe, &mut fit.cgroup] {
+            if s.len() > budget {
+                let cut = (0..=budget)
+                    .rev()
+                    .find(|&i| s.is_char_boundary(i))
+                    .unwrap_or(0);
+                s.truncate(cut);
+            }
+        }
+        let json = serde_json::to_vec(&fit).ok()?;
+        if json.len() <= usize::from(u16::MAX) || budget == 0 {
+            return (json.len() <= usize::from(u16::MAX)).then_some(json);
+        }
+        budget /= 2;
+    }
 }
 
 /// Test helper and synthetic-event builder: encodes a kernel payload with a header, exactly as
@@ -551,5 +610,46 @@ mod tests {
             decode(&broken),
             Err(DecodeError::BadPayload { .. })
         ));
+    }
+
+    #[test]
+    fn a_huge_command_line_is_cut_not_lost() {
+        let info = ProcInfo {
+            pid: 7,
+            comm: "java".into(),
+            exe: "/usr/bin/java".into(),
+            // 3,000 arguments of 40 bytes, some multi-byte and some needing JSON escapes.
+            cmdline: (0..3000)
+                .map(|i| format!("-Dkey{i}=\"é\u{1}valuevaluevaluevaluevalue"))
+                .collect(),
+            nofile_limit: Some(64),
+            ..ProcInfo::default()
+        };
+        let ev = Event {
+            ts_ns: 1,
+            cpu: 0,
+            tgid: 7,
+            tid: 7,
+            uid: 0,
+            cgroup_id: 0,
+            comm: Comm::new("java"),
+            body: Body::ProcInfo(Box::new(info.clone())),
+        };
+        let bytes = encode_user_record(&ev).expect("cut to fit");
+        let Body::ProcInfo(back) = decode(&bytes).unwrap().body else {
+            panic!("not a ProcInfo");
+        };
+        assert_eq!(back.nofile_limit, Some(64), "the limits survive");
+        assert_eq!(back.exe, info.exe);
+        assert_eq!(
+            back.cmdline[..100],
+            info.cmdline[..100],
+            "first arguments kept whole"
+        );
+        let note = back.cmdline.last().unwrap();
+        assert!(
+            note.contains("more bytes of command line not recorded"),
+            "{note}"
+        );
     }
 }

@@ -23,3 +23,4 @@ pub mod report;
 pub mod sandbox;
 pub mod scenario;
 pub mod units;
+pub mod vocab;

@@ -269,8 +269,18 @@ fn proc_event(info: ProcInfo, ts_ns: u64) -> Event {
 
 /// Feeds a collector-made record (process info, drops) through the pipeline with its framing.
 fn feed_user(pipeline: &mut Pipeline, ev: Event) -> anyhow::Result<()> {
-    let raw = event::encode_user_record(&ev).unwrap_or_default();
-    pipeline.feed(&ev, &raw)
+    match event::encode_user_record(&ev) {
+        Some(raw) => pipeline.feed(&ev, &raw),
+        None => {
+            // Cannot happen for the records we make (they are cut to fit); never store an
+            // empty record in their place.
+            tracing::warn!(
+                pid = ev.tgid,
+                "a collector record could not be encoded; skipped"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// How often drop counters are read.

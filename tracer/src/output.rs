@@ -1,127 +1,24 @@
 //! Rendering events for people (one line each) and for scripts (one JSON object per line).
 //! The only module that writes to stdout.
-use std::{
-    io::{self, Write},
-    net::{Ipv4Addr, Ipv6Addr},
-};
+use std::io::{self, Write};
 
 use serde_json::{Map, Value, json};
-use tracer_common::{AF_INET6, memory, signal::SI_KERNEL, tcp};
+use tracer_common::{memory, tcp};
 
 use crate::{
-    event::{Body, Comm, Event},
+    event::{Body, Comm, Event, socket_addr},
     pipeline::{Ctx, Sink},
+    units::bytes_human,
+    vocab::{errno_name, signal_from_kernel, signal_name, tcp_state_name, wait_status},
 };
 
-pub fn tcp_state_name(s: u16) -> &'static str {
-    match s {
-        tcp::state::ESTABLISHED => "ESTABLISHED",
-        tcp::state::SYN_SENT => "SYN_SENT",
-        tcp::state::SYN_RECV => "SYN_RECV",
-        tcp::state::FIN_WAIT1 => "FIN_WAIT1",
-        tcp::state::FIN_WAIT2 => "FIN_WAIT2",
-        tcp::state::TIME_WAIT => "TIME_WAIT",
-        tcp::state::CLOSE => "CLOSE",
-        tcp::state::CLOSE_WAIT => "CLOSE_WAIT",
-        tcp::state::LAST_ACK => "LAST_ACK",
-        tcp::state::LISTEN => "LISTEN",
-        tcp::state::CLOSING => "CLOSING",
-        tcp::state::NEW_SYN_RECV => "NEW_SYN_RECV",
-        _ => "UNKNOWN",
-    }
-}
-
-pub fn signal_name(sig: i32) -> String {
-    const NAMES: [&str; 32] = [
-        "0",
-        "SIGHUP",
-        "SIGINT",
-        "SIGQUIT",
-        "SIGILL",
-        "SIGTRAP",
-        "SIGABRT",
-        "SIGBUS",
-        "SIGFPE",
-        "SIGKILL",
-        "SIGUSR1",
-        "SIGSEGV",
-        "SIGUSR2",
-        "SIGPIPE",
-        "SIGALRM",
-        "SIGTERM",
-        "SIGSTKFLT",
-        "SIGCHLD",
-        "SIGCONT",
-        "SIGSTOP",
-        "SIGTSTP",
-        "SIGTTIN",
-        "SIGTTOU",
-        "SIGURG",
-        "SIGXCPU",
-        "SIGXFSZ",
-        "SIGVTALRM",
-        "SIGPROF",
-        "SIGWINCH",
-        "SIGIO",
-        "SIGPWR",
-        "SIGSYS",
-    ];
-    match usize::try_from(sig) {
-        Ok(i) if i > 0 && i < NAMES.len() => NAMES[i].to_owned(),
-        _ if (34..=64).contains(&sig) => format!("SIGRTMIN+{}", sig - 34),
-        _ => format!("SIG{sig}"),
-    }
-}
-
-pub fn errno_name(e: i32) -> String {
-    let e = e.abs();
-    let name = match e {
-        1 => "EPERM",
-        2 => "ENOENT",
-        4 => "EINTR",
-        9 => "EBADF",
-        11 => "EAGAIN",
-        12 => "ENOMEM",
-        13 => "EACCES",
-        14 => "EFAULT",
-        22 => "EINVAL",
-        23 => "ENFILE",
-        24 => "EMFILE",
-        32 => "EPIPE",
-        38 => "ENOSYS",
-        53 => "ECONNABORTED",
-        97 => "EAFNOSUPPORT",
-        98 => "EADDRINUSE",
-        99 => "EADDRNOTAVAIL",
-        101 => "ENETUNREACH",
-        103 => "ECONNABORTED",
-        104 => "ECONNRESET",
-        105 => "ENOBUFS",
-        110 => "ETIMEDOUT",
-        111 => "ECONNREFUSED",
-        113 => "EHOSTUNREACH",
-        114 => "EALREADY",
-        115 => "EINPROGRESS",
-        _ => return format!("E{e}"),
-    };
-    name.to_owned()
-}
-
 pub fn ip(family: u16, a: &[u8; 16]) -> String {
-    if family == AF_INET6 {
-        Ipv6Addr::from(*a).to_string()
-    } else {
-        Ipv4Addr::new(a[0], a[1], a[2], a[3]).to_string()
-    }
+    socket_addr(family, a, 0).ip().to_string()
 }
 
 /// `addr:port`, with brackets for IPv6.
 pub fn endpoint(family: u16, a: &[u8; 16], port: u16) -> String {
-    if family == AF_INET6 {
-        format!("[{}]:{port}", ip(family, a))
-    } else {
-        format!("{}:{port}", ip(family, a))
-    }
+    socket_addr(family, a, port).to_string()
 }
 
 fn family_name(f: u16) -> &'static str {
@@ -132,16 +29,6 @@ fn family_name(f: u16) -> &'static str {
         16 => "netlink",
         17 => "packet",
         _ => "other",
-    }
-}
-
-/// Splits a kernel wait status into (exit code, fatal signal).
-pub fn wait_status(code: i32) -> (Option<i32>, Option<i32>) {
-    let sig = code & 0x7f;
-    if sig == 0 {
-        (Some((code >> 8) & 0xff), None)
-    } else {
-        (None, Some(sig))
     }
 }
 
@@ -239,7 +126,7 @@ pub fn to_json(ev: &Event, ctx: &Ctx<'_>) -> Value {
             put("target_pid", json!(s.target_pid));
             put("target_comm", json!(Comm(s.target_comm)));
             put("code", json!(s.code));
-            put("from_kernel", json!(s.code == SI_KERNEL));
+            put("from_kernel", json!(signal_from_kernel(s.code)));
             put("result", json!(s.result));
         }
         Body::Fork(f) => put("child_pid", json!(f.child_pid)),
@@ -371,21 +258,6 @@ pub fn prot_string(p: u32) -> String {
     s
 }
 
-pub fn bytes_human(b: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
-}
-
 fn who(pid: u32, ctx: &Ctx<'_>) -> String {
     match ctx.procs.get(pid) {
         Some(p) => format!("{pid}({})", p.comm),
@@ -457,7 +329,11 @@ pub fn to_line(ev: &Event, ctx: &Ctx<'_>) -> String {
             signal_name(s.sig),
             s.target_pid,
             Comm(s.target_comm),
-            if s.code == SI_KERNEL { " [kernel]" } else { "" }
+            if signal_from_kernel(s.code) {
+                " [kernel]"
+            } else {
+                ""
+            }
         ),
         Body::Fork(f) => format!("child {}", f.child_pid),
         Body::Exec(x) => format!("{} [{}]", x.filename, escape_controls(&x.args.join(" "))),

@@ -12,7 +12,8 @@ use serde_json::{Map, Value, json};
 use crate::{
     analysis::{AnalysisArgs, Engine, Finding, FindingUpdate, Severity, state::MemTrack},
     host::HostInfo,
-    output::{self, bytes_human},
+    output,
+    units::bytes_human,
 };
 
 /// Options of `tracer report` (and of the summary `replay` may print).

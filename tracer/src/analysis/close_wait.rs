@@ -11,10 +11,7 @@ use super::{
     Analysis, AnalysisConfig, CloseWait as Evidence_, Cx, Evidence, Finding, Severity, comm_of, ns,
     round, secs,
 };
-use crate::{
-    event::{Body, Event},
-    output::endpoint,
-};
+use crate::event::{Body, Event, socket_addr};
 
 struct Stuck {
     owner: u32,
@@ -108,7 +105,7 @@ impl Analysis for CloseWaits {
                         unaccepted,
                         since_ns: ev.ts_ns,
                         local_port: t.sport,
-                        remote: endpoint(t.family, &t.daddr, t.dport),
+                        remote: socket_addr(t.family, &t.daddr, t.dport).to_string(),
                     },
                 );
             }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use super::{Analysis, AnalysisConfig, Cx, Evidence, FdExhaustion, Finding, Severity, comm_of};
 use crate::{
     event::{Body, Event},
-    output::errno_name,
+    vocab::errno_name,
 };
 
 const EMFILE: i32 = 24;

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     event::{Body, Event},
-    output::bytes_human,
+    units::bytes_human,
 };
 
 pub struct Runaways {

@@ -7,7 +7,7 @@ use tracer_common::oom::{OOM_HAS_COMM, OOM_HAS_MEMORY};
 use super::{Analysis, Cx, Evidence, Finding, OomKillEvidence, Severity, comm_of, round};
 use crate::{
     event::{Body, Comm, Event},
-    output::bytes_human,
+    units::bytes_human,
 };
 
 /// OOM kills kept (each is its own finding).

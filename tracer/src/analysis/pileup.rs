@@ -10,10 +10,7 @@ use tracer_common::tcp::state as tcp;
 use super::{
     Analysis, AnalysisConfig, ConnPileup, Cx, Evidence, Finding, Severity, comm_of, ns, round, secs,
 };
-use crate::{
-    event::{Body, Event},
-    output::endpoint,
-};
+use crate::event::{Body, Event, socket_addr};
 
 struct Conn {
     owner: u32,
@@ -72,7 +69,7 @@ impl Analysis for Pileups {
                     return false;
                 }
                 self.close(t.skaddr);
-                let remote = endpoint(t.family, &t.daddr, t.dport);
+                let remote = socket_addr(t.family, &t.daddr, t.dport).to_string();
                 self.totals
                     .entry((owner, remote.clone()))
                     .or_default()

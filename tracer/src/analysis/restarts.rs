@@ -18,8 +18,8 @@ use super::{
 };
 use crate::{
     event::{Body, Event},
-    output::{signal_name, wait_status},
     proc_table::ProcEntry,
+    vocab::{signal_name, wait_status},
 };
 
 const MAX_LIST: usize = 32;
@@ -157,7 +157,7 @@ impl Analysis for RestartLoops {
                     && self.fatal.contains(&s.sig)
                     && s.target_pid > 0 =>
             {
-                let from = if super::signals::from_kernel(s.code) {
+                let from = if crate::vocab::signal_from_kernel(s.code) {
                     "the kernel".to_owned()
                 } else {
                     format!(

@@ -16,18 +16,13 @@ use super::{
 };
 use crate::{
     event::{Body, Comm, Event},
-    output::signal_name,
+    vocab::{signal_from_kernel, signal_name},
 };
 
 /// `TRACE_SIGNAL_IGNORED`.
 const RESULT_IGNORED: i32 = 1;
 /// Distinct (sender, target, signal) groups kept; beyond, new ones are not tracked.
 const MAX_GROUPS: usize = 4096;
-
-/// Whether a signal's si_code says the kernel generated it.
-pub fn from_kernel(code: i32) -> bool {
-    code > 0
-}
 
 struct Group {
     ev: SignalSource,
@@ -62,7 +57,7 @@ impl Analysis for SignalSources {
     fn observe(&mut self, ev: &Event, cx: &Cx<'_>) -> bool {
         match &ev.body {
             Body::Signal(s) if Self::is_reported(&self.fatal, s.sig, s.result) => {
-                let kernel = from_kernel(s.code);
+                let kernel = signal_from_kernel(s.code);
                 let target_comm = Comm(s.target_comm).to_string();
                 let key = (
                     if kernel { 0 } else { ev.tgid },

@@ -9,7 +9,8 @@ use tracer_common::{process::EXIT_CODE_KNOWN, tcp::state as tcp};
 use super::{Cx, Finding, comm_of, signals};
 use crate::{
     event::{Body, Comm, Event},
-    output::{bytes_human, errno_name, signal_name, wait_status},
+    units::bytes_human,
+    vocab::{errno_name, signal_name, wait_status},
 };
 
 /// Connection lifetimes are tracked in milliseconds up to a week; longer ones are outliers.
@@ -199,7 +200,7 @@ impl Timeline {
                 if signals::SignalSources::is_reported(&self.fatal, s.sig, s.result) =>
             {
                 let target = s.target_pid.max(0) as u32;
-                let from = if signals::from_kernel(s.code) {
+                let from = if crate::vocab::signal_from_kernel(s.code) {
                     format!("the kernel (in {} {})", ev.tgid, ev.comm)
                 } else {
                     let cmd = cx
