@@ -112,6 +112,10 @@ pub struct SocketLeak {
     pub opened: u64,
     pub closed: u64,
     pub fd_limit: Option<u64>,
+    /// Why it is a leak and not a ramp: of `intervals` equal sub-intervals of the window, the
+    /// number at whose end more sockets were open than at any earlier bound (a new high).
+    pub rising_intervals: u64,
+    pub intervals: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

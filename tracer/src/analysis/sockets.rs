@@ -2,8 +2,12 @@
 //!
 //! Open sockets per process = the /proc baseline (ProcInfo.open_sockets) + successful socket()
 //! and accept() − close() of those sockets; reset at exec and exit. A leak is growth over a
-//! sliding window that is large, fast and steady (each third of the window higher than the
-//! one before), sustained long enough that a burst of connections at start-up does not count.
+//! sliding window that is large and fast (net growth and fitted rate above their thresholds)
+//! and a trend, not a step: the window is split into [`INTERVALS`] equal sub-intervals, and
+//! the count must have reached a new high in at least [`MIN_RISING`] of them, one of them at
+//! least in the last third of the window (still growing now). A burst of connections that
+//! then stays connected makes a new high in one or two sub-intervals only; a pool that swings
+//! up and down makes few, and its fitted rate stays low.
 use std::collections::{BTreeMap, VecDeque};
 
 use super::{
@@ -11,6 +15,11 @@ use super::{
     secs, slope,
 };
 use crate::event::{Body, Event};
+
+/// Sub-intervals the window is split into for the trend test.
+const INTERVALS: usize = 6;
+/// Sub-intervals that must end at a new high: two thirds.
+const MIN_RISING: usize = (2 * INTERVALS).div_ceil(3);
 
 #[derive(Default)]
 struct Proc {
@@ -148,9 +157,14 @@ impl Analysis for SocketLeaks {
             }
             let Some(rate) = slope(&pts) else { continue };
             let per_min = rate * 60.0;
-            if per_min < self.min_per_min || !steady(&pts) {
+            if per_min < self.min_per_min {
                 continue;
             }
+            let rises = rising(&p.series, start, now_ns.max(start));
+            if !is_trend(&rises) {
+                continue;
+            }
+            let rising_n = rises.iter().filter(|&&r| r).count();
             let comm = comm_of(cx.procs, pid, &p.comm);
             let fd_limit = cx.procs.get(pid).and_then(|e| e.nofile_limit);
             let open = p.open.max(0) as u64;
@@ -164,7 +178,7 @@ impl Analysis for SocketLeaks {
             out.push(Finding {
                 severity,
                 summary: format!(
-                    "{pid} ({comm}) leaks sockets: {open} open, +{} in {:.0} s ({:.0}/min){limit_note}",
+                    "{pid} ({comm}) leaks sockets: {open} open, +{} in {:.0} s ({:.0}/min, grew in {rising_n} of {INTERVALS} intervals){limit_note}",
                     growth as u64,
                     secs(now_ns.saturating_sub(start)),
                     per_min
@@ -181,6 +195,8 @@ impl Analysis for SocketLeaks {
                     opened: p.opened,
                     closed: p.closed,
                     fd_limit,
+                    rising_intervals: rising_n as u64,
+                    intervals: INTERVALS as u64,
                 }),
             });
         }
@@ -189,20 +205,35 @@ impl Analysis for SocketLeaks {
     }
 }
 
-/// Growth that keeps on: the mean of each third of the window is above the previous third's.
-fn steady(pts: &[(f64, f64)]) -> bool {
-    let n = pts.len();
-    let third = |a: usize, b: usize| {
-        let s = &pts[a..b.max(a + 1).min(n)];
-        s.iter().map(|p| p.1).sum::<f64>() / s.len() as f64
+/// For each of [`INTERVALS`] equal sub-intervals of `[start, end]`: whether more sockets were
+/// open at its end than ever before at the sub-intervals' bounds (a new high: a pool that
+/// swings down and back up does not count twice). The level at a time is that of the last point at or
+/// before it (the first point when there is none).
+fn rising(series: &VecDeque<(u64, i64)>, start: u64, end: u64) -> [bool; INTERVALS] {
+    let level = |t: u64| {
+        let i = series.partition_point(|&(pt, _)| pt <= t);
+        series[i.saturating_sub(1)].1
     };
-    let (a, b) = (n / 3, 2 * n / 3);
-    let (m1, m2, m3) = (
-        third(0, a.max(1)),
-        third(a.max(1), b.max(2)),
-        third(b.max(2), n),
-    );
-    m1 < m2 && m2 < m3
+    let span = end - start;
+    let at = |k: usize| start + (span as u128 * k as u128 / INTERVALS as u128) as u64;
+    let mut out = [false; INTERVALS];
+    if series.is_empty() {
+        return out;
+    }
+    let mut high = level(start);
+    for (k, r) in out.iter_mut().enumerate() {
+        let v = level(at(k + 1));
+        *r = v > high;
+        high = high.max(v);
+    }
+    out
+}
+
+/// A trend, not a step: risen across most sub-intervals, and still rising in the last third.
+fn is_trend(rises: &[bool; INTERVALS]) -> bool {
+    let n = rises.iter().filter(|&&r| r).count();
+    let last_third = &rises[INTERVALS - INTERVALS / 3..];
+    n >= MIN_RISING && last_third.iter().any(|&r| r)
 }
 
 #[cfg(test)]
@@ -262,5 +293,105 @@ mod tests {
         }
         s.finish();
         assert!(s.findings_of("socket_leak").is_empty());
+    }
+
+    /// The redis false alarm: 100 clients connect in a 2 s burst and stay connected; a health
+    /// check opens and closes a socket every second. Never a leak, wherever the window is.
+    #[test]
+    fn a_burst_of_clients_that_stays_connected_is_not_a_leak() {
+        let mut s = Stream::new();
+        s.proc_info(500, 1, "redis-server", |i| i.open_sockets = Some(2));
+        for k in 0..100u64 {
+            s.at(1_000 + k * 20)
+                .accept(500, "redis-server", 10 + k as i32, 6379);
+        }
+        for sec in 2..200u64 {
+            s.at(sec * 1000).socket_open(500, "redis-server", 900);
+            s.at(sec * 1000 + 10).socket_close(500, "redis-server", 900);
+            // Findings stay once raised: checking at each position checks every window.
+            if [10, 22, 30, 45, 61, 75, 120, 199].contains(&sec) {
+                let f = s.findings_of("socket_leak");
+                assert!(f.is_empty(), "at {sec} s: {f:#?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_steady_leak_of_two_sockets_a_second_is_a_leak_that_grew_in_every_interval() {
+        let mut s = Stream::new();
+        s.proc_info(510, 1, "node", |i| i.open_sockets = Some(10));
+        for sec in 0..90u64 {
+            s.at(sec * 1000 + 100).accept(510, "node", 20, 8080);
+            s.at(sec * 1000 + 600).accept(510, "node", 21, 8080);
+        }
+        let e = s.json_of("socket_leak");
+        assert_eq!(e["pid"], 510);
+        assert_eq!(e["comm"], "node");
+        assert_eq!(e["open_sockets"], 10 + 180);
+        let rate = e["growth_per_min"].as_f64().unwrap();
+        assert!((100.0..140.0).contains(&rate), "{rate}");
+        assert_eq!(e["rising_intervals"], 6);
+        assert_eq!(e["intervals"], 6);
+        let summary = e["summary"].as_str().unwrap();
+        assert!(summary.contains("grew in 6 of 6 intervals"), "{summary}");
+    }
+
+    /// Leaks in batches: +25 at once every 12 s, nothing in between.
+    #[test]
+    fn a_staircase_leak_with_pauses_is_a_leak() {
+        let mut s = Stream::new();
+        s.proc_info(520, 1, "java", |i| i.open_sockets = Some(30));
+        for step in 0..10u64 {
+            for k in 0..25u64 {
+                s.at(step * 12_000 + k * 10)
+                    .socket_open(520, "java", 100 + k as i32);
+            }
+            s.at(step * 12_000 + 11_000).tick();
+        }
+        let e = s.json_of("socket_leak");
+        assert_eq!(e["pid"], 520);
+        let rising = e["rising_intervals"].as_u64().unwrap();
+        assert!((4..=6).contains(&rising), "{e:#}");
+        assert_eq!(e["intervals"], 6);
+    }
+
+    /// A pool that grows by 60 over 10 s, then shrinks back over 10 s, again and again: flat on
+    /// average, though each swing alone is as large as the minimum growth.
+    #[test]
+    fn a_churning_pool_that_is_flat_on_average_is_not_a_leak() {
+        let mut s = Stream::new();
+        s.proc_info(530, 1, "pgbouncer", |i| i.open_sockets = Some(20));
+        for sec in 0..300u64 {
+            let up = sec % 20 < 10;
+            for k in 0..10u64 {
+                let t = sec * 1000 + k * 50;
+                s.at(t).socket_open(530, "pgbouncer", 100);
+                s.at(t + 20).socket_close(530, "pgbouncer", 100);
+            }
+            for k in 0..6u64 {
+                let t = sec * 1000 + 600 + k * 50;
+                if up {
+                    s.at(t).socket_open(530, "pgbouncer", 200 + k as i32);
+                } else {
+                    s.at(t).socket_close(530, "pgbouncer", 200 + k as i32);
+                }
+            }
+        }
+        let f = s.findings_of("socket_leak");
+        assert!(f.is_empty(), "{f:#?}");
+    }
+
+    #[test]
+    fn the_trend_rule_needs_most_intervals_and_recent_growth() {
+        use super::{INTERVALS, MIN_RISING, is_trend};
+        assert_eq!((INTERVALS, MIN_RISING), (6, 4));
+        assert!(is_trend(&[true; 6]));
+        assert!(is_trend(&[false, true, false, true, true, true]));
+        assert!(is_trend(&[true, true, true, false, true, false]));
+        // A step then a plateau.
+        assert!(!is_trend(&[true, false, false, false, false, false]));
+        // A ramp that stopped a third of a window ago.
+        assert!(!is_trend(&[true, true, true, true, false, false]));
+        assert!(!is_trend(&[true, false, true, false, true, false]));
     }
 }
