@@ -393,6 +393,7 @@ fn proc_info_json(p: &ProcInfo) -> Option<Vec<u8>> {
                     .find(|&i| arg.is_char_boundary(i))
                     .unwrap_or(0);
                 kept.push(arg[..cut].to_owned());
+                used += cut;
                 break;
             }
             used += arg.len();
