@@ -1,12 +1,14 @@
-//! TCP: the connection lifecycle over IPv4 and IPv6 with owner attribution, resets in both
-//! directions, refused connects, and accept() failing with EMFILE.
+//! TCP: the connection model (conn_open, conn_close with what was counted, conn_status for a
+//! socket left in CLOSE_WAIT or a request without answer), every state change with owner
+//! attribution under `--tcp-states`, over IPv4 and IPv6; resets in both directions, refused
+//! connects, and accept() failing with EMFILE.
 //!
 //! The server is a `workload tcp-server` child (so that its events are told apart from the
 //! client's by pid); the client is this test process.
 use std::{
-    io::Read,
+    io::{Read, Write},
     mem,
-    net::{SocketAddr, TcpStream},
+    net::{SocketAddr, TcpListener, TcpStream},
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
@@ -19,6 +21,12 @@ use tracer_tests::{
 /// every event of the `--pid` process's children (see filters.rs,
 /// `pid_filter_follows_children_without_process_events`).
 const TCP: &[&str] = &["--events", "tcp,process"];
+/// The same, with every TCP state change too.
+const TCP_STATES: &[&str] = &["--events", "tcp,process", "--tcp-states"];
+
+fn is_accept(e: &Value, pid: u32) -> bool {
+    e.is("conn_open", pid) && e["role"] == "accept"
+}
 
 /// What both ends of one loopback connection really are.
 struct Conn {
@@ -87,16 +95,157 @@ fn is_state(e: &Value, sport: u64, dport: u64) -> bool {
     e.kind() == "tcp_state" && e["sport"] == sport && e["dport"] == dport
 }
 
-fn lifecycle(bind: &str, family: &str) {
+/// The default: the kernel keeps each connection's state and counts, and says it opened and
+/// closed (two records per end), what it carried, and when it sat in CLOSE_WAIT or waited for an
+/// answer (conn_status, from the collector's read of the kernel's map once a second).
+fn connection_model(bind: &str, family: &str) {
     if !require_root() {
         return;
     }
     let me = test_pid();
     let t = Tracer::for_test(TCP);
+    let listener = TcpListener::bind(bind).expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let port = addr.port() as u64;
+    let mut client = TcpStream::connect(addr).expect("connect");
+    let cport = client.local_addr().unwrap().port() as u64;
+    let (mut server, _) = listener.accept().expect("accept");
+    client.write_all(b"hello").unwrap();
+    let mut buf = [0u8; 16];
+    server.read_exact(&mut buf[..5]).unwrap();
+    server.write_all(b"world!!").unwrap();
+    client.read_exact(&mut buf[..7]).unwrap();
+    let (client_fd, server_fd) = (client.as_raw_fd() as i64, server.as_raw_fd() as i64);
+
+    // The client closes, the server does not: after a second its socket is reported.
+    drop(client);
+    let cw = t.wait_for("the server's socket reported in CLOSE_WAIT", |e| {
+        e.is("conn_status", me) && e["status"] == "close_wait" && e["sport"] == port
+    });
+    assert_fields(
+        &cw,
+        json!({
+            "state": "CLOSE_WAIT", "role": "accept", "dport": cport, "owner_pid": me,
+            "family": family, "bytes_in": 5, "bytes_out": 7,
+        }),
+    );
+    assert!(cw.u64_of("for_ms").is_some_and(|ms| ms >= 1000), "{cw}");
+    drop(server);
+    t.wait_for("the CLOSE_WAIT report cleared", |e| {
+        e.is("conn_status", me) && e["status"] == "cleared" && e["sport"] == port
+    });
+
+    // A request without an answer, until it gets one.
+    let mut asker = TcpStream::connect(addr).expect("connect");
+    let aport = asker.local_addr().unwrap().port() as u64;
+    let (mut silent, _) = listener.accept().expect("accept");
+    asker.write_all(b"SELECT 1;").unwrap();
+    let un = t.wait_for("the unanswered request", |e| {
+        e.is("conn_status", me) && e["status"] == "unanswered" && e["sport"] == aport
+    });
+    assert_fields(
+        &un,
+        json!({"state": "ESTABLISHED", "role": "connect", "dport": port, "bytes_out": 9, "bytes_in": 0}),
+    );
+    silent.write_all(b"1\n").unwrap();
+    asker.read_exact(&mut buf[..2]).unwrap();
+    t.wait_for("the answered request cleared", |e| {
+        e.is("conn_status", me) && e["status"] == "cleared" && e["sport"] == aport
+    });
+    drop(asker);
+    drop(silent);
+    t.wait_for("the asker's conn_close", |e| {
+        e.is("conn_close", me) && e["sport"] == aport
+    });
+    drop(listener);
+    let ev = t.stop().events;
+    let mut k = Checks::new();
+    k.find_with(
+        "the client's conn_open",
+        &ev,
+        |e| e.is("conn_open", me) && e["sport"] == cport,
+        json!({"role": "connect", "fd": client_fd, "family": family, "daddr": addr.ip().to_string(), "dport": port}),
+    );
+    k.find_with(
+        "the server's conn_open",
+        &ev,
+        |e| e.is("conn_open", me) && e["sport"] == port && e["dport"] == cport,
+        json!({"role": "accept", "fd": server_fd, "family": family, "saddr": addr.ip().to_string()}),
+    );
+    k.find_with(
+        "the client's conn_close",
+        &ev,
+        |e| e.is("conn_close", me) && e["sport"] == cport,
+        json!({
+            "role": "connect", "fd": client_fd, "state": "ESTABLISHED", "closed_first": "local",
+            "bytes_in": 7, "bytes_out": 5, "dport": port,
+        }),
+    );
+    if let Some(sc) = k.find_with(
+        "the server's conn_close",
+        &ev,
+        |e| e.is("conn_close", me) && e["sport"] == port && e["dport"] == cport,
+        json!({
+            "role": "accept", "fd": server_fd, "state": "CLOSE_WAIT", "closed_first": "peer",
+            "bytes_in": 5, "bytes_out": 7,
+        }),
+    ) {
+        k.that(
+            sc.u64_of("duration_ms").is_some_and(|ms| ms >= 1000),
+            format!("open for over a second: {sc}"),
+        );
+    }
+    // Two records per end of a connection, nothing for each state change, nor a socket_open
+    // for a connected socket.
+    let of_first = |e: &&Value| {
+        (e["sport"] == cport && e["dport"] == port) || (e["sport"] == port && e["dport"] == cport)
+    };
+    let first: Vec<&Value> = ev.iter().filter(of_first).collect();
+    let lifecycle: Vec<&Value> = first
+        .iter()
+        .copied()
+        .filter(|e| matches!(e.kind(), "conn_open" | "conn_close"))
+        .collect();
+    k.that(
+        lifecycle.len() == 4,
+        format!(
+            "4 lifecycle records for one connection, got {}: {lifecycle:?}",
+            lifecycle.len()
+        ),
+    );
+    k.that(
+        !first.iter().any(|e| e.kind() == "tcp_state"),
+        "no tcp_state records by default",
+    );
+    k.that(
+        !ev.iter()
+            .any(|e| e.is("socket_open", me) && e["fd"] == client_fd),
+        "no socket_open for a connected TCP socket",
+    );
+    k.finish(&ev);
+}
+
+#[test]
+fn connection_model_ipv4() {
+    connection_model("127.0.0.1:0", "inet");
+}
+
+#[test]
+fn connection_model_ipv6() {
+    connection_model("[::1]:0", "inet6");
+}
+
+/// `--tcp-states`: every state change, each attributed to its socket's owner.
+fn lifecycle_states(bind: &str, family: &str) {
+    if !require_root() {
+        return;
+    }
+    let me = test_pid();
+    let t = Tracer::for_test(TCP_STATES);
     let mut c = connect(bind);
     let sp = c.server.pid();
     let (port, cport) = (c.port, c.client_port);
-    t.wait_for("the server's tcp_accept", |e| e.is("tcp_accept", sp));
+    t.wait_for("the server's conn_open", |e| is_accept(e, sp));
 
     // The client closes, the server does not: the server's socket sits in CLOSE_WAIT.
     drop(c.client);
@@ -131,27 +280,21 @@ fn lifecycle(bind: &str, family: &str) {
         json!({"old_state": "CLOSE", "family": family, "saddr": c.ip, "owner_pid": sp}),
     );
     k.find_with(
-        "the server's tcp_accept",
+        "the server's conn_open",
         &ev,
-        |e| e.is("tcp_accept", sp),
+        |e| is_accept(e, sp),
         json!({
-            "comm": "workload", "ppid": me, "fd": c.accepted_fd, "listen_fd": c.listen_fd,
+            "comm": "workload", "ppid": me, "fd": c.accepted_fd,
             "family": family, "saddr": c.ip, "sport": port, "daddr": c.client_ip, "dport": cport,
         }),
     );
 
-    // The client (this process): socket(), connect(), SYN_SENT -> ESTABLISHED.
-    k.find_with(
-        "the client's socket_open",
-        &ev,
-        |e| e.is("socket_open", me) && e["fd"] == c.client_fd,
-        json!({"family": family, "sock_type": 1}),
-    );
+    // The client (this process): connect(), SYN_SENT -> ESTABLISHED.
     if let Some(conn) = k.find_with(
-        "the client's tcp_connect",
+        "the client's conn_open",
         &ev,
-        |e| e.is("tcp_connect", me),
-        json!({"fd": c.client_fd, "daddr": c.ip, "dport": port}),
+        |e| e.is("conn_open", me) && e["role"] == "connect",
+        json!({"fd": c.client_fd, "saddr": c.client_ip, "sport": cport, "daddr": c.ip, "dport": port}),
     ) {
         k.that(
             conn.get("error").is_none(),
@@ -193,7 +336,7 @@ fn lifecycle(bind: &str, family: &str) {
         "client's ESTABLISHED -> FIN_WAIT1 on close",
     );
     // Every state change of the server's accepted socket after accept() is the server's.
-    let accepted_at = position(&ev, |e| e.is("tcp_accept", sp)).unwrap_or(0);
+    let accepted_at = position(&ev, |e| is_accept(e, sp)).unwrap_or(0);
     let server_states: Vec<&Value> = ev[accepted_at..]
         .iter()
         .filter(|e| is_state(e, port, cport))
@@ -225,23 +368,21 @@ fn lifecycle(bind: &str, family: &str) {
 
     // close() of both sockets; CLOSE_WAIT came before the server's close.
     k.find_with(
-        "the client's socket_close",
+        "the client's conn_close",
         &ev,
-        |e| e.is("socket_close", me) && e["fd"] == c.client_fd,
-        json!({"family": family}),
+        |e| e.is("conn_close", me) && e["fd"] == c.client_fd,
+        json!({"family": family, "state": "ESTABLISHED", "closed_first": "local"}),
     );
     k.find_with(
-        "the server's socket_close",
+        "the server's conn_close",
         &ev,
-        |e| e.is("socket_close", sp) && e["fd"] == c.accepted_fd,
-        json!({"family": family}),
+        |e| e.is("conn_close", sp) && e["fd"] == c.accepted_fd,
+        json!({"family": family, "state": "CLOSE_WAIT", "closed_first": "peer"}),
     );
     let cw_at = position(&ev, |e| {
         is_state(e, port, cport) && e["new_state"] == "CLOSE_WAIT"
     });
-    let sclose_at = position(&ev, |e| {
-        e.is("socket_close", sp) && e["fd"] == c.accepted_fd
-    });
+    let sclose_at = position(&ev, |e| e.is("conn_close", sp) && e["fd"] == c.accepted_fd);
     k.that(
         matches!((cw_at, sclose_at), (Some(a), Some(b)) if a < b),
         "CLOSE_WAIT before the server's close()",
@@ -263,13 +404,13 @@ fn lifecycle(bind: &str, family: &str) {
 }
 
 #[test]
-fn lifecycle_ipv4() {
-    lifecycle("127.0.0.1:0", "inet");
+fn every_state_change_ipv4() {
+    lifecycle_states("127.0.0.1:0", "inet");
 }
 
 #[test]
-fn lifecycle_ipv6() {
-    lifecycle("[::1]:0", "inet6");
+fn every_state_change_ipv6() {
+    lifecycle_states("[::1]:0", "inet6");
 }
 
 /// The client aborts (SO_LINGER 0): it sends a RST, the server's socket receives it.
@@ -278,11 +419,11 @@ fn client_abort(bind: &str, family: &str) {
         return;
     }
     let me = test_pid();
-    let t = Tracer::for_test(TCP);
+    let t = Tracer::for_test(TCP_STATES);
     let mut c = connect(bind);
     let sp = c.server.pid();
     let (port, cport) = (c.port, c.client_port);
-    t.wait_for("the server's tcp_accept", |e| e.is("tcp_accept", sp));
+    t.wait_for("the server's conn_open", |e| is_accept(e, sp));
 
     set_linger_zero(c.client_fd as i32);
     drop(c.client);
@@ -347,11 +488,11 @@ fn server_abort(bind: &str, family: &str) {
         return;
     }
     let me = test_pid();
-    let t = Tracer::for_test(TCP);
+    let t = Tracer::for_test(TCP_STATES);
     let mut c = connect(bind);
     let sp = c.server.pid();
     let (port, cport) = (c.port, c.client_port);
-    t.wait_for("the server's tcp_accept", |e| e.is("tcp_accept", sp));
+    t.wait_for("the server's conn_open", |e| is_accept(e, sp));
 
     c.server.send("abort");
     c.server.expect("aborted");
@@ -450,10 +591,10 @@ fn refused_connect() {
     let t = Tracer::for_test(TCP);
     let err = TcpStream::connect(("127.0.0.1", port)).expect_err("nobody listens there");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
-    let conn = t.wait_for("the refused tcp_connect", |e| e.is("tcp_connect", me));
+    let conn = t.wait_for("the refused conn_open", |e| e.is("conn_open", me));
     assert_fields(
         &conn,
-        json!({"error": "ECONNREFUSED", "daddr": "127.0.0.1", "dport": port}),
+        json!({"role": "connect", "error": "ECONNREFUSED", "daddr": "127.0.0.1", "dport": port}),
     );
     let rst = t.wait_for("the RST received by the connecting socket", |e| {
         e.kind() == "tcp_reset" && e["direction"] == "received"
@@ -516,9 +657,9 @@ fn emfile(bind: &str, family: &str) {
     let mut k = Checks::new();
     // The connection that got queued: connect() succeeded from the workload itself.
     k.find_with(
-        "the workload's tcp_connect",
+        "the workload's conn_open",
         &ev,
-        |e| e.is("tcp_connect", wp),
+        |e| e.is("conn_open", wp) && e["role"] == "connect",
         json!({"fd": truth["client_fd"], "daddr": truth["ip"], "dport": truth["port"]}),
     );
     match finding {

@@ -7,6 +7,8 @@ pub const FILTER_CGROUP: u32 = 4;
 
 /// Option flags in [`Config::options`].
 pub const OPT_SIGCHLD: u32 = 1;
+/// Emit every TCP state change (`--events tcp-states`), besides the connection model.
+pub const OPT_TCP_STATES: u32 = 2;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,6 +112,7 @@ pub struct Offsets {
     pub sl_sk: FieldOffset,
     pub sl_family: FieldOffset,
     pub sl_protocol: FieldOffset,
+    pub sl_ret: FieldOffset,
     // signal/signal_generate
     pub sg_sig: FieldOffset,
     pub sg_errno: FieldOffset,

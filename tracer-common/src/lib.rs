@@ -26,6 +26,9 @@ pub enum Kind {
     SockOwner = 6,
     TcpConnect = 7,
     TcpListen = 8,
+    ConnOpen = 9,
+    ConnClose = 10,
+    ConnStatus = 11,
     Signal = 20,
     Fork = 21,
     Exec = 22,
@@ -41,7 +44,7 @@ pub enum Kind {
 pub const MAX_KIND: u32 = 64;
 
 impl Kind {
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 20] = [
         Kind::TcpState,
         Kind::TcpAccept,
         Kind::TcpReset,
@@ -50,6 +53,9 @@ impl Kind {
         Kind::SockOwner,
         Kind::TcpConnect,
         Kind::TcpListen,
+        Kind::ConnOpen,
+        Kind::ConnClose,
+        Kind::ConnStatus,
         Kind::Signal,
         Kind::Fork,
         Kind::Exec,
@@ -76,6 +82,9 @@ impl Kind {
             Kind::SockOwner => "sock_owner",
             Kind::TcpConnect => "tcp_connect",
             Kind::TcpListen => "tcp_listen",
+            Kind::ConnOpen => "conn_open",
+            Kind::ConnClose => "conn_close",
+            Kind::ConnStatus => "conn_status",
             Kind::Signal => "signal",
             Kind::Fork => "fork",
             Kind::Exec => "exec",
@@ -97,7 +106,10 @@ impl Kind {
             | Kind::SocketClose
             | Kind::SockOwner
             | Kind::TcpConnect
-            | Kind::TcpListen => Family::Tcp,
+            | Kind::TcpListen
+            | Kind::ConnOpen
+            | Kind::ConnClose
+            | Kind::ConnStatus => Family::Tcp,
             Kind::Signal => Family::Signal,
             Kind::Fork | Kind::Exec | Kind::Exit => Family::Process,
             Kind::OomKill => Family::Oom,
@@ -202,6 +214,7 @@ mod pod {
     unsafe impl aya::Pod for config::Offsets {}
     unsafe impl aya::Pod for config::TaskOffsets {}
     unsafe impl aya::Pod for config::FieldOffset {}
+    unsafe impl aya::Pod for tcp::ConnInfo {}
 }
 
 #[cfg(test)]
@@ -233,6 +246,10 @@ mod layout {
             tcp::SockOwner,
             tcp::TcpConnect,
             tcp::TcpListen,
+            tcp::ConnOpen,
+            tcp::ConnClose,
+            tcp::ConnStatus,
+            tcp::ConnInfo,
             signal::Signal,
             process::Fork,
             process::Exec,

@@ -28,12 +28,18 @@ pub struct TcpState {
     pub family: u16,
     pub sport: u16,
     pub dport: u16,
-    pub _pad: u16,
+    /// [`STATE_FLAG_MODEL`] or 0. Was padding (always 0) in dumps of earlier versions.
+    pub flags: u16,
     pub owner_tgid: u32,
     /// IPv4 addresses use the first 4 bytes.
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
 }
+/// [`TcpState::flags`]: the kernel also keeps the connection model ([`ConnOpen`],
+/// [`ConnClose`], [`ConnStatus`]), so this state change is informational: analyses take
+/// connections from the model records, not from state changes (which they do for dumps written
+/// before the model existed, whose state records have no flag).
+pub const STATE_FLAG_MODEL: u16 = 1;
 impl Payload for TcpState {
     const KIND: Kind = Kind::TcpState;
 }
@@ -145,4 +151,136 @@ pub struct TcpListen {
 }
 impl Payload for TcpListen {
     const KIND: Kind = Kind::TcpListen;
+}
+
+/// Who opened a connection: this host's process called connect() (active) or accept()ed it
+/// (passive).
+pub const ROLE_UNKNOWN: u8 = 0;
+pub const ROLE_ACTIVE: u8 = 1;
+pub const ROLE_PASSIVE: u8 = 2;
+
+/// A TCP connection became a process's: connect() returned (active; `ret` is 0, -EINPROGRESS
+/// or the error) or accept() returned it (passive; `ret` 0). The header is the owner. One of
+/// the (at most) two records a short connection costs on each end, with [`ConnClose`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnOpen {
+    pub sk: u64,
+    pub fd: i32,
+    pub ret: i32,
+    pub role: u8,
+    pub _pad: u8,
+    pub family: u16,
+    /// Local and remote port; IPv4 addresses use the first 4 bytes.
+    pub sport: u16,
+    pub dport: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+impl Payload for ConnOpen {
+    const KIND: Kind = Kind::ConnOpen;
+}
+
+/// close() of a connection's fd, with what the kernel counted over its life. `state` is the
+/// TCP state when close() was called: ESTABLISHED means this end closed first, CLOSE_WAIT the
+/// peer did, CLOSE that it was reset or never connected. Times are boot-clock ns (0: never).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnClose {
+    pub sk: u64,
+    /// When the connection was opened (connect/accept), 0 if before the tracer started.
+    pub open_ns: u64,
+    /// The first send still without a reply (0: none).
+    pub wait_ns: u64,
+    pub last_recv_ns: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub fd: i32,
+    pub state: u8,
+    pub role: u8,
+    pub family: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad: u32,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+impl Payload for ConnClose {
+    const KIND: Kind = Kind::ConnClose;
+}
+
+/// [`ConnStatus::status`] values.
+pub mod status {
+    /// The peer closed and the owner has not, since `since_ns`.
+    pub const CLOSE_WAIT: u8 = 1;
+    /// An active connection without an answer since `since_ns`: still in SYN_SENT, or it sent
+    /// and has received nothing since.
+    pub const UNANSWERED: u8 = 2;
+    /// A status reported earlier no longer holds (answered, closed, or gone).
+    pub const CLEARED: u8 = 3;
+}
+
+/// A connection's notable condition, found by the collector's periodic read of the kernel's
+/// connection map (never written by the kernel itself) and stored in dumps like every record,
+/// so replay sees what live saw. The header is the owner (tgid 0 when unknown).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnStatus {
+    pub sk: u64,
+    pub since_ns: u64,
+    pub open_ns: u64,
+    pub last_recv_ns: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub status: u8,
+    /// TCP state when read.
+    pub state: u8,
+    pub role: u8,
+    pub _pad: u8,
+    pub family: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad2: u16,
+    pub _pad3: u32,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+impl Payload for ConnStatus {
+    const KIND: Kind = Kind::ConnStatus;
+}
+
+/// [`ConnInfo::flags`].
+pub const CONN_ANNOUNCED: u8 = 1;
+pub const CONN_ALLOWED: u8 = 2;
+pub const CONN_CLOSED: u8 = 4;
+
+/// The kernel's per-connection state (map `CONNS`, keyed by the `struct sock` address), read
+/// by the collector to find connections that sit in CLOSE_WAIT or wait for an answer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnInfo {
+    pub owner_tgid: u32,
+    pub fd: i32,
+    pub cgroup_id: u64,
+    pub comm: [u8; 16],
+    pub open_ns: u64,
+    pub wait_ns: u64,
+    pub last_recv_ns: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// When `state` was entered.
+    pub state_ns: u64,
+    pub state: u8,
+    pub role: u8,
+    /// [`CONN_ANNOUNCED`] (the owner was told of it in a [`ConnOpen`]), [`CONN_ALLOWED`] (its
+    /// owner passes the filters), [`CONN_CLOSED`] (its fd was closed).
+    pub flags: u8,
+    pub _pad: u8,
+    pub family: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad2: u16,
+    pub _pad3: u32,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
 }

@@ -11,6 +11,7 @@ use aya_ebpf::{
 use tracer_common::{
     Family, Header, MAX_KIND, Payload, Record,
     config::{Config, FILTER_CGROUP, FILTER_COMM, FILTER_PID, Offsets, TaskOffsets},
+    tcp::ConnInfo,
 };
 
 // Set by the collector at load time (EbpfLoader::set_global). Read field by field through
@@ -59,7 +60,16 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_KIND, 0);
 #[map]
 pub static TRACKED: LruHashMap<u32, u8> = LruHashMap::with_max_entries(65536, 0);
 
-/// The process a socket belongs to, learnt in process context.
+/// Every TCP connection the programs know of, keyed by its `struct sock`: owner (learnt in
+/// process context: connect, accept, close, send/recv), open time, state, bytes and the last
+/// receive. State changes update it in place and emit nothing (the connection model: a short
+/// connection costs a ConnOpen and a ConnClose on each end). The collector reads it once a
+/// second for connections stuck in CLOSE_WAIT or waiting for an answer. An entry is removed
+/// when its socket reaches CLOSE after its fd was closed; LRU eviction bounds the rest.
+#[map]
+pub static CONNS: LruHashMap<u64, ConnInfo> = LruHashMap::with_max_entries(65536, NO_COMMON_LRU);
+
+/// A socket's owner, as the filters need it.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Owner {
@@ -68,8 +78,26 @@ pub struct Owner {
     pub cgroup_id: u64,
     pub comm: [u8; 16],
 }
+
+/// The owners of the last connections whose entries were removed on this CPU: close() sends
+/// its reset (unread data, SO_LINGER 0) right after the socket entered CLOSE, and on loopback
+/// the peer's own close runs in between.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct RecentCloses {
+    pub next: u32,
+    pub _pad: u32,
+    pub sk: [u64; RECENT_CLOSES],
+    pub owner: [Owner; RECENT_CLOSES],
+}
+pub const RECENT_CLOSES: usize = 4;
 #[map]
-pub static SOCK_OWNER: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(131072, NO_COMMON_LRU);
+pub static RECENT_CLOSE: PerCpuArray<RecentCloses> = PerCpuArray::with_max_entries(1, 0);
+
+/// [`SockFd::flags`]: the collector was told of this fd (a socket_open, conn_open or
+/// listen), so its close is reported too. TCP stream sockets are announced only once they are
+/// connected, accepted or listened on.
+pub const FD_ANNOUNCED: u16 = 1;
 
 /// Socket fds opened by socket()/accept(), keyed by (tgid << 32 | fd): close() of one of these
 /// is a socket close.
@@ -78,7 +106,10 @@ pub static SOCK_OWNER: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(131
 pub struct SockFd {
     pub family: u16,
     pub sock_type: u16,
-    pub _pad: u32,
+    pub flags: u16,
+    pub _pad: u16,
+    /// The connection's `struct sock` (0: not a connection).
+    pub sk: u64,
 }
 #[map]
 pub static SOCK_FDS: LruHashMap<u64, SockFd> = LruHashMap::with_max_entries(262144, NO_COMMON_LRU);
@@ -105,6 +136,17 @@ impl Task {
     pub fn cgroup_id(&self) -> u64 {
         unsafe { bpf_get_current_cgroup_id() }
     }
+}
+
+#[inline(always)]
+pub fn option(bit: u32) -> bool {
+    conf!(options) & bit != 0
+}
+
+/// Whether any of `--pid`, `--comm`, `--cgroup` is set.
+#[inline(always)]
+pub fn filtering() -> bool {
+    conf!(filter_flags) != 0
 }
 
 #[inline(always)]

@@ -1,48 +1,143 @@
-//! TCP: state changes, resets, accept results, socket fd accounting and socket ownership.
+//! TCP: the connection model, resets, accept results, socket fd accounting.
 //!
-//! `inet_sock_set_state` and the reset tracepoints often run in softirq, where the current
-//! task is not the socket's owner. Ownership is learnt only in process context (connect,
-//! listen, accept, close, send/recv) and kept in SOCK_OWNER, keyed by the `struct sock`.
-use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
+//! Each connection lives in CONNS (keyed by its `struct sock`) from connect()/accept() to
+//! close(): state changes update it in place and emit nothing, so a short connection costs a
+//! `conn_open` and a `conn_close` on each end. `--events tcp-states` also emits every state
+//! change. `inet_sock_set_state` and the reset tracepoints often run in softirq, where the
+//! current task is not the socket's owner: ownership is learnt only in process context
+//! (connect, listen, accept, close, send/recv).
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_user},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
 use tracer_common::{
     AF_INET, AF_INET6, Family,
+    config::OPT_TCP_STATES,
     tcp::{
-        RESET_RECEIVED, RESET_SENT, SockOwner, SocketClose, SocketOpen, TcpAccept, TcpConnect,
-        TcpListen, TcpReset, TcpState, state,
+        CONN_ALLOWED, CONN_ANNOUNCED, CONN_CLOSED, ConnClose, ConnInfo, ConnOpen, RESET_RECEIVED,
+        RESET_SENT, ROLE_ACTIVE, ROLE_PASSIVE, ROLE_UNKNOWN, STATE_FLAG_MODEL, SockOwner,
+        SocketClose, SocketOpen, TcpAccept, TcpListen, TcpReset, TcpState, state,
     },
 };
 
 use crate::common::{
-    Owner, SOCK_FDS, SOCK_OWNER, SockFd, Task, current, current_allowed, current_raw,
-    current_task_ptr, emit, family_enabled, field, is_self, kread, off, other_allowed, save_args,
-    sys_arg, sys_ret, take_args, task_off,
+    CONNS, FD_ANNOUNCED, Owner, RECENT_CLOSE, RECENT_CLOSES, SOCK_FDS, SockFd, Task, current,
+    current_allowed, current_raw, current_task_ptr, emit, family_enabled, field, filtering,
+    is_self, kread, off, option, other_allowed, save_args, sys_arg, sys_ret, take_args, task_off,
 };
 
 const IPPROTO_TCP: u16 = 6;
+const SOCK_STREAM: u16 = 1;
 const EAGAIN: i64 = 11;
 const EINTR: i64 = 4;
-
-#[inline(always)]
-fn owner_of(t: &Task) -> Owner {
-    Owner {
-        tgid: t.tgid,
-        _pad: 0,
-        cgroup_id: t.cgroup_id(),
-        comm: t.comm(),
-    }
-}
 
 #[inline(always)]
 fn fd_key(tgid: u32, fd: u32) -> u64 {
     ((tgid as u64) << 32) | fd as u64
 }
 
+#[inline(always)]
+fn now() -> u64 {
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
+/// A connection entry as first seen, owned by `owner` (None: not known yet).
+#[inline(always)]
+fn fresh(owner: Option<&Task>, role: u8, state: u16, ts: u64) -> ConnInfo {
+    let mut c = ConnInfo {
+        owner_tgid: 0,
+        fd: -1,
+        cgroup_id: 0,
+        comm: [0; 16],
+        open_ns: ts,
+        wait_ns: 0,
+        last_recv_ns: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        state_ns: ts,
+        state: state as u8,
+        role,
+        flags: 0,
+        _pad: 0,
+        family: 0,
+        sport: 0,
+        dport: 0,
+        _pad2: 0,
+        _pad3: 0,
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
+    match owner {
+        Some(t) => set_owner(&mut c, t),
+        None if !filtering() => c.flags = CONN_ALLOWED,
+        None => {}
+    }
+    c
+}
+
+#[inline(always)]
+fn set_owner(c: &mut ConnInfo, t: &Task) {
+    c.owner_tgid = t.tgid;
+    c.cgroup_id = t.cgroup_id();
+    c.comm = t.comm();
+    if !is_self(t.tgid) && current_allowed(t) {
+        c.flags |= CONN_ALLOWED;
+    } else {
+        c.flags &= !CONN_ALLOWED;
+    }
+}
+
+#[inline(always)]
+fn remember_closed(sk: u64, c: &ConnInfo) {
+    if let Some(p) = RECENT_CLOSE.get_ptr_mut(0) {
+        // SAFETY: a valid per-CPU map value pointer for the rest of this program.
+        unsafe {
+            let i = (*p).next as usize % RECENT_CLOSES;
+            (*p).next = (*p).next.wrapping_add(1);
+            (*p).sk[i] = sk;
+            (*p).owner[i] = owner_of(c);
+        }
+    }
+}
+
+#[inline(always)]
+fn owner_of(c: &ConnInfo) -> Owner {
+    Owner {
+        tgid: c.owner_tgid,
+        _pad: 0,
+        cgroup_id: c.cgroup_id,
+        comm: c.comm,
+    }
+}
+
+/// The owner of connection `sk` (tgid 0: not known), looking also at the one just removed on
+/// this CPU.
+#[inline(always)]
+fn conn_or_recent(sk: u64) -> Option<Owner> {
+    if sk == 0 {
+        return None;
+    }
+    if let Some(c) = unsafe { CONNS.get(&sk) } {
+        return Some(owner_of(c));
+    }
+    let r = RECENT_CLOSE.get(0)?;
+    let mut i = 0;
+    while i < RECENT_CLOSES {
+        if r.sk[i] == sk {
+            return Some(r.owner[i]);
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Whether the socket's owner (or, when unknown, the current task) should be traced.
 #[inline(always)]
-fn subject_allowed(owner: Option<&Owner>, cur: &Task) -> bool {
-    match owner {
-        Some(o) => !is_self(o.tgid) && other_allowed(o.tgid, &o.comm, o.cgroup_id),
-        None => !is_self(cur.tgid) && current_allowed(cur),
+fn subject_allowed(conn: Option<&Owner>, cur: &Task) -> bool {
+    match conn {
+        Some(c) if c.tgid != 0 => !is_self(c.tgid) && other_allowed(c.tgid, &c.comm, c.cgroup_id),
+        _ => !is_self(cur.tgid) && current_allowed(cur),
     }
 }
 
@@ -50,6 +145,59 @@ fn subject_allowed(owner: Option<&Owner>, cur: &Task) -> bool {
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let _ = try_inet_sock_set_state(&ctx);
     0
+}
+
+/// Keeps CONNS up to date with a state change. A new socket (connect's SYN_SENT, or a passive
+/// one: LISTEN -> SYN_RECV) may reuse the address of an old one: its entry starts afresh.
+#[inline(always)]
+fn update_model(
+    ctx: &TracePointContext,
+    sk: u64,
+    old: u16,
+    new: u16,
+    in_process_context: bool,
+    cur: &Task,
+) {
+    let ts = now();
+    if new == state::SYN_SENT {
+        let c = fresh(Some(cur), ROLE_ACTIVE, new, ts);
+        let _ = CONNS.insert(&sk, &c, 0);
+        return;
+    }
+    if old == state::LISTEN && new == state::SYN_RECV {
+        let mut c = fresh(None, ROLE_PASSIVE, new, ts);
+        c.family = field(ctx, off!(iss_family)).unwrap_or(0);
+        c.sport = field(ctx, off!(iss_sport)).unwrap_or(0);
+        c.dport = field(ctx, off!(iss_dport)).unwrap_or(0);
+        let _ = CONNS.insert(&sk, &c, 0);
+        return;
+    }
+    if new == state::LISTEN || old == state::LISTEN {
+        // A listener is not a connection.
+        let _ = CONNS.remove(&sk);
+        return;
+    }
+    let Some(p) = CONNS.get_ptr_mut(&sk) else {
+        if new != state::CLOSE {
+            // A connection from before we started: learn it from here on.
+            let owner = if in_process_context { Some(cur) } else { None };
+            let c = fresh(owner, ROLE_UNKNOWN, new, ts);
+            let _ = CONNS.insert(&sk, &c, 0);
+        }
+        return;
+    };
+    // SAFETY: a valid map value pointer for the rest of this program.
+    let c = unsafe { &mut *p };
+    c.state = new as u8;
+    c.state_ns = ts;
+    if in_process_context && c.owner_tgid != cur.tgid {
+        set_owner(c, cur);
+    }
+    if new == state::CLOSE && c.flags & (CONN_CLOSED | CONN_ANNOUNCED) != CONN_ANNOUNCED {
+        // Its fd is closed (or was never ours to see close): done.
+        remember_closed(sk, c);
+        let _ = CONNS.remove(&sk);
+    }
 }
 
 fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
@@ -71,23 +219,26 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
         || new == state::LISTEN
         || (old == state::ESTABLISHED && new == state::FIN_WAIT1)
         || (old == state::CLOSE_WAIT && new == state::LAST_ACK);
-    // The owner is kept past CLOSE: close() with SO_LINGER 0 sends its reset after the
-    // socket entered CLOSE. A new passive socket (LISTEN -> SYN_RECV) may reuse the address of
-    // an old one: its old owner is forgotten then (accept() names the new one); active and
-    // listening sockets overwrite it in process context.
-    let owner = if in_process_context {
-        let o = owner_of(&cur);
-        let _ = SOCK_OWNER.insert(&sk, &o, 0);
-        Some(o)
-    } else if old == state::LISTEN && new == state::SYN_RECV {
-        let _ = SOCK_OWNER.remove(&sk);
+    update_model(ctx, sk, old, new, in_process_context, &cur);
+    // Listeners come and go rarely, and analyses need their ports; every other change only
+    // when asked for.
+    let listener = new == state::LISTEN || (old == state::LISTEN && new == state::CLOSE);
+    if !listener && !option(OPT_TCP_STATES) {
+        return Some(());
+    }
+    let conn = if listener || in_process_context {
         None
     } else {
-        unsafe { SOCK_OWNER.get(&sk).copied() }
+        conn_or_recent(sk)
     };
-    if !subject_allowed(owner.as_ref(), &cur) {
+    if !subject_allowed(conn.as_ref(), &cur) {
         return None;
     }
+    let owner_tgid = match conn {
+        Some(c) => c.tgid,
+        None if listener || in_process_context => cur.tgid,
+        None => 0,
+    };
     let family: u16 = field(ctx, off!(iss_family))?;
     let mut ev = TcpState {
         skaddr: sk,
@@ -96,8 +247,8 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
         family,
         sport: field(ctx, off!(iss_sport)).unwrap_or(0),
         dport: field(ctx, off!(iss_dport)).unwrap_or(0),
-        _pad: 0,
-        owner_tgid: owner.map(|o| o.tgid).unwrap_or(0),
+        flags: STATE_FLAG_MODEL,
+        owner_tgid,
         saddr: [0; 16],
         daddr: [0; 16],
     };
@@ -139,11 +290,7 @@ fn try_tcp_send_reset(ctx: &TracePointContext) -> Option<()> {
     }
     let sk: u64 = field(ctx, off!(tsr_skaddr)).unwrap_or(0);
     let cur = current_raw();
-    let owner = if sk != 0 {
-        unsafe { SOCK_OWNER.get(&sk).copied() }
-    } else {
-        None
-    };
+    let owner = conn_or_recent(sk);
     if !subject_allowed(owner.as_ref(), &cur) {
         return None;
     }
@@ -198,11 +345,7 @@ fn try_tcp_receive_reset(ctx: &TracePointContext) -> Option<()> {
     }
     let sk: u64 = field(ctx, off!(trr_skaddr)).unwrap_or(0);
     let cur = current_raw();
-    let owner = if sk != 0 {
-        unsafe { SOCK_OWNER.get(&sk).copied() }
-    } else {
-        None
-    };
+    let owner = conn_or_recent(sk);
     if !subject_allowed(owner.as_ref(), &cur) {
         return None;
     }
@@ -232,9 +375,10 @@ fn try_tcp_receive_reset(ctx: &TracePointContext) -> Option<()> {
     Some(())
 }
 
-/// send/recv on a socket: learn (or correct) its owner; emit only on first sight or change.
+/// send/recv on a TCP socket: count bytes, the last receive and the first send still without
+/// an answer; learn (or correct) its owner, emitting only on first sight or change.
 #[inline(always)]
-fn sock_length(ctx: &TracePointContext) -> Option<()> {
+fn sock_length(ctx: &TracePointContext, recv: bool) -> Option<()> {
     if !family_enabled(Family::Tcp) {
         return None;
     }
@@ -242,13 +386,49 @@ fn sock_length(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let sk: u64 = field(ctx, off!(sl_sk))?;
+    let ret = field::<i32>(ctx, off!(sl_ret)).unwrap_or(0);
     let tgid = crate::common::current_tgid();
-    let prev = unsafe { SOCK_OWNER.get(&sk).map(|o| o.tgid) };
-    if prev == Some(tgid) {
-        return None;
-    }
+    let prev = match CONNS.get_ptr_mut(&sk) {
+        Some(p) => {
+            // SAFETY: a valid map value pointer for the rest of this program.
+            let c = unsafe { &mut *p };
+            if ret > 0 {
+                if recv {
+                    c.bytes_in += ret as u64;
+                    c.last_recv_ns = now();
+                    c.wait_ns = 0;
+                } else {
+                    c.bytes_out += ret as u64;
+                    if c.wait_ns == 0 {
+                        c.wait_ns = now();
+                    }
+                }
+            }
+            if c.owner_tgid == tgid {
+                return None;
+            }
+            let prev = c.owner_tgid;
+            set_owner(c, &current_raw());
+            prev
+        }
+        None => {
+            let cur = current_raw();
+            let mut c = fresh(Some(&cur), ROLE_UNKNOWN, 0, 0);
+            if ret > 0 {
+                let t = now();
+                if recv {
+                    c.bytes_in = ret as u64;
+                    c.last_recv_ns = t;
+                } else {
+                    c.bytes_out = ret as u64;
+                    c.wait_ns = t;
+                }
+            }
+            let _ = CONNS.insert(&sk, &c, 0);
+            0
+        }
+    };
     let cur = current_raw();
-    let _ = SOCK_OWNER.insert(&sk, &owner_of(&cur), 0);
     if is_self(tgid) || !current_allowed(&cur) {
         return None;
     }
@@ -256,7 +436,7 @@ fn sock_length(ctx: &TracePointContext) -> Option<()> {
         &cur,
         SockOwner {
             sk,
-            prev_tgid: prev.unwrap_or(0),
+            prev_tgid: prev,
             _pad: 0,
         },
     );
@@ -265,13 +445,13 @@ fn sock_length(ctx: &TracePointContext) -> Option<()> {
 
 #[tracepoint]
 pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
-    let _ = sock_length(&ctx);
+    let _ = sock_length(&ctx, true);
     0
 }
 
 #[tracepoint]
 pub fn sock_send_length(ctx: TracePointContext) -> u32 {
-    let _ = sock_length(&ctx);
+    let _ = sock_length(&ctx, false);
     0
 }
 
@@ -293,22 +473,67 @@ fn sock_of_fd(fd: u32) -> Option<u64> {
     if sk == 0 { None } else { Some(sk) }
 }
 
-/// Family, local port, remote port and addresses of a `struct sock`.
+/// Family, local and remote ports and addresses of a `struct sock`.
+struct Addrs {
+    family: u16,
+    sport: u16,
+    dport: u16,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+}
+
 #[inline(always)]
-fn sock_addrs(sk: u64, ev: &mut TcpAccept) {
+fn sock_addrs(sk: u64) -> Addrs {
     let family: u16 = kread(sk, task_off!(skc_family)).unwrap_or(0);
-    ev.family = family;
-    ev.sport = kread(sk, task_off!(skc_num)).unwrap_or(0);
-    ev.dport = u16::from_be(kread(sk, task_off!(skc_dport)).unwrap_or(0));
+    let mut a = Addrs {
+        family,
+        sport: kread(sk, task_off!(skc_num)).unwrap_or(0),
+        dport: u16::from_be(kread(sk, task_off!(skc_dport)).unwrap_or(0)),
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
     if family == AF_INET6 {
-        ev.saddr = kread(sk, task_off!(skc_v6_rcv_saddr)).unwrap_or([0; 16]);
-        ev.daddr = kread(sk, task_off!(skc_v6_daddr)).unwrap_or([0; 16]);
+        a.saddr = kread(sk, task_off!(skc_v6_rcv_saddr)).unwrap_or([0; 16]);
+        a.daddr = kread(sk, task_off!(skc_v6_daddr)).unwrap_or([0; 16]);
     } else {
         let s: [u8; 4] = kread(sk, task_off!(skc_rcv_saddr)).unwrap_or([0; 4]);
         let d: [u8; 4] = kread(sk, task_off!(skc_daddr)).unwrap_or([0; 4]);
-        ev.saddr[..4].copy_from_slice(&s);
-        ev.daddr[..4].copy_from_slice(&d);
+        a.saddr[..4].copy_from_slice(&s);
+        a.daddr[..4].copy_from_slice(&d);
     }
+    a
+}
+
+/// The connection `sk` is now `cur`'s fd `fd`, announced in a conn_open: its entry says so.
+#[inline(always)]
+fn adopt(sk: u64, cur: &Task, fd: i32, role: u8, a: &Addrs) {
+    let ts = now();
+    let p = match CONNS.get_ptr_mut(&sk) {
+        Some(p) => p,
+        None => {
+            let c = fresh(None, role, 0, ts);
+            let _ = CONNS.insert(&sk, &c, 0);
+            match CONNS.get_ptr_mut(&sk) {
+                Some(p) => p,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: a valid map value pointer for the rest of this program.
+    let c = unsafe { &mut *p };
+    set_owner(c, cur);
+    c.fd = fd;
+    c.role = role;
+    c.flags |= CONN_ANNOUNCED;
+    c.flags &= !CONN_CLOSED;
+    if role == ROLE_PASSIVE {
+        c.open_ns = ts;
+    }
+    c.family = a.family;
+    c.sport = a.sport;
+    c.dport = a.dport;
+    c.saddr = a.saddr;
+    c.daddr = a.daddr;
 }
 
 const TAG_ACCEPT: u64 = 1;
@@ -328,6 +553,21 @@ fn accept_enter(ctx: &TracePointContext) -> Option<()> {
     Some(())
 }
 
+/// A unix (or other non-inet) socket fd: counted, not a connection.
+#[inline(always)]
+fn socket_open(cur: &Task, fd: i32, family: u16) {
+    emit(
+        cur,
+        SocketOpen {
+            fd,
+            family,
+            sock_type: SOCK_STREAM,
+            protocol: 0,
+            _pad: 0,
+        },
+    );
+}
+
 #[inline(always)]
 fn accept_exit(ctx: &TracePointContext) -> Option<()> {
     let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
@@ -341,6 +581,57 @@ fn accept_exit(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let cur = current()?;
+    if ret >= 0 {
+        let fd = ret as i32;
+        let sk = sock_of_fd(ret as u32).unwrap_or(0);
+        let a = if sk != 0 {
+            sock_addrs(sk)
+        } else {
+            Addrs {
+                family: 0,
+                sport: 0,
+                dport: 0,
+                saddr: [0; 16],
+                daddr: [0; 16],
+            }
+        };
+        let inet = a.family == AF_INET || a.family == AF_INET6;
+        let _ = SOCK_FDS.insert(
+            &fd_key(cur.tgid, ret as u32),
+            &SockFd {
+                family: a.family,
+                sock_type: SOCK_STREAM,
+                flags: FD_ANNOUNCED,
+                _pad: 0,
+                sk: if inet { sk } else { 0 },
+            },
+            0,
+        );
+        if a.family != 0 && !inet {
+            // accept() on a unix socket: still a socket fd for the accounting.
+            socket_open(&cur, fd, a.family);
+            return Some(());
+        }
+        if sk != 0 {
+            adopt(sk, &cur, fd, ROLE_PASSIVE, &a);
+        }
+        emit(
+            &cur,
+            ConnOpen {
+                sk,
+                fd,
+                ret: 0,
+                role: ROLE_PASSIVE,
+                _pad: 0,
+                family: a.family,
+                sport: a.sport,
+                dport: a.dport,
+                saddr: a.saddr,
+                daddr: a.daddr,
+            },
+        );
+        return Some(());
+    }
     let mut ev = TcpAccept {
         ret: ret as i32,
         listen_fd: args[1] as i32,
@@ -352,48 +643,18 @@ fn accept_exit(ctx: &TracePointContext) -> Option<()> {
         saddr: [0; 16],
         daddr: [0; 16],
     };
-    if ret >= 0 {
-        if let Some(sk) = sock_of_fd(ret as u32) {
-            ev.sk = sk;
-            sock_addrs(sk, &mut ev);
-            let _ = SOCK_OWNER.insert(&sk, &owner_of(&cur), 0);
-        }
-        let fdv = SockFd {
-            family: ev.family,
-            sock_type: 1,
-            _pad: 0,
-        };
-        let _ = SOCK_FDS.insert(&fd_key(cur.tgid, ret as u32), &fdv, 0);
-        if ev.family != AF_INET && ev.family != AF_INET6 && ev.family != 0 {
-            // accept() on a unix socket: still a socket fd for the accounting.
-            emit(
-                &cur,
-                SocketOpen {
-                    fd: ret as i32,
-                    family: ev.family,
-                    sock_type: 1,
-                    protocol: 0,
-                    _pad: 0,
-                },
-            );
-            return Some(());
-        }
-    } else if let Some(sk) = sock_of_fd(args[1] as u32) {
+    if let Some(sk) = sock_of_fd(args[1] as u32) {
         // Failure: report the listening socket's address, so EMFILE names the port.
-        sock_addrs(sk, &mut ev);
-        if ev.family != AF_INET && ev.family != AF_INET6 {
-            emit(
-                &cur,
-                SocketOpen {
-                    fd: ret as i32,
-                    family: ev.family,
-                    sock_type: 1,
-                    protocol: 0,
-                    _pad: 0,
-                },
-            );
+        let a = sock_addrs(sk);
+        if a.family != AF_INET && a.family != AF_INET6 {
+            socket_open(&cur, ret as i32, a.family);
             return Some(());
         }
+        ev.family = a.family;
+        ev.sport = a.sport;
+        ev.dport = a.dport;
+        ev.saddr = a.saddr;
+        ev.daddr = a.daddr;
     }
     emit(&cur, ev);
     Some(())
@@ -466,16 +727,24 @@ fn try_sys_exit_socket(ctx: &TracePointContext) -> Option<()> {
     let family = args[1] as u16;
     // SOCK_NONBLOCK / SOCK_CLOEXEC live in the upper bits of the type argument.
     let sock_type = (args[2] & 0xf) as u16;
+    // A TCP socket is announced when it is connected, accepted or listened on: a short
+    // connection then costs one record at each end of its life, not three.
+    let tcp = sock_type == SOCK_STREAM && (family == AF_INET || family == AF_INET6);
     if ret >= 0 {
         let _ = SOCK_FDS.insert(
             &fd_key(cur.tgid, ret as u32),
             &SockFd {
                 family,
                 sock_type,
+                flags: if tcp { 0 } else { FD_ANNOUNCED },
                 _pad: 0,
+                sk: 0,
             },
             0,
         );
+        if tcp {
+            return Some(());
+        }
     }
     emit(
         &cur,
@@ -504,18 +773,67 @@ fn try_sys_enter_close(ctx: &TracePointContext) -> Option<()> {
     let key = fd_key(crate::common::current_tgid(), fd);
     let info = unsafe { SOCK_FDS.get(&key).copied() }?;
     let _ = SOCK_FDS.remove(&key);
-    let cur = current()?;
-    if !current_allowed(&cur) {
+    if info.flags & FD_ANNOUNCED == 0 {
         return None;
     }
-    emit(
-        &cur,
-        SocketClose {
-            fd: fd as i32,
-            family: info.family,
-            sock_type: info.sock_type,
-        },
-    );
+    let cur = current()?;
+    let allowed = current_allowed(&cur);
+    if info.sk == 0 {
+        if allowed {
+            emit(
+                &cur,
+                SocketClose {
+                    fd: fd as i32,
+                    family: info.family,
+                    sock_type: info.sock_type,
+                },
+            );
+        }
+        return None;
+    }
+    let mut ev = ConnClose {
+        sk: info.sk,
+        open_ns: 0,
+        wait_ns: 0,
+        last_recv_ns: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        fd: fd as i32,
+        state: 0,
+        role: ROLE_UNKNOWN,
+        family: info.family,
+        sport: 0,
+        dport: 0,
+        _pad: 0,
+        saddr: [0; 16],
+        daddr: [0; 16],
+    };
+    if let Some(p) = CONNS.get_ptr_mut(&info.sk) {
+        // SAFETY: a valid map value pointer for the rest of this program.
+        let c = unsafe { &mut *p };
+        ev.open_ns = c.open_ns;
+        ev.wait_ns = c.wait_ns;
+        ev.last_recv_ns = c.last_recv_ns;
+        ev.bytes_in = c.bytes_in;
+        ev.bytes_out = c.bytes_out;
+        ev.state = c.state;
+        ev.role = c.role;
+        ev.family = c.family;
+        ev.sport = c.sport;
+        ev.dport = c.dport;
+        ev.saddr = c.saddr;
+        ev.daddr = c.daddr;
+        if c.state == 0 || c.state as u16 == state::CLOSE {
+            // Reset, refused, or never seen connected: nothing more will happen to it.
+            remember_closed(info.sk, c);
+            let _ = CONNS.remove(&info.sk);
+        } else {
+            c.flags |= CONN_CLOSED;
+        }
+    }
+    if allowed {
+        emit(&cur, ev);
+    }
     Some(())
 }
 
@@ -532,14 +850,39 @@ fn try_sys_enter_connect(ctx: &TracePointContext) -> Option<()> {
     let fd = sys_arg(ctx, 0)?;
     let cur = current()?;
     let info = unsafe { SOCK_FDS.get(&fd_key(cur.tgid, fd as u32)).copied() }?;
-    if info.family != AF_INET && info.family != AF_INET6 {
+    // TCP only, and once: a non-blocking connect() is often called again to learn its result.
+    if (info.family != AF_INET && info.family != AF_INET6)
+        || info.sock_type != SOCK_STREAM
+        || info.flags & FD_ANNOUNCED != 0
+    {
         return None;
     }
     if !current_allowed(&cur) {
         return None;
     }
-    save_args(cur.pid, [TAG_CONNECT, fd, sys_arg(ctx, 1)?, 0]);
+    save_args(
+        cur.pid,
+        [TAG_CONNECT, fd, sys_arg(ctx, 1)?, sys_arg(ctx, 2)?],
+    );
     Some(())
+}
+
+/// The destination connect() was given, read no further than its `addrlen`.
+#[inline(always)]
+fn user_sockaddr(ptr: u64, len: u64, addr: &mut [u8; 16]) -> (u16, u16) {
+    let mut sa = [0u8; 28];
+    if len >= 28 {
+        sa = unsafe { bpf_probe_read_user(ptr as *const [u8; 28]) }.unwrap_or([0; 28]);
+    } else if len >= 16 {
+        let v4: [u8; 16] =
+            unsafe { bpf_probe_read_user(ptr as *const [u8; 16]) }.unwrap_or([0; 16]);
+        sa[..16].copy_from_slice(&v4);
+    }
+    let (family, port) = from_sockaddr(&sa, addr);
+    if family == AF_INET6 && len < 28 {
+        *addr = [0; 16];
+    }
+    (family, port)
 }
 
 #[tracepoint]
@@ -556,19 +899,47 @@ fn try_sys_exit_connect(ctx: &TracePointContext) -> Option<()> {
     }
     let ret = sys_ret(ctx)?;
     let cur = current()?;
-    let sa: [u8; 28] =
-        unsafe { bpf_probe_read_user(args[2] as *const [u8; 28]) }.unwrap_or([0; 28]);
+    let fd = args[1] as u32;
+    let key = fd_key(cur.tgid, fd);
+    let mut info = unsafe { SOCK_FDS.get(&key).copied() }?;
     let mut daddr = [0u8; 16];
-    let (family, dport) = from_sockaddr(&sa, &mut daddr);
+    let (ufamily, dport) = user_sockaddr(args[2], args[3], &mut daddr);
+    let sk = sock_of_fd(fd).unwrap_or(0);
+    let mut a = if sk != 0 {
+        sock_addrs(sk)
+    } else {
+        Addrs {
+            family: info.family,
+            sport: 0,
+            dport: 0,
+            saddr: [0; 16],
+            daddr: [0; 16],
+        }
+    };
+    // The destination as asked for: a failed connect() may have cleared the socket's.
+    if ufamily == a.family {
+        a.dport = dport;
+        a.daddr = daddr;
+    }
+    if sk != 0 {
+        adopt(sk, &cur, fd as i32, ROLE_ACTIVE, &a);
+    }
+    info.flags |= FD_ANNOUNCED;
+    info.sk = sk;
+    let _ = SOCK_FDS.insert(&key, &info, 0);
     emit(
         &cur,
-        TcpConnect {
-            fd: args[1] as i32,
+        ConnOpen {
+            sk,
+            fd: fd as i32,
             ret: ret as i32,
-            family,
-            dport,
+            role: ROLE_ACTIVE,
             _pad: 0,
-            daddr,
+            family: a.family,
+            sport: a.sport,
+            dport: a.dport,
+            saddr: a.saddr,
+            daddr: a.daddr,
         },
     );
     Some(())
@@ -590,6 +961,24 @@ fn try_sys_enter_listen(ctx: &TracePointContext) -> Option<()> {
     }
     let fd = sys_arg(ctx, 0)?;
     let backlog = sys_arg(ctx, 1)?;
+    let key = fd_key(cur.tgid, fd as u32);
+    if let Some(mut info) = unsafe { SOCK_FDS.get(&key).copied() }
+        && info.flags & FD_ANNOUNCED == 0
+    {
+        // A listening socket is counted from here (TCP sockets are announced when used).
+        info.flags |= FD_ANNOUNCED;
+        let _ = SOCK_FDS.insert(&key, &info, 0);
+        emit(
+            &cur,
+            SocketOpen {
+                fd: fd as i32,
+                family: info.family,
+                sock_type: info.sock_type,
+                protocol: 0,
+                _pad: 0,
+            },
+        );
+    }
     emit(
         &cur,
         TcpListen {

@@ -120,6 +120,9 @@ pub enum Body {
     SockOwner(tcp::SockOwner),
     TcpConnect(tcp::TcpConnect),
     TcpListen(tcp::TcpListen),
+    ConnOpen(tcp::ConnOpen),
+    ConnClose(Box<tcp::ConnClose>),
+    ConnStatus(Box<tcp::ConnStatus>),
     Signal(signal::Signal),
     Fork(process::Fork),
     Exec(Box<Exec>),
@@ -179,6 +182,9 @@ impl Body {
             Body::SockOwner(_) => Kind::SockOwner,
             Body::TcpConnect(_) => Kind::TcpConnect,
             Body::TcpListen(_) => Kind::TcpListen,
+            Body::ConnOpen(_) => Kind::ConnOpen,
+            Body::ConnClose(_) => Kind::ConnClose,
+            Body::ConnStatus(_) => Kind::ConnStatus,
             Body::Signal(_) => Kind::Signal,
             Body::Fork(_) => Kind::Fork,
             Body::Exec(_) => Kind::Exec,
@@ -300,6 +306,9 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
             Kind::SockOwner => Body::SockOwner(payload(k, p)?),
             Kind::TcpConnect => Body::TcpConnect(payload(k, p)?),
             Kind::TcpListen => Body::TcpListen(payload(k, p)?),
+            Kind::ConnOpen => Body::ConnOpen(payload(k, p)?),
+            Kind::ConnClose => Body::ConnClose(Box::new(payload(k, p)?)),
+            Kind::ConnStatus => Body::ConnStatus(Box::new(payload(k, p)?)),
             Kind::Signal => Body::Signal(payload(k, p)?),
             Kind::Fork => Body::Fork(payload(k, p)?),
             Kind::Exec => {
@@ -341,6 +350,18 @@ pub fn header_bytes(ev_header: &Header) -> [u8; HEADER_LEN] {
         std::slice::from_raw_parts((ev_header as *const Header).cast::<u8>(), HEADER_LEN)
     };
     out.copy_from_slice(src);
+    out
+}
+
+/// Frames a kernel-shaped record made by the collector (a `conn_status`) as the kernel would.
+pub fn encode_record<T: tracer_common::Payload>(h: &Header, payload: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + size_of::<T>());
+    out.extend_from_slice(&header_bytes(h));
+    // SAFETY: payload types are #[repr(C)] integers and byte arrays with explicit padding
+    // fields (tracer_common layout tests), so all their bytes are initialised.
+    out.extend_from_slice(unsafe {
+        std::slice::from_raw_parts((payload as *const T).cast::<u8>(), size_of::<T>())
+    });
     out
 }
 

@@ -6,6 +6,7 @@
 //! `analysis` (findings).
 pub mod analysis;
 pub mod cli;
+pub mod conns;
 pub mod demo;
 pub mod doctor;
 pub mod dump;

@@ -41,6 +41,10 @@ pub struct TraceArgs {
     /// Also show SIGCHLD (sent on every child exit; hidden by default).
     #[arg(long)]
     pub sigchld: bool,
+    /// Also emit every TCP state change (tcp_state events). Connections are always followed
+    /// (conn_open, conn_close, conn_status); this adds some ten records per connection.
+    #[arg(long)]
+    pub tcp_states: bool,
     /// Emit a memory sample when a process's RSS or mapped bytes moved by this much.
     #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = units::parse_size)]
     pub mem_threshold: u64,
@@ -65,6 +69,7 @@ impl TraceArgs {
             comm: None,
             cgroup: None,
             sigchld: false,
+            tcp_states: false,
             mem_threshold: probes::DEFAULT_MEM_SAMPLE,
             large_mapping: probes::DEFAULT_LARGE_MAPPING,
             ring_size: 8 << 20,
@@ -116,6 +121,7 @@ impl TraceArgs {
             comm: self.comm.clone(),
             cgroup,
             sigchld: self.sigchld,
+            tcp_states: self.tcp_states,
             mem_sample_bytes: self.mem_threshold,
             large_mapping_bytes: self.large_mapping,
             critical_ring_bytes: ring(self.critical_ring_size, "--critical-ring-size")?,
@@ -323,6 +329,7 @@ impl Session {
         };
         let mut critical = register(critical)?;
         let mut bulk = register(bulk)?;
+        let mut scanner = self.loaded.take_conns().map(crate::conns::Scanner::new);
         let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
         let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
         let mut tick = tokio::time::interval(DROP_POLL);
@@ -341,7 +348,14 @@ impl Session {
                 tokio::select! {
                     g = critical.readable_mut() => { let mut g = g?; g.clear_ready(); }
                     g = bulk.readable_mut() => { let mut g = g?; g.clear_ready(); }
-                    _ = tick.tick() => { self.poll_drops(pipeline, false)?; }
+                    _ = tick.tick() => {
+                        // What the rings hold first: the map is read as of now.
+                        self.drain(critical.get_mut(), bulk.get_mut(), pipeline)?;
+                        if let Some(s) = scanner.as_mut() {
+                            self.feed_statuses(s, pipeline)?;
+                        }
+                        self.poll_drops(pipeline, false)?;
+                    }
                     _ = drain_tick.tick() => {}
                     _ = sigterm.recv() => break,
                     _ = sigint.recv() => break,
@@ -418,6 +432,25 @@ impl Session {
             // Lines reach people (and pipes) batch by batch, not one write per event.
             crate::output::flush_stdout();
         }
+    }
+
+    /// Connections that sit in CLOSE_WAIT or wait for an answer, from the kernel's map.
+    fn feed_statuses(
+        &mut self,
+        scanner: &mut crate::conns::Scanner,
+        pipeline: &mut Pipeline,
+    ) -> anyhow::Result<()> {
+        let statuses = scanner.scan(host::boot_ns());
+        if statuses.is_empty() {
+            return Ok(());
+        }
+        for (ev, raw) in statuses {
+            *self.summary.per_kind.entry(ev.kind_name()).or_default() += 1;
+            self.summary.events += 1;
+            pipeline.feed(&ev, &raw)?;
+        }
+        crate::output::flush_stdout();
+        Ok(())
     }
 
     /// Reads /proc facts (limits, cgroup, open sockets) the first time a process shows up after

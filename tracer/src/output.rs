@@ -85,6 +85,32 @@ fn owner(tgid: u32) -> Option<u32> {
     (tgid != 0).then_some(tgid)
 }
 
+/// Milliseconds from boot-clock `since` to `now`; None when `since` is 0 (never, or unknown).
+fn ms_since(now: u64, since: u64) -> Option<u64> {
+    (since != 0).then(|| now.saturating_sub(since) / 1_000_000)
+}
+
+fn role_name(role: u8) -> &'static str {
+    match role {
+        tcp::ROLE_ACTIVE => "connect",
+        tcp::ROLE_PASSIVE => "accept",
+        _ => "unknown",
+    }
+}
+
+/// Who closed first, from the state a connection was in when its fd was closed.
+fn closed_by(state: u8) -> &'static str {
+    match u16::from(state) {
+        tcp::state::ESTABLISHED | tcp::state::SYN_SENT | tcp::state::SYN_RECV => "local",
+        tcp::state::CLOSE_WAIT | tcp::state::LAST_ACK => "peer",
+        tcp::state::CLOSE => "reset",
+        _ => "unknown",
+    }
+}
+
+/// EINPROGRESS: a non-blocking connect() under way, not a failure.
+const EINPROGRESS: i32 = 115;
+
 impl Serialize for EventJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let (ev, ctx) = (self.ev, self.ctx);
@@ -167,6 +193,52 @@ impl Serialize for EventJson<'_> {
             Body::TcpListen(l) => {
                 m.serialize_entry("fd", &l.fd)?;
                 m.serialize_entry("backlog", &l.backlog)?;
+            }
+            Body::ConnOpen(c) => {
+                m.serialize_entry("role", role_name(c.role))?;
+                m.serialize_entry("fd", &c.fd)?;
+                if c.ret < 0 && c.ret != -EINPROGRESS {
+                    m.serialize_entry("error", &errno_name(c.ret))?;
+                }
+                m.serialize_entry("family", family_name(c.family))?;
+                m.serialize_entry("saddr", &Str(Ip(c.family, &c.saddr)))?;
+                m.serialize_entry("sport", &c.sport)?;
+                m.serialize_entry("daddr", &Str(Ip(c.family, &c.daddr)))?;
+                m.serialize_entry("dport", &c.dport)?;
+                m.serialize_entry("sk", &Str(format_args!("{:#x}", c.sk)))?;
+            }
+            Body::ConnClose(c) => {
+                m.serialize_entry("role", role_name(c.role))?;
+                m.serialize_entry("fd", &c.fd)?;
+                m.serialize_entry("state", tcp_state_name(u16::from(c.state)))?;
+                m.serialize_entry("closed_first", closed_by(c.state))?;
+                m.serialize_entry("family", family_name(c.family))?;
+                m.serialize_entry("saddr", &Str(Ip(c.family, &c.saddr)))?;
+                m.serialize_entry("sport", &c.sport)?;
+                m.serialize_entry("daddr", &Str(Ip(c.family, &c.daddr)))?;
+                m.serialize_entry("dport", &c.dport)?;
+                m.serialize_entry("duration_ms", &ms_since(ev.ts_ns, c.open_ns))?;
+                m.serialize_entry("bytes_in", &c.bytes_in)?;
+                m.serialize_entry("bytes_out", &c.bytes_out)?;
+                m.serialize_entry("last_recv_ms_ago", &ms_since(ev.ts_ns, c.last_recv_ns))?;
+                m.serialize_entry("unanswered_ms", &ms_since(ev.ts_ns, c.wait_ns))?;
+                m.serialize_entry("sk", &Str(format_args!("{:#x}", c.sk)))?;
+            }
+            Body::ConnStatus(c) => {
+                m.serialize_entry("status", crate::conns::status_name(c.status))?;
+                m.serialize_entry("for_ms", &ms_since(ev.ts_ns, c.since_ns))?;
+                m.serialize_entry("state", tcp_state_name(u16::from(c.state)))?;
+                m.serialize_entry("role", role_name(c.role))?;
+                m.serialize_entry("family", family_name(c.family))?;
+                m.serialize_entry("saddr", &Str(Ip(c.family, &c.saddr)))?;
+                m.serialize_entry("sport", &c.sport)?;
+                m.serialize_entry("daddr", &Str(Ip(c.family, &c.daddr)))?;
+                m.serialize_entry("dport", &c.dport)?;
+                m.serialize_entry("age_ms", &ms_since(ev.ts_ns, c.open_ns))?;
+                m.serialize_entry("bytes_in", &c.bytes_in)?;
+                m.serialize_entry("bytes_out", &c.bytes_out)?;
+                m.serialize_entry("owner_pid", &owner(ev.tgid))?;
+                m.serialize_entry("sk", &Str(format_args!("{:#x}", c.sk)))?;
             }
             Body::Signal(x) => {
                 m.serialize_entry("signal", &x.sig)?;
@@ -350,6 +422,46 @@ pub fn to_line(ev: &Event, ctx: &Ctx<'_>) -> String {
             }
         ),
         Body::TcpListen(l) => format!("fd {} backlog {}", l.fd, l.backlog),
+        Body::ConnOpen(c) => format!(
+            "{} fd {}  {} -> {}{}",
+            role_name(c.role),
+            c.fd,
+            endpoint(c.family, &c.saddr, c.sport),
+            endpoint(c.family, &c.daddr, c.dport),
+            if c.ret < 0 && c.ret != -EINPROGRESS {
+                format!("  FAILED {}", errno_name(c.ret))
+            } else {
+                String::new()
+            }
+        ),
+        Body::ConnClose(c) => format!(
+            "fd {}  {} -> {}  {} (closed first: {})  {}  in {} out {}",
+            c.fd,
+            endpoint(c.family, &c.saddr, c.sport),
+            endpoint(c.family, &c.daddr, c.dport),
+            tcp_state_name(u16::from(c.state)),
+            closed_by(c.state),
+            ms_since(ev.ts_ns, c.open_ns)
+                .map(|ms| format!("{ms} ms"))
+                .unwrap_or_else(|| "age unknown".into()),
+            bytes_human(c.bytes_in),
+            bytes_human(c.bytes_out)
+        ),
+        Body::ConnStatus(c) => format!(
+            "{}  {} -> {}  {}  owner={}",
+            match ms_since(ev.ts_ns, c.since_ns) {
+                Some(ms) => format!("{} for {ms} ms", crate::conns::status_name(c.status)),
+                None => crate::conns::status_name(c.status).to_owned(),
+            },
+            endpoint(c.family, &c.saddr, c.sport),
+            endpoint(c.family, &c.daddr, c.dport),
+            tcp_state_name(u16::from(c.state)),
+            if ev.tgid == 0 {
+                "?".into()
+            } else {
+                who(ev.tgid, ctx)
+            }
+        ),
         Body::Signal(s) => format!(
             "{} -> {}({}){}",
             signal_name(s.sig),
@@ -536,7 +648,7 @@ mod render_tests {
             x
         };
         let sizes = [
-            56, 56, 56, 16, 8, 16, 32, 8, 40, 8, 528, 8, 72, 32, 16, 16, 48,
+            56, 56, 56, 16, 8, 16, 32, 8, 56, 96, 96, 40, 8, 528, 8, 72, 32, 16, 16, 48,
         ];
         let mut decoded = 0;
         for round in 0..2000 {
@@ -608,7 +720,7 @@ mod golden_tests {
                 family: AF_INET,
                 sport: 43210,
                 dport: 443,
-                _pad: 0,
+                flags: 0,
                 owner_tgid: 4242,
                 saddr: v4([10, 0, 0, 1]),
                 daddr: v4([192, 168, 1, 2]),
@@ -620,7 +732,7 @@ mod golden_tests {
                 family: tracer_common::AF_INET6,
                 sport: 0,
                 dport: 65535,
-                _pad: 0,
+                flags: 0,
                 owner_tgid: 0,
                 saddr: v6(),
                 daddr: [0; 16],

@@ -1,11 +1,14 @@
 //! `close_wait`: sockets that entered CLOSE_WAIT (the peer closed) and stayed there (the
 //! application never called close()), per owning process.
 //!
-//! The state change runs in softirq, so the owner comes from the kernel's attribution
-//! (`owner_tgid`) or from the owners learnt in process context ([`super::state::State::owner`]).
+//! The collector reports a socket that sat in CLOSE_WAIT for a second (`conn_status`, from the
+//! kernel's connection map) and again when it leaves; its `conn_close` ends it too. Dumps of
+//! earlier versions carry every state change instead, which are read the same way. A state
+//! change runs in softirq, so the owner comes from the kernel's attribution (`owner_tgid`) or
+//! from the owners learnt in process context ([`super::state::State::owner`]).
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use tracer_common::tcp::state as tcp;
+use tracer_common::tcp::{STATE_FLAG_MODEL, state as tcp, status};
 
 use super::{
     Analysis, AnalysisConfig, CloseWait as Evidence_, Cx, Evidence, Finding, Severity, comm_of, ns,
@@ -63,6 +66,44 @@ fn exited(cx: &Cx<'_>, pid: u32) -> bool {
 }
 
 impl CloseWaits {
+    /// Socket `sk` entered CLOSE_WAIT at `since_ns`.
+    #[allow(clippy::too_many_arguments)]
+    fn stuck(
+        &mut self,
+        cx: &Cx<'_>,
+        sk: u64,
+        owner_hint: u32,
+        since_ns: u64,
+        family: u16,
+        sport: u16,
+        daddr: &[u8; 16],
+        dport: u16,
+    ) {
+        let known = cx.state.owner(sk, owner_hint).filter(|&p| !exited(cx, p));
+        let listener = cx
+            .state
+            .listeners
+            .get(&sport)
+            .copied()
+            .filter(|&p| !exited(cx, p));
+        let unaccepted = known.is_none() && listener.is_some();
+        let owner = known.or(listener).unwrap_or(0);
+        if owner != 0 && !self.comms.contains_key(&owner) {
+            let c = comm_of(cx.procs, owner, "?");
+            self.comms.insert(owner, c);
+        }
+        self.socks.insert(
+            sk,
+            Stuck {
+                owner,
+                unaccepted,
+                since_ns,
+                local_port: sport,
+                remote: socket_addr(family, daddr, dport).to_string(),
+            },
+        );
+    }
+
     /// Learnt the owner after the fact (it accepted the socket, or read from it).
     fn owned(&mut self, sk: u64, pid: u32) {
         if let Some(s) = self.socks.get_mut(&sk)
@@ -81,37 +122,36 @@ impl Analysis for CloseWaits {
 
     fn observe(&mut self, ev: &Event, cx: &Cx<'_>) -> bool {
         match &ev.body {
+            // The connection model (conn_status, conn_close) says it; state changes are
+            // then only informational.
+            Body::TcpState(t) if t.flags & STATE_FLAG_MODEL != 0 => {}
             Body::TcpState(t) if t.new_state == tcp::CLOSE_WAIT => {
-                let known = cx
-                    .state
-                    .owner(t.skaddr, t.owner_tgid)
-                    .filter(|&p| !exited(cx, p));
-                let listener = cx
-                    .state
-                    .listeners
-                    .get(&t.sport)
-                    .copied()
-                    .filter(|&p| !exited(cx, p));
-                let unaccepted = known.is_none() && listener.is_some();
-                let owner = known.or(listener).unwrap_or(0);
-                if owner != 0 && !self.comms.contains_key(&owner) {
-                    let c = comm_of(cx.procs, owner, "?");
-                    self.comms.insert(owner, c);
-                }
-                self.socks.insert(
+                self.stuck(
+                    cx,
                     t.skaddr,
-                    Stuck {
-                        owner,
-                        unaccepted,
-                        since_ns: ev.ts_ns,
-                        local_port: t.sport,
-                        remote: socket_addr(t.family, &t.daddr, t.dport).to_string(),
-                    },
+                    t.owner_tgid,
+                    ev.ts_ns,
+                    t.family,
+                    t.sport,
+                    &t.daddr,
+                    t.dport,
                 );
             }
             Body::TcpState(t) if t.old_state == tcp::CLOSE_WAIT || t.new_state == tcp::CLOSE => {
                 self.socks.remove(&t.skaddr);
             }
+            Body::ConnStatus(c) if c.status == status::CLOSE_WAIT => {
+                self.stuck(
+                    cx, c.sk, ev.tgid, c.since_ns, c.family, c.sport, &c.daddr, c.dport,
+                );
+            }
+            Body::ConnStatus(c) if c.status == status::CLEARED => {
+                self.socks.remove(&c.sk);
+            }
+            Body::ConnClose(c) => {
+                self.socks.remove(&c.sk);
+            }
+            Body::ConnOpen(c) if c.sk != 0 => self.owned(c.sk, ev.tgid),
             Body::SockOwner(o) => self.owned(o.sk, ev.tgid),
             Body::TcpAccept(a) if a.ret >= 0 && a.sk != 0 => self.owned(a.sk, ev.tgid),
             // Its sockets are closed with it (each close would show as LAST_ACK too).

@@ -122,6 +122,8 @@ impl Analysis for FdLimits {
             Body::TcpAccept(a) if a.ret >= 0 => self.delta(ev, 1),
             Body::SocketOpen(s) if s.fd >= 0 => self.delta(ev, 1),
             Body::SocketClose(_) => self.delta(ev, -1),
+            Body::ConnOpen(_) => self.delta(ev, 1),
+            Body::ConnClose(_) => self.delta(ev, -1),
             Body::Exec(_) => {
                 // CLOEXEC fds are gone; the count is unknown until /proc says otherwise.
                 if let Some(p) = self.procs.get_mut(&ev.tgid) {

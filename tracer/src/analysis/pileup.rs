@@ -1,11 +1,16 @@
 //! `conn_pileup`: outgoing connections from one process to one remote endpoint (a database,
 //! an upstream) that pile up and stay open.
 //!
-//! A connection is open from SYN_SENT (in connect(), so the current task owns it) until the
-//! application closes it (FIN_WAIT1 or LAST_ACK) or it dies (CLOSE).
+//! A healthy pool holds many long-lived connections that carry traffic; a pile-up is
+//! connections that wait for an answer. The collector reports an outgoing connection that has
+//! been in SYN_SENT, or has sent and received nothing since, for a second (`conn_status`
+//! unanswered, from the kernel's per-connection activity) and again when it gets its answer
+//! (`cleared`) or is closed (`conn_close`). Only connections without an answer for
+//! `pileup_min_age_s` count. Dumps of earlier versions have no activity: there a connection is
+//! open from SYN_SENT until it is closed (FIN_WAIT1, LAST_ACK, CLOSE), as before.
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use tracer_common::tcp::state as tcp;
+use tracer_common::tcp::{ROLE_ACTIVE, STATE_FLAG_MODEL, state as tcp, status};
 
 use super::{
     Analysis, AnalysisConfig, ConnPileup, Cx, Evidence, Finding, Severity, comm_of, ns, round, secs,
@@ -16,6 +21,8 @@ struct Conn {
     owner: u32,
     remote: String,
     since_ns: u64,
+    /// Known to be waiting for an answer (from the connection model), not merely open.
+    unanswered: bool,
 }
 
 #[derive(Default)]
@@ -54,6 +61,12 @@ impl Pileups {
             t.closed += 1;
         }
     }
+
+    fn comm(&mut self, cx: &Cx<'_>, owner: u32, ev: &Event) {
+        self.comms
+            .entry(owner)
+            .or_insert_with(|| comm_of(cx.procs, owner, &ev.comm.to_string()));
+    }
 }
 
 impl Analysis for Pileups {
@@ -63,6 +76,35 @@ impl Analysis for Pileups {
 
     fn observe(&mut self, ev: &Event, cx: &Cx<'_>) -> bool {
         match &ev.body {
+            Body::TcpState(t) if t.flags & STATE_FLAG_MODEL != 0 => {}
+            Body::ConnOpen(c) if c.role == ROLE_ACTIVE && ev.tgid != 0 => {
+                let remote = socket_addr(c.family, &c.daddr, c.dport).to_string();
+                self.totals.entry((ev.tgid, remote)).or_default().opened += 1;
+                self.comm(cx, ev.tgid, ev);
+            }
+            Body::ConnClose(c) if c.role == ROLE_ACTIVE => {
+                self.conns.remove(&c.sk);
+                let remote = socket_addr(c.family, &c.daddr, c.dport).to_string();
+                if let Some(t) = self.totals.get_mut(&(ev.tgid, remote)) {
+                    t.closed += 1;
+                }
+            }
+            Body::ConnStatus(c) if c.status == status::UNANSWERED && ev.tgid != 0 => {
+                let remote = socket_addr(c.family, &c.daddr, c.dport).to_string();
+                self.comm(cx, ev.tgid, ev);
+                self.conns.insert(
+                    c.sk,
+                    Conn {
+                        owner: ev.tgid,
+                        remote,
+                        since_ns: c.since_ns,
+                        unanswered: true,
+                    },
+                );
+            }
+            Body::ConnStatus(c) if c.status == status::CLEARED => {
+                self.conns.remove(&c.sk);
+            }
             Body::TcpState(t) if t.new_state == tcp::SYN_SENT => {
                 let owner = cx.state.owner(t.skaddr, t.owner_tgid).unwrap_or(ev.tgid);
                 if owner == 0 {
@@ -83,6 +125,7 @@ impl Analysis for Pileups {
                         owner,
                         remote,
                         since_ns: ev.ts_ns,
+                        unanswered: false,
                     },
                 );
             }
@@ -116,16 +159,21 @@ impl Analysis for Pileups {
             self.totals.retain(|(pid, _), _| !gone.contains(pid));
             self.comms.retain(|pid, _| !gone.contains(pid));
         }
-        let mut per: BTreeMap<(u32, &str), (u64, u64)> = BTreeMap::new();
+        let mut per: BTreeMap<(u32, &str), (u64, u64, bool)> = BTreeMap::new();
         for c in self.conns.values() {
+            // A connection that waits for an answer counts once it has waited long enough.
+            if c.unanswered && now_ns.saturating_sub(c.since_ns) < self.min_age_ns {
+                continue;
+            }
             let e = per
                 .entry((c.owner, c.remote.as_str()))
-                .or_insert((0, u64::MAX));
+                .or_insert((0, u64::MAX, false));
             e.0 += 1;
             e.1 = e.1.min(c.since_ns);
+            e.2 |= c.unanswered;
         }
         let mut out = Vec::new();
-        for ((pid, remote), (open, oldest)) in per {
+        for ((pid, remote), (open, oldest, unanswered)) in per {
             let age_ns = now_ns.saturating_sub(oldest);
             if open < self.min_open || age_ns < self.min_age_ns {
                 continue;
@@ -140,7 +188,8 @@ impl Analysis for Pileups {
             out.push(Finding {
                 severity: Severity::Warning,
                 summary: format!(
-                    "{pid} ({comm}) has {open} connections open to {remote}, oldest {:.0} s ({opened} opened, {closed} closed)",
+                    "{pid} ({comm}) has {open} connections open to {remote}{}, oldest {:.0} s ({opened} opened, {closed} closed)",
+                    if unanswered { " without an answer" } else { "" },
                     secs(age_ns)
                 ),
                 first_seen_ns: oldest,

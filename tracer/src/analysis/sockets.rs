@@ -116,6 +116,8 @@ impl Analysis for SocketLeaks {
             Body::SocketOpen(s) if s.fd >= 0 => self.record(ev.tgid, &comm, ev.ts_ns, 1),
             Body::TcpAccept(a) if a.ret >= 0 => self.record(ev.tgid, &comm, ev.ts_ns, 1),
             Body::SocketClose(_) => self.record(ev.tgid, &comm, ev.ts_ns, -1),
+            Body::ConnOpen(_) => self.record(ev.tgid, &comm, ev.ts_ns, 1),
+            Body::ConnClose(_) => self.record(ev.tgid, &comm, ev.ts_ns, -1),
             Body::Exec(_) => {
                 self.procs.remove(&ev.tgid);
             }

@@ -199,6 +199,15 @@ impl State {
             Body::SockOwner(o) => {
                 self.owners.insert(o.sk, ev.tgid);
             }
+            Body::ConnOpen(c) if c.sk != 0 => {
+                self.owners.insert(c.sk, ev.tgid);
+            }
+            Body::ConnClose(c) => {
+                self.owners.remove(&c.sk);
+            }
+            Body::ConnStatus(c) if ev.tgid != 0 => {
+                self.owners.insert(c.sk, ev.tgid);
+            }
             Body::TcpState(t) => {
                 if t.new_state == tcp_state::LISTEN {
                     // listen() runs in the owner's context.

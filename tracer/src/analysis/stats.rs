@@ -57,29 +57,41 @@ pub struct ConnLifetimes {
 
 impl ConnLifetimes {
     fn observe(&mut self, ev: &Event, cx: &Cx<'_>) {
-        let Body::TcpState(t) = &ev.body else { return };
-        if t.new_state == tcp::ESTABLISHED {
-            if self.open.len() < OPEN_CONNS {
-                self.open.insert(t.skaddr, ev.ts_ns);
+        match &ev.body {
+            // The connection model: a close carries its open time.
+            Body::ConnClose(c) if c.open_ns != 0 => {
+                self.record(cx, ev.tgid, ev.ts_ns.saturating_sub(c.open_ns));
             }
-        } else if t.new_state == tcp::CLOSE
-            && let Some(start) = self.open.remove(&t.skaddr)
-        {
-            let owner = cx.state.owner(t.skaddr, t.owner_tgid).unwrap_or(0);
-            let pid = if self.per_pid.contains_key(&owner) || self.per_pid.len() < LIFETIME_PROCS {
-                owner
-            } else {
-                0
-            };
-            let l = self.per_pid.entry(pid).or_insert_with(|| {
-                Lifetimes::new(if pid == 0 {
-                    "(other)".into()
-                } else {
-                    comm_of(cx.procs, pid, "?")
-                })
-            });
-            l.record(ev.ts_ns.saturating_sub(start) / 1_000_000);
+            Body::TcpState(t) if t.flags & tracer_common::tcp::STATE_FLAG_MODEL != 0 => {}
+            Body::TcpState(t) if t.new_state == tcp::ESTABLISHED => {
+                if self.open.len() < OPEN_CONNS {
+                    self.open.insert(t.skaddr, ev.ts_ns);
+                }
+            }
+            Body::TcpState(t) if t.new_state == tcp::CLOSE => {
+                if let Some(start) = self.open.remove(&t.skaddr) {
+                    let owner = cx.state.owner(t.skaddr, t.owner_tgid).unwrap_or(0);
+                    self.record(cx, owner, ev.ts_ns.saturating_sub(start));
+                }
+            }
+            _ => {}
         }
+    }
+
+    fn record(&mut self, cx: &Cx<'_>, owner: u32, lifetime_ns: u64) {
+        let pid = if self.per_pid.contains_key(&owner) || self.per_pid.len() < LIFETIME_PROCS {
+            owner
+        } else {
+            0
+        };
+        let l = self.per_pid.entry(pid).or_insert_with(|| {
+            Lifetimes::new(if pid == 0 {
+                "(other)".into()
+            } else {
+                comm_of(cx.procs, pid, "?")
+            })
+        });
+        l.record(lifetime_ns / 1_000_000);
     }
 }
 

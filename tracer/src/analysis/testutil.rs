@@ -218,7 +218,7 @@ impl Stream {
                 family: AF_INET,
                 sport,
                 dport,
-                _pad: 0,
+                flags: 0,
                 owner_tgid: owner,
                 saddr: addr(1),
                 daddr: addr(2),

@@ -157,7 +157,7 @@ impl Mix {
             family: AF_INET,
             sport,
             dport,
-            _pad: 0,
+            flags: 0,
             owner_tgid: TASKS[t].pid,
             saddr,
             daddr: d,

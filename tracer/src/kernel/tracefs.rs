@@ -249,33 +249,33 @@ pub fn offsets(tfs: &Tracefs) -> Result<(Offsets, Vec<Missing>), TracefsError> {
             ("daddr_v6", &mut o.trr_daddr_v6),
         ],
     )?;
-    let mut sl = [FieldOffset::ABSENT; 3];
+    let mut sl = [FieldOffset::ABSENT; 4];
     {
-        let [a, b, c] = &mut sl;
+        let [a, b, c, d] = &mut sl;
         load(
             tfs,
             &mut missing,
             "sock",
             "sock_recv_length",
-            &mut [("sk", a), ("family", b), ("protocol", c)],
+            &mut [("sk", a), ("family", b), ("protocol", c), ("ret", d)],
         )?;
     }
-    let mut sl_send = [FieldOffset::ABSENT; 3];
+    let mut sl_send = [FieldOffset::ABSENT; 4];
     {
-        let [a, b, c] = &mut sl_send;
+        let [a, b, c, d] = &mut sl_send;
         load(
             tfs,
             &mut missing,
             "sock",
             "sock_send_length",
-            &mut [("sk", a), ("family", b), ("protocol", c)],
+            &mut [("sk", a), ("family", b), ("protocol", c), ("ret", d)],
         )?;
     }
-    // One program serves both: they must agree (they share a tracepoint class).
+    // Both programs read one set of offsets: they must agree (they share a tracepoint class).
     if sl == sl_send || sl_send.iter().all(|f| !f.present()) {
-        [o.sl_sk, o.sl_family, o.sl_protocol] = sl;
+        [o.sl_sk, o.sl_family, o.sl_protocol, o.sl_ret] = sl;
     } else if sl.iter().all(|f| !f.present()) {
-        [o.sl_sk, o.sl_family, o.sl_protocol] = sl_send;
+        [o.sl_sk, o.sl_family, o.sl_protocol, o.sl_ret] = sl_send;
     }
     load(
         tfs,

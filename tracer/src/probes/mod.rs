@@ -20,7 +20,10 @@ use aya::{
 use thiserror::Error;
 use tracer_common::{
     Family, Kind, MAX_KIND,
-    config::{Config, FILTER_CGROUP, FILTER_COMM, FILTER_PID, OPT_SIGCHLD, Offsets, TaskOffsets},
+    config::{
+        Config, FILTER_CGROUP, FILTER_COMM, FILTER_PID, OPT_SIGCHLD, OPT_TCP_STATES, Offsets,
+        TaskOffsets,
+    },
 };
 
 use crate::kernel::tracefs::{Missing, Tracefs};
@@ -115,6 +118,8 @@ pub struct TraceConfig {
     /// cgroup v2 id and its depth below the root.
     pub cgroup: Option<(u64, u32)>,
     pub sigchld: bool,
+    /// Emit every TCP state change besides the connection model.
+    pub tcp_states: bool,
     pub mem_sample_bytes: u64,
     pub large_mapping_bytes: u64,
     pub critical_ring_bytes: u32,
@@ -129,6 +134,7 @@ impl Default for TraceConfig {
             comm: None,
             cgroup: None,
             sigchld: false,
+            tcp_states: false,
             mem_sample_bytes: DEFAULT_MEM_SAMPLE,
             large_mapping_bytes: DEFAULT_LARGE_MAPPING,
             critical_ring_bytes: 4 << 20,
@@ -167,6 +173,9 @@ impl TraceConfig {
         c.large_mapping_bytes = self.large_mapping_bytes.max(1);
         if self.sigchld {
             c.options |= OPT_SIGCHLD;
+        }
+        if self.tcp_states {
+            c.options |= OPT_TCP_STATES;
         }
         // Wake the collector early when a quarter of the bulk ring is used; below that it
         // drains on its timer (live::BULK_DRAIN).
@@ -212,6 +221,7 @@ pub struct Loaded {
     _ebpf: Ebpf,
     rings: Option<(RingBuf<MapData>, RingBuf<MapData>)>,
     drops: PerCpuArray<MapData, u64>,
+    conns: Option<aya::maps::HashMap<MapData, u64, tracer_common::tcp::ConnInfo>>,
     pub status: Vec<ProbeStatus>,
     pub missing_fields: Vec<Missing>,
     pub task_offsets_known: bool,
@@ -309,11 +319,14 @@ pub fn load(cfg: &TraceConfig, tfs: &Tracefs) -> Result<Loaded, LoadError> {
         RingBuf::try_from(take(&mut ebpf, "BULK")?).map_err(|e| LoadError::Bpf(e.to_string()))?;
     let drops = PerCpuArray::try_from(take(&mut ebpf, "DROPS")?)
         .map_err(|e| LoadError::Bpf(e.to_string()))?;
+    let conns = aya::maps::HashMap::try_from(take(&mut ebpf, "CONNS")?)
+        .map_err(|e| LoadError::Bpf(e.to_string()))?;
     let task_offsets_known = task_offsets.task_exit_code != TaskOffsets::UNKNOWN;
     Ok(Loaded {
         _ebpf: ebpf,
         rings: Some((critical, bulk)),
         drops,
+        conns: Some(conns),
         status,
         missing_fields,
         task_offsets_known,
@@ -425,6 +438,13 @@ impl Loaded {
     /// The critical and bulk ring buffers, for the reader (once).
     pub fn take_rings(&mut self) -> Option<(RingBuf<MapData>, RingBuf<MapData>)> {
         self.rings.take()
+    }
+
+    /// The kernel's connection map, for the collector's periodic read (once).
+    pub fn take_conns(
+        &mut self,
+    ) -> Option<aya::maps::HashMap<MapData, u64, tracer_common::tcp::ConnInfo>> {
+        self.conns.take()
     }
 
     /// Records lost in the kernel so far, per kind (all CPUs summed).

@@ -1,0 +1,277 @@
+//! The collector's periodic read of the kernel's connection map (`CONNS`).
+//!
+//! The kernel emits a record when a connection opens and when its fd is closed, and nothing in
+//! between: state changes only update the map. What sits in between (a socket left in
+//! CLOSE_WAIT, a connection that waits for an answer) is found here, once a second, and turned
+//! into `conn_status` records that go through the pipeline like kernel records, so dumps keep
+//! them and replay sees what live saw. A status is reported once when it begins and once when
+//! it ends (`cleared`), not on every read.
+use std::collections::HashMap;
+
+use aya::maps::MapData;
+use tracer_common::{
+    Header, Kind,
+    tcp::{CONN_ALLOWED, CONN_CLOSED, ConnInfo, ConnStatus, ROLE_ACTIVE, state, status},
+};
+
+use crate::event::{self, Body, Comm, Event};
+
+/// A condition must have lasted this long to be reported: most connections pass through
+/// CLOSE_WAIT or wait for an answer for far less.
+pub const REPORT_AFTER_NS: u64 = 1_000_000_000;
+
+/// The notable condition of a connection now, if any: (status, since).
+pub fn classify(c: &ConnInfo, now_ns: u64) -> Option<(u8, u64)> {
+    if c.flags & CONN_ALLOWED == 0 || c.flags & CONN_CLOSED != 0 {
+        return None;
+    }
+    let aged = |since: u64| since != 0 && now_ns.saturating_sub(since) >= REPORT_AFTER_NS;
+    let st = u16::from(c.state);
+    if st == state::CLOSE_WAIT && aged(c.state_ns) {
+        return Some((status::CLOSE_WAIT, c.state_ns));
+    }
+    if c.role == ROLE_ACTIVE {
+        if st == state::SYN_SENT && aged(c.open_ns) {
+            return Some((status::UNANSWERED, c.open_ns));
+        }
+        if st == state::ESTABLISHED && aged(c.wait_ns) {
+            return Some((status::UNANSWERED, c.wait_ns));
+        }
+    }
+    None
+}
+
+/// A `conn_status` record (header and payload, as the kernel would frame it) and its event.
+pub fn status_record(sk: u64, c: &ConnInfo, what: u8, since: u64, now_ns: u64) -> (Event, Vec<u8>) {
+    let p = ConnStatus {
+        sk,
+        since_ns: since,
+        open_ns: c.open_ns,
+        last_recv_ns: c.last_recv_ns,
+        bytes_in: c.bytes_in,
+        bytes_out: c.bytes_out,
+        status: what,
+        state: c.state,
+        role: c.role,
+        _pad: 0,
+        family: c.family,
+        sport: c.sport,
+        dport: c.dport,
+        _pad2: 0,
+        _pad3: 0,
+        saddr: c.saddr,
+        daddr: c.daddr,
+    };
+    let h = Header {
+        kind: Kind::ConnStatus as u16,
+        payload_len: size_of::<ConnStatus>() as u16,
+        cpu: 0,
+        ts_ns: now_ns,
+        tgid: c.owner_tgid,
+        pid: c.owner_tgid,
+        uid: 0,
+        _pad: 0,
+        cgroup_id: c.cgroup_id,
+        comm: c.comm,
+    };
+    let raw = event::encode_record(&h, &p);
+    let ev = Event {
+        ts_ns: now_ns,
+        cpu: 0,
+        tgid: c.owner_tgid,
+        tid: c.owner_tgid,
+        uid: 0,
+        cgroup_id: c.cgroup_id,
+        comm: Comm(c.comm),
+        body: Body::ConnStatus(Box::new(p)),
+    };
+    (ev, raw)
+}
+
+/// What was reported and is still in force, per socket.
+#[derive(Default)]
+pub struct Reported {
+    open: HashMap<u64, (u8, u64, ConnInfo)>,
+}
+
+impl Reported {
+    /// The records for one read of the map (`entries`): conditions that began, changed or
+    /// ended since the previous read.
+    pub fn diff(
+        &mut self,
+        entries: impl IntoIterator<Item = (u64, ConnInfo)>,
+        now_ns: u64,
+    ) -> Vec<(Event, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut seen: HashMap<u64, (u8, u64, ConnInfo)> = HashMap::new();
+        for (sk, c) in entries {
+            if let Some((what, since)) = classify(&c, now_ns) {
+                seen.insert(sk, (what, since, c));
+            }
+        }
+        for (sk, (what, since, c)) in &seen {
+            if self
+                .open
+                .get(sk)
+                .is_none_or(|(w, s, _)| (w, s) != (what, since))
+            {
+                out.push(status_record(*sk, c, *what, *since, now_ns));
+            }
+        }
+        for (sk, (_, _, c)) in &self.open {
+            if !seen.contains_key(sk) {
+                out.push(status_record(*sk, c, status::CLEARED, 0, now_ns));
+            }
+        }
+        self.open = seen;
+        out.sort_by_key(|(ev, _)| match &ev.body {
+            Body::ConnStatus(s) => (s.status != status::CLEARED, s.sk),
+            _ => (true, 0),
+        });
+        out
+    }
+}
+
+/// Reads the kernel's map each second and reports what changed.
+pub struct Scanner {
+    map: aya::maps::HashMap<MapData, u64, ConnInfo>,
+    reported: Reported,
+}
+
+impl Scanner {
+    pub fn new(map: aya::maps::HashMap<MapData, u64, ConnInfo>) -> Scanner {
+        Scanner {
+            map,
+            reported: Reported::default(),
+        }
+    }
+
+    pub fn scan(&mut self, now_ns: u64) -> Vec<(Event, Vec<u8>)> {
+        // Entries come and go while we read: one that vanished between its key and its value
+        // is simply not there.
+        let entries: Vec<(u64, ConnInfo)> = self.map.iter().filter_map(Result::ok).collect();
+        self.reported.diff(entries, now_ns)
+    }
+}
+
+/// `tcp::ConnStatus` field names, for people.
+pub fn status_name(s: u8) -> &'static str {
+    match s {
+        status::CLOSE_WAIT => "close_wait",
+        status::UNANSWERED => "unanswered",
+        status::CLEARED => "cleared",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracer_common::tcp::{CONN_ANNOUNCED, ROLE_PASSIVE};
+
+    const S: u64 = 1_000_000_000;
+
+    fn conn(role: u8, st: u16, state_ns: u64) -> ConnInfo {
+        ConnInfo {
+            owner_tgid: 42,
+            fd: 7,
+            cgroup_id: 1,
+            comm: *b"proxy\0\0\0\0\0\0\0\0\0\0\0",
+            open_ns: S,
+            wait_ns: 0,
+            last_recv_ns: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            state_ns,
+            state: st as u8,
+            role,
+            flags: CONN_ALLOWED | CONN_ANNOUNCED,
+            _pad: 0,
+            family: tracer_common::AF_INET,
+            sport: 8080,
+            dport: 40000,
+            _pad2: 0,
+            _pad3: 0,
+            saddr: [0; 16],
+            daddr: [0; 16],
+        }
+    }
+
+    fn statuses(v: &[(Event, Vec<u8>)]) -> Vec<(u64, u8)> {
+        v.iter()
+            .map(|(ev, raw)| {
+                // What is stored decodes to what is fed.
+                assert_eq!(&event::decode(raw).unwrap(), ev);
+                match &ev.body {
+                    Body::ConnStatus(s) => (s.sk, s.status),
+                    _ => unreachable!(),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn close_wait_is_reported_once_then_cleared() {
+        let mut r = Reported::default();
+        let cw = conn(ROLE_PASSIVE, state::CLOSE_WAIT, 2 * S);
+        // Not yet a second old.
+        assert!(r.diff([(1, cw)], 2 * S + S / 2).is_empty());
+        assert_eq!(
+            statuses(&r.diff([(1, cw)], 3 * S)),
+            [(1, status::CLOSE_WAIT)]
+        );
+        assert!(r.diff([(1, cw)], 4 * S).is_empty(), "reported once");
+        // Closed by its owner: cleared.
+        let mut closed = cw;
+        closed.flags |= CONN_CLOSED;
+        assert_eq!(
+            statuses(&r.diff([(1, closed)], 5 * S)),
+            [(1, status::CLEARED)]
+        );
+        assert!(r.diff([], 6 * S).is_empty());
+    }
+
+    #[test]
+    fn an_active_connection_waiting_for_an_answer_is_unanswered_until_it_gets_one() {
+        let mut r = Reported::default();
+        let mut c = conn(ROLE_ACTIVE, state::ESTABLISHED, S);
+        c.wait_ns = 2 * S;
+        c.bytes_out = 10;
+        assert_eq!(
+            statuses(&r.diff([(9, c)], 4 * S)),
+            [(9, status::UNANSWERED)]
+        );
+        c.wait_ns = 0;
+        c.last_recv_ns = 5 * S;
+        assert_eq!(statuses(&r.diff([(9, c)], 5 * S)), [(9, status::CLEARED)]);
+        // A new request without answer is a new status.
+        c.wait_ns = 6 * S;
+        assert_eq!(
+            statuses(&r.diff([(9, c)], 8 * S)),
+            [(9, status::UNANSWERED)]
+        );
+    }
+
+    #[test]
+    fn healthy_and_filtered_connections_are_not_reported() {
+        let mut r = Reported::default();
+        let idle_pool = conn(ROLE_ACTIVE, state::ESTABLISHED, S); // answered, idle
+        let server = conn(ROLE_PASSIVE, state::ESTABLISHED, S);
+        let mut syn = conn(ROLE_ACTIVE, state::SYN_SENT, S);
+        syn.flags &= !CONN_ALLOWED; // owner filtered out
+        assert!(
+            r.diff([(1, idle_pool), (2, server), (3, syn)], 60 * S)
+                .is_empty()
+        );
+        syn.flags |= CONN_ALLOWED;
+        assert_eq!(
+            statuses(&r.diff([(3, syn)], 60 * S)),
+            [(3, status::UNANSWERED)]
+        );
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(status_name(status::CLOSE_WAIT), "close_wait");
+    }
+}
