@@ -1,6 +1,6 @@
 //! Memory: large mappings, heap growth and RSS samples. Every allocating workload runs inside a
 //! memory cgroup with a limit well above what it allocates (and far below the machine's RAM).
-use std::time::Duration;
+use std::{os::unix::process::ExitStatusExt, time::Duration};
 
 use serde_json::json;
 use tracer_tests::{
@@ -275,6 +275,73 @@ fn last_sample_is_within_five_percent_of_vm_rss() {
         all.extend(ev);
     }
     k.finish(&all);
+}
+
+/// A process growing 40 MiB/s in a 96 MiB cgroup is OOM-killed after ~2.5 s, long before the
+/// 30 s of samples the regular runaway_alloc path waits for: it gets an early, critical
+/// runaway_alloc finding, printed before its oom_kill.
+#[test]
+fn fast_runaway_is_warned_before_its_oom_kill() {
+    if !require_root() {
+        return;
+    }
+    let limit = 96 * MIB;
+    let cg = cgroup(limit);
+    let t = Tracer::for_test(&["--events", "memory,oom,signal,process"]);
+    let mut w = Workload::spawn(cg.enter(&mut workload!("hog", "--unbounded", "--mib-per-s", 40)));
+    let wp = w.pid();
+    w.expect("hogging");
+    let status = w.wait_within(Duration::from_secs(30));
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "the hog was killed");
+    assert_eq!(cg.oom_kills(), Some(1), "the cgroup counted one OOM kill");
+    t.wait_for("the hog's exit", |e| e.is("exit", wp));
+    let stopped = t.stop();
+    let ev = &stopped.events;
+    let mut k = Checks::new();
+    let oom = k.find_with(
+        "the oom_kill event",
+        ev,
+        |e| e.kind() == "oom_kill" && e["victim_pid"] == wp,
+        json!({"pid": wp}),
+    );
+    let warned = k.find_with(
+        "the runaway_alloc finding, as first raised",
+        &stopped.findings,
+        |f| f.kind() == "runaway_alloc" && f["pid"] == wp && f["update"] == "new",
+        json!({
+            "severity": "critical", "comm": "workload", "early_warning": true,
+            "limit_source": "cgroup", "limit_bytes": limit,
+        }),
+    );
+    if let (Some(oom), Some(f)) = (oom, warned) {
+        // Both are RFC 3339 with nanoseconds, in UTC: they sort as strings.
+        let (raised, killed) = (f.str_of("ts").unwrap_or(""), oom.str_of("ts").unwrap_or(""));
+        eprintln!(
+            "runaway_alloc raised at {raised}, oom_kill at {killed}: {}",
+            f["summary"]
+        );
+        k.that(
+            !raised.is_empty() && raised < killed,
+            format!("raised ({raised}) before the oom_kill ({killed}): {f}"),
+        );
+        let rate = f.u64_of("growth_bytes_per_sec").unwrap_or(0);
+        k.that(
+            (20 * MIB..=80 * MIB).contains(&rate),
+            format!("growth_bytes_per_sec near 40 MiB/s: {f}"),
+        );
+        let left = f["seconds_to_limit"].as_f64().unwrap_or(-1.0);
+        k.that(
+            (0.0..30.0).contains(&left),
+            format!("seconds_to_limit within the 30 s window: {f}"),
+        );
+        k.that(
+            f.str_of("summary")
+                .unwrap_or("")
+                .starts_with("early warning: "),
+            format!("the summary says it is an early warning: {f}"),
+        );
+    }
+    k.finish(ev);
 }
 
 /// `--large-mapping`: a 2 MiB mmap is not an event by default (4 MiB), and is with 1M.
