@@ -1,6 +1,6 @@
 //! Memory: large mappings, heap growth and RSS samples. Every allocating workload runs inside a
 //! memory cgroup with a limit well above what it allocates (and far below the machine's RAM).
-use std::time::Duration;
+use std::{os::unix::process::ExitStatusExt, time::Duration};
 
 use serde_json::json;
 use tracer_tests::{
@@ -165,7 +165,7 @@ fn rss_sample_for_touched_memory() {
     let wp = w.pid();
     let touched = w.expect("touched");
     let sample = t.try_wait_for(Duration::from_secs(5), |e| {
-        e.is("mem_sample", wp) && e.u64_of("rss_bytes").unwrap_or(0) >= 90 * MIB
+        e.is("mem_sample", wp) && e.u64_of("rss_anon_bytes").unwrap_or(0) >= 90 * MIB
     });
     w.close_stdin();
     assert!(w.wait().success());
@@ -187,34 +187,161 @@ fn rss_sample_for_touched_memory() {
         None => k.that(
             false,
             format!(
-                "a mem_sample of pid {wp} with rss_bytes >= 90 MiB (the workload saw VmRSS {} kB)",
+                "a mem_sample of pid {wp} with rss_anon_bytes >= 90 MiB (the workload saw VmRSS {} kB)",
                 touched["vm_rss_kb"]
             ),
         ),
     }
-    // Samples are aggregated in the kernel: one only when RSS or mapped bytes moved by the
-    // threshold (16 MiB by default) since the previous one, not one per page fault.
+    // Samples are aggregated in the kernel: one only when RSS or mapped bytes moved by their
+    // step (1/32 of the value, between 1 MiB and 16 MiB) since the previous one, not one per
+    // page fault (100 MiB are 25,600 of them): ~70 from 0 to 100 MiB.
     let samples: Vec<_> = ev.iter().filter(|e| e.is("mem_sample", wp)).collect();
     k.that(
-        (2..=12).contains(&samples.len()),
-        format!("a handful of samples for 100 MiB, got {}", samples.len()),
+        (2..=120).contains(&samples.len()),
+        format!("a few dozen samples for 100 MiB, got {}", samples.len()),
     );
+    let step = |v: u64| (v >> 5).clamp(MIB, 16 * MIB);
     for pair in samples.windows(2) {
-        let d = |f: &str| {
-            pair[1]
-                .u64_of(f)
-                .unwrap_or(0)
-                .abs_diff(pair[0].u64_of(f).unwrap_or(0))
+        let moved = |f: &str| {
+            let now = pair[1].u64_of(f).unwrap_or(0);
+            now.abs_diff(pair[0].u64_of(f).unwrap_or(0)) >= step(now)
         };
         k.that(
-            d("rss_bytes") >= 16 * MIB || d("mapped_bytes") >= 16 * MIB,
+            moved("rss_bytes") || moved("mapped_bytes"),
             format!(
-                "consecutive samples 16 MiB apart: {} then {}",
+                "consecutive samples a step (1/32 of the value, 1 to 16 MiB) apart: {} then {}",
                 pair[0], pair[1]
             ),
         );
     }
     k.finish(&ev);
+}
+
+/// /proc/PID/status's VmRSS, in bytes.
+fn vm_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+        * 1024
+}
+
+/// The last memory sample of a small process is within 5% of its VmRSS read from /proc while
+/// it is alive (the sample step is 1/32 of RSS, at least 1 MiB; a fixed 16 MiB step left
+/// these sizes up to 19% off, or without any sample below 16 MiB).
+#[test]
+fn last_sample_is_within_five_percent_of_vm_rss() {
+    if !require_root() {
+        return;
+    }
+    let cg = cgroup(128 * MIB);
+    let mut k = Checks::new();
+    let mut all = Vec::new();
+    for mib in [20, 30, 40] {
+        let t = Tracer::for_test(&["--events", "memory,process"]);
+        let mut w = Workload::spawn(cg.enter(&mut workload!("hog", "--mib", mib)));
+        let wp = w.pid();
+        w.expect("touched");
+        // The workload now only waits on stdin: its RSS stays put until it exits (its mm is
+        // torn down after exit, with no samples: the kernel's `curr` is then 0).
+        let truth = vm_rss(wp);
+        w.close_stdin();
+        assert!(w.wait().success());
+        t.wait_for("the workload's exit", |e| e.is("exit", wp));
+        let ev = t.stop().events;
+        match ev.iter().rfind(|e| e.is("mem_sample", wp)) {
+            Some(last) => {
+                let rss = last.u64_of("rss_bytes").unwrap_or(0);
+                let err = rss.abs_diff(truth) as f64 / truth as f64;
+                eprintln!(
+                    "{mib} MiB touched: VmRSS {truth}, last sample {rss}: {:.2}% off",
+                    err * 100.0
+                );
+                k.that(
+                    err <= 0.05,
+                    format!(
+                        "{mib} MiB touched: the last sample's rss_bytes {rss} within 5% of VmRSS {truth} ({:.1}% off): {last}",
+                        err * 100.0
+                    ),
+                );
+            }
+            None => k.that(
+                false,
+                format!("{mib} MiB touched: no mem_sample of pid {wp}"),
+            ),
+        }
+        all.extend(ev);
+    }
+    k.finish(&all);
+}
+
+/// A process growing 40 MiB/s in a 96 MiB cgroup is OOM-killed after ~2.5 s, long before the
+/// 30 s of samples the regular runaway_alloc path waits for: it gets an early, critical
+/// runaway_alloc finding, printed before its oom_kill.
+#[test]
+fn fast_runaway_is_warned_before_its_oom_kill() {
+    if !require_root() {
+        return;
+    }
+    let limit = 96 * MIB;
+    let cg = cgroup(limit);
+    let t = Tracer::for_test(&["--events", "memory,oom,signal,process"]);
+    let mut w = Workload::spawn(cg.enter(&mut workload!("hog", "--unbounded", "--mib-per-s", 40)));
+    let wp = w.pid();
+    w.expect("hogging");
+    let status = w.wait_within(Duration::from_secs(30));
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "the hog was killed");
+    assert_eq!(cg.oom_kills(), Some(1), "the cgroup counted one OOM kill");
+    t.wait_for("the hog's exit", |e| e.is("exit", wp));
+    let stopped = t.stop();
+    let ev = &stopped.events;
+    let mut k = Checks::new();
+    let oom = k.find_with(
+        "the oom_kill event",
+        ev,
+        |e| e.kind() == "oom_kill" && e["victim_pid"] == wp,
+        json!({"pid": wp}),
+    );
+    let warned = k.find_with(
+        "the runaway_alloc finding, as first raised",
+        &stopped.findings,
+        |f| f.kind() == "runaway_alloc" && f["pid"] == wp && f["update"] == "new",
+        json!({
+            "severity": "critical", "comm": "workload", "early_warning": true,
+            "limit_source": "cgroup", "limit_bytes": limit,
+        }),
+    );
+    if let (Some(oom), Some(f)) = (oom, warned) {
+        // Both are RFC 3339 with nanoseconds, in UTC: they sort as strings.
+        let (raised, killed) = (f.str_of("ts").unwrap_or(""), oom.str_of("ts").unwrap_or(""));
+        eprintln!(
+            "runaway_alloc raised at {raised}, oom_kill at {killed}: {}",
+            f["summary"]
+        );
+        k.that(
+            !raised.is_empty() && raised < killed,
+            format!("raised ({raised}) before the oom_kill ({killed}): {f}"),
+        );
+        let rate = f.u64_of("growth_bytes_per_sec").unwrap_or(0);
+        k.that(
+            (20 * MIB..=80 * MIB).contains(&rate),
+            format!("growth_bytes_per_sec near 40 MiB/s: {f}"),
+        );
+        let left = f["seconds_to_limit"].as_f64().unwrap_or(-1.0);
+        k.that(
+            (0.0..30.0).contains(&left),
+            format!("seconds_to_limit within the 30 s window: {f}"),
+        );
+        k.that(
+            f.str_of("summary")
+                .unwrap_or("")
+                .starts_with("early warning: "),
+            format!("the summary says it is an early warning: {f}"),
+        );
+    }
+    k.finish(ev);
 }
 
 /// `--large-mapping`: a 2 MiB mmap is not an event by default (4 MiB), and is with 1M.

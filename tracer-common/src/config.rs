@@ -22,7 +22,7 @@ pub struct Config {
     pub cgroup_level: u32,
     pub filter_cgroup: u64,
     pub filter_comm: [u8; 16],
-    /// Emit a memory sample when RSS or mapped bytes moved by this many bytes.
+    /// The largest memory sample step ([`crate::memory::sample_step`]).
     pub mem_sample_bytes: u64,
     /// mmap/munmap/brk moves at least this large are single events.
     pub large_mapping_bytes: u64,

@@ -1,7 +1,8 @@
 //! Memory: per-process RSS and mapped bytes aggregated here, in the kernel, and emitted as a
-//! sample only when one of them moved by the sample threshold; single events for large
-//! mmap/munmap/brk moves. `kmem/rss_stat` fires on every RSS counter update (page faults), so
-//! its program does one map lookup and rarely more.
+//! sample only when one of them moved by the sample step (1/32 of its value, between 1 MiB
+//! and `--mem-threshold`); single events for large mmap/munmap/brk moves. `kmem/rss_stat`
+//! fires on every RSS counter update (page faults), so its program filters first, does one
+//! map lookup and rarely more.
 use aya_ebpf::{
     macros::{map, tracepoint},
     maps::LruHashMap,
@@ -9,7 +10,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     Family,
-    memory::{Brk, MAP_ANONYMOUS, MemSample, Mmap, Munmap},
+    memory::{Brk, MAP_ANONYMOUS, MemSample, Mmap, Munmap, sample_step},
 };
 
 use crate::common::{
@@ -67,15 +68,17 @@ fn moved(now: u64, last: u64, by: u64) -> bool {
     now.abs_diff(last) >= by
 }
 
-/// Emits a sample when RSS or mapped bytes moved by the threshold since the last one.
+/// Emits a sample when RSS or mapped bytes moved by their step since the last one. The step
+/// is relative to the current value, so the last sample stays within ~3% of it (a fixed
+/// 16 MiB step left small processes up to 19% off, or unsampled below 16 MiB).
 #[inline(always)]
 fn maybe_sample(cur: &Task, st: *mut MemState, mapped: Option<u64>) {
-    let threshold = conf!(mem_sample_bytes);
+    let max = conf!(mem_sample_bytes);
     let s = unsafe { &mut *st };
     let c = s.counters;
     let rss = c[0] + c[1] + c[3];
-    let rss_moved = moved(rss, s.last_rss, threshold);
-    let mapped_moved = matches!(mapped, Some(m) if moved(m, s.last_mapped, threshold));
+    let rss_moved = moved(rss, s.last_rss, sample_step(rss, max));
+    let mapped_moved = matches!(mapped, Some(m) if moved(m, s.last_mapped, sample_step(m, max)));
     if !rss_moved && !mapped_moved {
         return;
     }
@@ -105,6 +108,11 @@ fn try_rss_stat(ctx: &TracePointContext) -> Option<()> {
     if !family_enabled(Family::Memory) {
         return None;
     }
+    // The collector itself and filtered-out processes cost no field reads.
+    let cur = current()?;
+    if !current_allowed(&cur) {
+        return None;
+    }
     // Updates of another process's mm (reclaim, remote faults) cannot be attributed here.
     if field::<u32>(ctx, off!(rss_curr))? == 0 {
         return None;
@@ -114,10 +122,6 @@ fn try_rss_stat(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let size = field::<i64>(ctx, off!(rss_size))?;
-    let cur = current()?;
-    if !current_allowed(&cur) {
-        return None;
-    }
     let st = state(cur.tgid)?;
     unsafe { (*st).counters[member as usize & 3] = size.max(0) as u64 };
     maybe_sample(&cur, st, None);

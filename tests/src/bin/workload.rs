@@ -38,7 +38,9 @@ fn usage() -> ExitCode {
          \x20 idle [--secs N]                        say ready, then obey stdin: exit N (EOF: exit 0)\n\
          \x20 exit --code N                          exit with status N\n\
          \x20 fork-exit --code N                     fork a child that exits with N, reap it\n\
-         \x20 hog --mib N | --unbounded              touch N MiB (then wait for stdin EOF), or touch until killed\n\
+         \x20 hog --mib N | --unbounded [--mib-per-s R]\n\
+         \x20                                        touch N MiB (then wait for stdin EOF), or touch until\n\
+         \x20                                        killed (at R MiB/s: 1 MiB at a time, paced by the clock)\n\
          \x20 mmap --mib N                           mmap N MiB anonymous rw-, then munmap it\n\
          \x20 brk --mib N                            grow the heap with sbrk by N MiB\n\
          \x20 reexec COMMAND...                      exec this program again with COMMAND"
@@ -457,7 +459,21 @@ fn hog(args: &[String]) -> ExitCode {
         let len = 4usize << 30;
         let p = map_anon(len, libc::MAP_NORESERVE);
         say(json!({"event": "hogging", "pid": std::process::id(), "limit": limit}));
-        touch(p, len);
+        match opt(args, "--mib-per-s") {
+            None => touch(p, len),
+            Some(_) => {
+                let rate = opt_num(args, "--mib-per-s", None).max(1) as f64;
+                let start = std::time::Instant::now();
+                for mib in 0..len >> 20 {
+                    // SAFETY: the k-th MiB of the mapping of `len` bytes at `p`.
+                    touch(unsafe { p.add(mib << 20) }, 1 << 20);
+                    let due = std::time::Duration::from_secs_f64((mib + 1) as f64 / rate);
+                    if let Some(wait) = due.checked_sub(start.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+            }
+        }
         say(json!({"event": "error", "what": "touched 4 GiB and was not killed"}));
         return ExitCode::from(4);
     }

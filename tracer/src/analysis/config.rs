@@ -91,6 +91,19 @@ pub struct AnalysisConfig {
     pub mem_min_steadiness: f64,
     /// runaway_alloc is critical when the limit is projected to be hit within this long.
     pub mem_critical_s: f64,
+    /// runaway_alloc early warning: before the window has spanned mem_min_duration_s, a
+    /// process is raised at once, as critical, when its fitted growth reaches the limit sooner
+    /// than that span would be complete, with the rate and steadiness rules above and at least
+    /// this many samples...
+    pub mem_early_min_samples: u64,
+    /// ...spanning at least this long (start-up bursts are shorter)...
+    pub mem_early_min_duration_s: f64,
+    /// ...grown by at least this much ("16M" accepted)...
+    #[serde(deserialize_with = "size")]
+    pub mem_early_min_growth_bytes: u64,
+    /// ...and by at least this share of the headroom it had (limit minus RSS at the window's
+    /// start): a bounded allocation that is freed again seldom eats that much at once.
+    pub mem_early_min_headroom_share: f64,
 
     /// conn_pileup: at least this many connections from one process to one remote endpoint...
     pub pileup_min_open: u64,
@@ -132,6 +145,10 @@ impl Default for AnalysisConfig {
             mem_min_growth_bytes: 64 << 20,
             mem_min_steadiness: 0.8,
             mem_critical_s: 600.0,
+            mem_early_min_samples: 4,
+            mem_early_min_duration_s: 1.0,
+            mem_early_min_growth_bytes: 16 << 20,
+            mem_early_min_headroom_share: 0.25,
             pileup_min_open: 20,
             pileup_min_age_s: 30.0,
             timeline_max: 5000,
@@ -251,6 +268,7 @@ impl AnalysisConfig {
             ("close_wait_min_age_s", self.close_wait_min_age_s),
             ("mem_min_duration_s", self.mem_min_duration_s),
             ("mem_critical_s", self.mem_critical_s),
+            ("mem_early_min_duration_s", self.mem_early_min_duration_s),
             ("pileup_min_age_s", self.pileup_min_age_s),
         ];
         for (key, v) in non_negative {
@@ -264,6 +282,10 @@ impl AnalysisConfig {
         for (key, v) in [
             ("fd_near_limit_ratio", self.fd_near_limit_ratio),
             ("mem_min_steadiness", self.mem_min_steadiness),
+            (
+                "mem_early_min_headroom_share",
+                self.mem_early_min_headroom_share,
+            ),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(ConfigError::Invalid {

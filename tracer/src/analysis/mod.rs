@@ -205,6 +205,9 @@ pub struct RunawayAlloc {
     /// "cgroup" or "host".
     pub limit_source: Option<String>,
     pub seconds_to_limit: Option<f64>,
+    /// Raised before the window spanned mem_min_duration_s, because the limit is projected
+    /// to be hit sooner.
+    pub early_warning: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -143,8 +143,9 @@ impl Default for TraceConfig {
     }
 }
 
-/// A process's RSS or mapped bytes must move this much before the kernel emits a sample: a
-/// runaway allocator growing 100 MiB/s gives ~6 samples a second, an idle host none.
+/// The most a process's RSS or mapped bytes move before the kernel emits a sample (the step is
+/// 1/32 of the value, from 1 MiB: `tracer_common::memory::sample_step`): a runaway allocator
+/// growing 100 MiB/s past 512 MiB gives ~6 samples a second, an idle host none.
 pub const DEFAULT_MEM_SAMPLE: u64 = 16 << 20;
 /// mmap/munmap/brk at least this large are single events (glibc's default mmap threshold is
 /// 128 KiB, so smaller would turn every malloc of a big buffer into an event).
