@@ -9,12 +9,11 @@
 use std::collections::HashMap;
 
 use aya::maps::MapData;
-use tracer_common::{
-    Header, Kind,
-    tcp::{CONN_ALLOWED, CONN_CLOSED, ConnInfo, ConnStatus, ROLE_ACTIVE, state, status},
+use tracer_common::tcp::{
+    CONN_ALLOWED, CONN_CLOSED, ConnInfo, ConnStatus, ROLE_ACTIVE, state, status,
 };
 
-use crate::event::{self, Body, Comm, Event};
+use crate::event::{self, Body, Comm, Event, EventHeader};
 
 /// A condition must have lasted this long to be reported: most connections pass through
 /// CLOSE_WAIT or wait for an answer for far less.
@@ -62,19 +61,16 @@ pub fn status_record(sk: u64, c: &ConnInfo, what: u8, since: u64, now_ns: u64) -
         saddr: c.saddr,
         daddr: c.daddr,
     };
-    let h = Header {
-        kind: Kind::ConnStatus as u16,
-        payload_len: size_of::<ConnStatus>() as u16,
-        cpu: 0,
+    let h = EventHeader {
         ts_ns: now_ns,
+        cpu: 0,
         tgid: c.owner_tgid,
-        pid: c.owner_tgid,
+        tid: c.owner_tgid,
         uid: 0,
-        _pad: 0,
         cgroup_id: c.cgroup_id,
-        comm: c.comm,
+        comm: Comm(c.comm),
     };
-    let raw = event::encode_record(&h, &p);
+    let raw = event::encode_kernel_record(&h, &p);
     let ev = Event {
         ts_ns: now_ns,
         cpu: 0,

@@ -21,6 +21,9 @@ pub fn socket_addr(family: u16, a: &[u8; 16], port: u16) -> std::net::SocketAddr
 /// like the kernel kinds.
 pub const KIND_PROC_INFO: u16 = 200;
 pub const KIND_DROPS: u16 = 201;
+/// The collector's clock: live writes one a second, so analyses are evaluated on a quiet host
+/// (a socket ageing in CLOSE_WAIT with nothing else happening), and replay does the same.
+pub const KIND_TICK: u16 = 202;
 
 /// A process or task name, as the kernel keeps it: up to 16 bytes, NUL padded.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
@@ -134,6 +137,8 @@ pub enum Body {
     MemSample(memory::MemSample),
     ProcInfo(Box<ProcInfo>),
     Drops(Box<Drops>),
+    /// See [`KIND_TICK`]. Not printed.
+    Tick,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,6 +170,7 @@ impl Event {
         match &self.body {
             Body::ProcInfo(_) => "proc_info",
             Body::Drops(_) => "drops",
+            Body::Tick => "tick",
             b => b.kind().map(Kind::name).unwrap_or("unknown"),
         }
     }
@@ -194,7 +200,7 @@ impl Body {
             Body::Munmap(_) => Kind::Munmap,
             Body::Brk(_) => Kind::Brk,
             Body::MemSample(_) => Kind::MemSample,
-            Body::ProcInfo(_) | Body::Drops(_) => return None,
+            Body::ProcInfo(_) | Body::Drops(_) | Body::Tick => return None,
         })
     }
 }
@@ -297,6 +303,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 msg: e.to_string(),
             }
         })?)),
+        KIND_TICK => Body::Tick,
         _ => match Kind::from_u16(h.kind).ok_or(DecodeError::UnknownKind(h.kind))? {
             Kind::TcpState => Body::TcpState(payload(k, p)?),
             Kind::TcpAccept => Body::TcpAccept(payload(k, p)?),
@@ -353,18 +360,6 @@ pub fn header_bytes(ev_header: &Header) -> [u8; HEADER_LEN] {
     out
 }
 
-/// Frames a kernel-shaped record made by the collector (a `conn_status`) as the kernel would.
-pub fn encode_record<T: tracer_common::Payload>(h: &Header, payload: &T) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + size_of::<T>());
-    out.extend_from_slice(&header_bytes(h));
-    // SAFETY: payload types are #[repr(C)] integers and byte arrays with explicit padding
-    // fields (tracer_common layout tests), so all their bytes are initialised.
-    out.extend_from_slice(unsafe {
-        std::slice::from_raw_parts((payload as *const T).cast::<u8>(), size_of::<T>())
-    });
-    out
-}
-
 /// Encodes a collector-made record (process info, drop counts) in the same framing as kernel
 /// records, so dumps hold one kind of thing. Returns None for kernel events (they are stored as
 /// the kernel wrote them).
@@ -372,6 +367,7 @@ pub fn encode_user_record(ev: &Event) -> Option<Vec<u8>> {
     let (kind, json) = match &ev.body {
         Body::ProcInfo(p) => (KIND_PROC_INFO, proc_info_json(p)?),
         Body::Drops(d) => (KIND_DROPS, serde_json::to_vec(d).ok()?),
+        Body::Tick => (KIND_TICK, Vec::new()),
         _ => return None,
     };
     let len = u16::try_from(json.len()).ok()?;

@@ -45,7 +45,8 @@ pub struct TraceArgs {
     /// (conn_open, conn_close, conn_status); this adds some ten records per connection.
     #[arg(long)]
     pub tcp_states: bool,
-    /// Emit a memory sample when a process's RSS or mapped bytes moved by this much.
+    /// The most a process's RSS or mapped bytes move before a memory sample (the step is 1/32
+    /// of the value, from 1 MiB up to this).
     #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = units::parse_size)]
     pub mem_threshold: u64,
     /// mmap/munmap/brk moves at least this large are single events.
@@ -260,6 +261,20 @@ pub fn start(args: &TraceArgs) -> anyhow::Result<(Session, HostInfo, Filter)> {
     ))
 }
 
+/// The collector's clock tick, stored in dumps (see [`event::KIND_TICK`]).
+fn tick_event(ts_ns: u64) -> Event {
+    Event {
+        ts_ns,
+        cpu: 0,
+        tgid: std::process::id(),
+        tid: std::process::id(),
+        uid: 0,
+        cgroup_id: 0,
+        comm: Comm::new("tracer"),
+        body: Body::Tick,
+    }
+}
+
 fn proc_event(info: ProcInfo, ts_ns: u64) -> Event {
     Event {
         ts_ns,
@@ -354,6 +369,7 @@ impl Session {
                         if let Some(s) = scanner.as_mut() {
                             self.feed_statuses(s, pipeline)?;
                         }
+                        feed_user(pipeline, tick_event(host::boot_ns()))?;
                         self.poll_drops(pipeline, false)?;
                     }
                     _ = drain_tick.tick() => {}
@@ -459,7 +475,7 @@ impl Session {
         if ev.tgid == 0
             || matches!(
                 ev.body,
-                Body::Exit(_) | Body::Exec(_) | Body::ProcInfo(_) | Body::Drops(_)
+                Body::Exit(_) | Body::Exec(_) | Body::ProcInfo(_) | Body::Drops(_) | Body::Tick
             )
         {
             return Ok(());

@@ -312,6 +312,7 @@ impl Serialize for EventJson<'_> {
                 m.serialize_entry("mapped_bytes", &x.mapped_bytes)?;
             }
             Body::ProcInfo(p) => m.serialize_entry("info", &**p)?,
+            Body::Tick => {}
             Body::Drops(d) => {
                 // Sorted by kind name, the last count of a name winning, as always.
                 let drops: std::collections::BTreeMap<&str, u64> =
@@ -512,6 +513,7 @@ pub fn to_line(ev: &Event, ctx: &Ctx<'_>) -> String {
         ),
         Body::ProcInfo(p) => format!("{} {}", p.pid, p.cmdline.join(" ")),
         Body::Drops(d) => format!("{} records lost so far", d.total()),
+        Body::Tick => String::new(),
     };
     format!(
         "{time} {:>7} {:<15} {:<12} {what}",
@@ -565,7 +567,7 @@ pub fn flush_stdout() {
 
 /// Whether an event is shown by the printer.
 pub fn printable(ev: &Event) -> bool {
-    !matches!(ev.body, Body::ProcInfo(_) | Body::Drops(_))
+    !matches!(ev.body, Body::ProcInfo(_) | Body::Drops(_) | Body::Tick)
 }
 
 impl Sink for Printer {

@@ -245,6 +245,73 @@ impl Analysis for CloseWaits {
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
+
+    /// On a quiet host the collector's ticks alone age a reported CLOSE_WAIT into a finding
+    /// (live, and replay of the dump that stored the ticks); without them nothing would
+    /// evaluate it until the next event.
+    #[test]
+    fn ticks_age_a_reported_close_wait_on_a_quiet_host() {
+        use tracer_common::tcp::{ROLE_PASSIVE, status};
+        let raised = |ticks: bool| {
+            let mut s = Stream::new();
+            s.at(0).proc_info(700, 1, "proxy", |_| {});
+            s.at(1000).conn_status(
+                700,
+                "proxy",
+                0x77,
+                status::CLOSE_WAIT,
+                0,
+                ROLE_PASSIVE,
+                8080,
+                40000,
+            );
+            if ticks {
+                for sec in 2..=12u64 {
+                    s.at(sec * 1000).tick();
+                }
+            }
+            s.engine
+                .findings()
+                .iter()
+                .filter(|f| f.kind() == "close_wait")
+                .count()
+        };
+        assert_eq!(
+            raised(true),
+            1,
+            "raised by the ticks, before the stream ends"
+        );
+        assert_eq!(raised(false), 0, "nothing evaluates a silent stream");
+    }
+
+    #[test]
+    fn a_cleared_close_wait_is_not_reported() {
+        use tracer_common::tcp::{ROLE_PASSIVE, status};
+        let mut s = Stream::new();
+        s.at(0).proc_info(700, 1, "proxy", |_| {});
+        s.at(1000).conn_status(
+            700,
+            "proxy",
+            0x77,
+            status::CLOSE_WAIT,
+            0,
+            ROLE_PASSIVE,
+            8080,
+            40000,
+        );
+        s.at(3000).conn_status(
+            700,
+            "proxy",
+            0x77,
+            status::CLEARED,
+            0,
+            ROLE_PASSIVE,
+            8080,
+            40000,
+        );
+        s.at(30_000).tick();
+        assert!(s.findings_of("close_wait").is_empty());
+    }
     use tracer_common::tcp::state::*;
 
     #[test]

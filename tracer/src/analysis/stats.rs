@@ -109,6 +109,9 @@ pub struct Stats {
 
 impl Stats {
     pub fn observe(&mut self, ev: &Event, cx: &Cx<'_>) {
+        if matches!(ev.body, Body::Tick) {
+            return;
+        }
         self.events += 1;
         *self.per_kind.entry(ev.kind_name()).or_default() += 1;
         self.first_ns = Some(self.first_ns.map_or(ev.ts_ns, |f| f.min(ev.ts_ns)));

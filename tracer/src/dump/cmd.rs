@@ -428,7 +428,7 @@ impl Sink for StatsSink {
         let mut c = self.0.borrow_mut();
         match &ev.body {
             Body::Drops(d) => c.drops = Some((**d).clone()),
-            Body::ProcInfo(_) => {}
+            Body::ProcInfo(_) | Body::Tick => {}
             _ => {
                 *c.per_kind.entry(ev.kind_name()).or_default() += 1;
                 c.events += 1;
