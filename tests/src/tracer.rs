@@ -107,9 +107,22 @@ impl Stopped {
 impl Tracer {
     /// Starts `tracer live --json ARGS...` and returns once it says it is tracing.
     pub fn start<S: AsRef<OsStr>>(args: &[S]) -> Tracer {
+        Tracer::start_env(args, &[])
+    }
+
+    /// [`Tracer::for_test`] with these environment variables set for the tracer.
+    pub fn for_test_env(extra: &[&str], env: &[(&str, &str)]) -> Tracer {
+        let pid = std::process::id().to_string();
+        let mut args = vec!["--pid", pid.as_str()];
+        args.extend_from_slice(extra);
+        Tracer::start_env(&args, env)
+    }
+
+    pub fn start_env<S: AsRef<OsStr>>(args: &[S], env: &[(&str, &str)]) -> Tracer {
         let bin = tracer_bin();
         let mut cmd = Command::new(&bin);
         cmd.arg("live").arg("--json").args(args);
+        cmd.envs(env.iter().copied());
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -98,12 +98,12 @@ fn is_state(e: &Value, sport: u64, dport: u64) -> bool {
 /// The default: the kernel keeps each connection's state and counts, and says it opened and
 /// closed (two records per end), what it carried, and when it sat in CLOSE_WAIT or waited for an
 /// answer (conn_status, from the collector's read of the kernel's map once a second).
-fn connection_model(bind: &str, family: &str) {
+fn connection_model(bind: &str, family: &str, env: &[(&str, &str)]) {
     if !require_root() {
         return;
     }
     let me = test_pid();
-    let t = Tracer::for_test(TCP);
+    let t = Tracer::for_test_env(TCP, env);
     let listener = TcpListener::bind(bind).expect("bind");
     let addr = listener.local_addr().unwrap();
     let port = addr.port() as u64;
@@ -227,21 +227,34 @@ fn connection_model(bind: &str, family: &str) {
 
 #[test]
 fn connection_model_ipv4() {
-    connection_model("127.0.0.1:0", "inet");
+    connection_model("127.0.0.1:0", "inet", &[]);
 }
 
 #[test]
 fn connection_model_ipv6() {
-    connection_model("[::1]:0", "inet6");
+    connection_model("[::1]:0", "inet6", &[]);
+}
+
+/// The same through the classic tracepoints (the fallbacks where the kernel has no BTF).
+const CLASSIC: &[(&str, &str)] = &[("TRACER_CLASSIC_TRACEPOINTS", "1")];
+
+#[test]
+fn connection_model_classic_tracepoints_ipv4() {
+    connection_model("127.0.0.1:0", "inet", CLASSIC);
+}
+
+#[test]
+fn connection_model_classic_tracepoints_ipv6() {
+    connection_model("[::1]:0", "inet6", CLASSIC);
 }
 
 /// `--tcp-states`: every state change, each attributed to its socket's owner.
-fn lifecycle_states(bind: &str, family: &str) {
+fn lifecycle_states(bind: &str, family: &str, env: &[(&str, &str)]) {
     if !require_root() {
         return;
     }
     let me = test_pid();
-    let t = Tracer::for_test(TCP_STATES);
+    let t = Tracer::for_test_env(TCP_STATES, env);
     let mut c = connect(bind);
     let sp = c.server.pid();
     let (port, cport) = (c.port, c.client_port);
@@ -405,12 +418,17 @@ fn lifecycle_states(bind: &str, family: &str) {
 
 #[test]
 fn every_state_change_ipv4() {
-    lifecycle_states("127.0.0.1:0", "inet");
+    lifecycle_states("127.0.0.1:0", "inet", &[]);
 }
 
 #[test]
 fn every_state_change_ipv6() {
-    lifecycle_states("[::1]:0", "inet6");
+    lifecycle_states("[::1]:0", "inet6", &[]);
+}
+
+#[test]
+fn every_state_change_classic_tracepoints_ipv4() {
+    lifecycle_states("127.0.0.1:0", "inet", CLASSIC);
 }
 
 /// The client aborts (SO_LINGER 0): it sends a RST, the server's socket receives it.

@@ -176,6 +176,9 @@ pub struct TaskOffsets {
     pub skc_v6_daddr: u32,
     pub skc_v6_rcv_saddr: u32,
     pub sk_protocol: u32,
+    /// `inet_sock.inet_sport` (network order): the local port, still set when the socket
+    /// reaches CLOSE (`skc_num` is cleared when the port is released, before that).
+    pub inet_sport: u32,
 }
 
 impl TaskOffsets {
@@ -206,6 +209,7 @@ impl TaskOffsets {
             skc_v6_daddr: u,
             skc_v6_rcv_saddr: u,
             sk_protocol: u,
+            inet_sport: u,
         }
     }
 }

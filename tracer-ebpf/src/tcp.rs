@@ -8,8 +8,8 @@
 //! (connect, listen, accept, close, send/recv).
 use aya_ebpf::{
     helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_user},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
     AF_INET, AF_INET6, Family,
@@ -141,22 +141,77 @@ fn subject_allowed(conn: Option<&Owner>, cur: &Task) -> bool {
     }
 }
 
+/// BTF tracepoint: the kernel passes the socket and both states, and copies nothing into a
+/// trace buffer; the rest is read from the socket only when needed.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_inet_sock_set_state_btf(&ctx);
+    0
+}
+
+fn try_inet_sock_set_state_btf(ctx: &BtfTracePointContext) -> Option<()> {
+    if !family_enabled(Family::Tcp) {
+        return None;
+    }
+    let sk = ctx.arg::<*const u8>(0) as u64;
+    if kread::<u16>(sk, task_off!(sk_protocol))? != IPPROTO_TCP {
+        return None;
+    }
+    let old = ctx.arg::<i64>(1) as u16;
+    let new = ctx.arg::<i64>(2) as u16;
+    state_change(sk, old, new, |a: &mut Addrs| *a = sock_addrs(sk))
+}
+
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
     let _ = try_inet_sock_set_state(&ctx);
     0
 }
 
+/// The classic tracepoint's copy of the socket's addresses (filled in place: a BPF function
+/// may not return a pointer to its stack, which a returned struct becomes).
+#[inline(always)]
+fn tp_addrs(ctx: &TracePointContext, a: &mut Addrs) {
+    let family: u16 = field(ctx, off!(iss_family)).unwrap_or(0);
+    a.family = family;
+    a.sport = field(ctx, off!(iss_sport)).unwrap_or(0);
+    a.dport = field(ctx, off!(iss_dport)).unwrap_or(0);
+    if family == AF_INET6 {
+        a.saddr = field(ctx, off!(iss_saddr_v6)).unwrap_or([0; 16]);
+        a.daddr = field(ctx, off!(iss_daddr_v6)).unwrap_or([0; 16]);
+    } else {
+        let s: [u8; 4] = field(ctx, off!(iss_saddr)).unwrap_or([0; 4]);
+        let d: [u8; 4] = field(ctx, off!(iss_daddr)).unwrap_or([0; 4]);
+        a.saddr[..4].copy_from_slice(&s);
+        a.daddr[..4].copy_from_slice(&d);
+    }
+}
+
+fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
+    if !family_enabled(Family::Tcp) {
+        return None;
+    }
+    if let Some(p) = field::<u16>(ctx, off!(iss_protocol))
+        && p != IPPROTO_TCP
+    {
+        return None;
+    }
+    let sk: u64 = field(ctx, off!(iss_skaddr))?;
+    let old = field::<i32>(ctx, off!(iss_oldstate))? as u16;
+    let new = field::<i32>(ctx, off!(iss_newstate))? as u16;
+    state_change(sk, old, new, |a: &mut Addrs| tp_addrs(ctx, a))
+}
+
 /// Keeps CONNS up to date with a state change. A new socket (connect's SYN_SENT, or a passive
 /// one: LISTEN -> SYN_RECV) may reuse the address of an old one: its entry starts afresh.
 #[inline(always)]
 fn update_model(
-    ctx: &TracePointContext,
     sk: u64,
     old: u16,
     new: u16,
     in_process_context: bool,
     cur: &Task,
+    addrs: impl Fn(&mut Addrs),
 ) {
     let ts = now();
     if new == state::SYN_SENT {
@@ -166,9 +221,11 @@ fn update_model(
     }
     if old == state::LISTEN && new == state::SYN_RECV {
         let mut c = fresh(None, ROLE_PASSIVE, new, ts);
-        c.family = field(ctx, off!(iss_family)).unwrap_or(0);
-        c.sport = field(ctx, off!(iss_sport)).unwrap_or(0);
-        c.dport = field(ctx, off!(iss_dport)).unwrap_or(0);
+        let mut a = Addrs::default();
+        addrs(&mut a);
+        c.family = a.family;
+        c.sport = a.sport;
+        c.dport = a.dport;
         let _ = CONNS.insert(&sk, &c, 0);
         return;
     }
@@ -200,18 +257,10 @@ fn update_model(
     }
 }
 
-fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
-    if !family_enabled(Family::Tcp) {
-        return None;
-    }
-    if let Some(p) = field::<u16>(ctx, off!(iss_protocol))
-        && p != IPPROTO_TCP
-    {
-        return None;
-    }
-    let sk: u64 = field(ctx, off!(iss_skaddr))?;
-    let old = field::<i32>(ctx, off!(iss_oldstate))? as u16;
-    let new = field::<i32>(ctx, off!(iss_newstate))? as u16;
+/// A TCP state change: kept in the model; emitted for listeners, or every one with
+/// `--tcp-states`.
+#[inline(always)]
+fn state_change(sk: u64, old: u16, new: u16, addrs: impl Fn(&mut Addrs)) -> Option<()> {
     let cur = current_raw();
     // These transitions only happen inside connect(), listen(), close() or shutdown(): the
     // current task owns the socket.
@@ -219,7 +268,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
         || new == state::LISTEN
         || (old == state::ESTABLISHED && new == state::FIN_WAIT1)
         || (old == state::CLOSE_WAIT && new == state::LAST_ACK);
-    update_model(ctx, sk, old, new, in_process_context, &cur);
+    update_model(sk, old, new, in_process_context, &cur, &addrs);
     // Listeners come and go rarely, and analyses need their ports; every other change only
     // when asked for.
     let listener = new == state::LISTEN || (old == state::LISTEN && new == state::CLOSE);
@@ -239,29 +288,23 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
         None if listener || in_process_context => cur.tgid,
         None => 0,
     };
-    let family: u16 = field(ctx, off!(iss_family))?;
-    let mut ev = TcpState {
-        skaddr: sk,
-        old_state: old,
-        new_state: new,
-        family,
-        sport: field(ctx, off!(iss_sport)).unwrap_or(0),
-        dport: field(ctx, off!(iss_dport)).unwrap_or(0),
-        flags: STATE_FLAG_MODEL,
-        owner_tgid,
-        saddr: [0; 16],
-        daddr: [0; 16],
-    };
-    if family == AF_INET6 {
-        ev.saddr = field(ctx, off!(iss_saddr_v6)).unwrap_or([0; 16]);
-        ev.daddr = field(ctx, off!(iss_daddr_v6)).unwrap_or([0; 16]);
-    } else {
-        let s: [u8; 4] = field(ctx, off!(iss_saddr)).unwrap_or([0; 4]);
-        let d: [u8; 4] = field(ctx, off!(iss_daddr)).unwrap_or([0; 4]);
-        ev.saddr[..4].copy_from_slice(&s);
-        ev.daddr[..4].copy_from_slice(&d);
-    }
-    emit(&cur, ev);
+    let mut a = Addrs::default();
+    addrs(&mut a);
+    emit(
+        &cur,
+        TcpState {
+            skaddr: sk,
+            old_state: old,
+            new_state: new,
+            family: a.family,
+            sport: a.sport,
+            dport: a.dport,
+            flags: STATE_FLAG_MODEL,
+            owner_tgid,
+            saddr: a.saddr,
+            daddr: a.daddr,
+        },
+    );
     Some(())
 }
 
@@ -376,32 +419,26 @@ fn try_tcp_receive_reset(ctx: &TracePointContext) -> Option<()> {
 }
 
 /// send/recv on a TCP socket: count bytes, the last receive and the first send still without
-/// an answer; learn (or correct) its owner, emitting only on first sight or change.
+/// an answer; learn (or correct) its owner, emitting only on first sight or change. Calls that
+/// moved nothing (EAGAIN from a non-blocking socket, EOF) teach nothing and cost one compare.
 #[inline(always)]
-fn sock_length(ctx: &TracePointContext, recv: bool) -> Option<()> {
-    if !family_enabled(Family::Tcp) {
+fn sock_length(sk: u64, ret: i32, recv: bool) -> Option<()> {
+    if ret <= 0 {
         return None;
     }
-    if field::<u16>(ctx, off!(sl_protocol))? != IPPROTO_TCP {
-        return None;
-    }
-    let sk: u64 = field(ctx, off!(sl_sk))?;
-    let ret = field::<i32>(ctx, off!(sl_ret)).unwrap_or(0);
     let tgid = crate::common::current_tgid();
     let prev = match CONNS.get_ptr_mut(&sk) {
         Some(p) => {
             // SAFETY: a valid map value pointer for the rest of this program.
             let c = unsafe { &mut *p };
-            if ret > 0 {
-                if recv {
-                    c.bytes_in += ret as u64;
-                    c.last_recv_ns = now();
-                    c.wait_ns = 0;
-                } else {
-                    c.bytes_out += ret as u64;
-                    if c.wait_ns == 0 {
-                        c.wait_ns = now();
-                    }
+            if recv {
+                c.bytes_in += ret as u64;
+                c.last_recv_ns = now();
+                c.wait_ns = 0;
+            } else {
+                c.bytes_out += ret as u64;
+                if c.wait_ns == 0 {
+                    c.wait_ns = now();
                 }
             }
             if c.owner_tgid == tgid {
@@ -414,15 +451,13 @@ fn sock_length(ctx: &TracePointContext, recv: bool) -> Option<()> {
         None => {
             let cur = current_raw();
             let mut c = fresh(Some(&cur), ROLE_UNKNOWN, 0, 0);
-            if ret > 0 {
-                let t = now();
-                if recv {
-                    c.bytes_in = ret as u64;
-                    c.last_recv_ns = t;
-                } else {
-                    c.bytes_out = ret as u64;
-                    c.wait_ns = t;
-                }
+            let t = now();
+            if recv {
+                c.bytes_in = ret as u64;
+                c.last_recv_ns = t;
+            } else {
+                c.bytes_out = ret as u64;
+                c.wait_ns = t;
             }
             let _ = CONNS.insert(&sk, &c, 0);
             0
@@ -443,15 +478,60 @@ fn sock_length(ctx: &TracePointContext, recv: bool) -> Option<()> {
     Some(())
 }
 
+/// BTF tracepoints: (sk, ret, flags) straight from the kernel, no trace buffer.
+#[inline(always)]
+fn sock_length_btf(ctx: &BtfTracePointContext, recv: bool) -> Option<()> {
+    if !family_enabled(Family::Tcp) {
+        return None;
+    }
+    let ret = ctx.arg::<i64>(1) as i32;
+    if ret <= 0 {
+        return None;
+    }
+    let sk = ctx.arg::<*const u8>(0) as u64;
+    if kread::<u16>(sk, task_off!(sk_protocol))? != IPPROTO_TCP {
+        return None;
+    }
+    sock_length(sk, ret, recv)
+}
+
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn sock_recv_length_btf(ctx: BtfTracePointContext) -> i32 {
+    let _ = sock_length_btf(&ctx, true);
+    0
+}
+
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn sock_send_length_btf(ctx: BtfTracePointContext) -> i32 {
+    let _ = sock_length_btf(&ctx, false);
+    0
+}
+
+#[inline(always)]
+fn sock_length_tp(ctx: &TracePointContext, recv: bool) -> Option<()> {
+    if !family_enabled(Family::Tcp) {
+        return None;
+    }
+    let ret = field::<i32>(ctx, off!(sl_ret)).unwrap_or(0);
+    if ret <= 0 {
+        return None;
+    }
+    if field::<u16>(ctx, off!(sl_protocol))? != IPPROTO_TCP {
+        return None;
+    }
+    let sk: u64 = field(ctx, off!(sl_sk))?;
+    sock_length(sk, ret, recv)
+}
+
 #[tracepoint]
 pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
-    let _ = sock_length(&ctx, true);
+    let _ = sock_length_tp(&ctx, true);
     0
 }
 
 #[tracepoint]
 pub fn sock_send_length(ctx: TracePointContext) -> u32 {
-    let _ = sock_length(&ctx, false);
+    let _ = sock_length_tp(&ctx, false);
     0
 }
 
@@ -474,6 +554,7 @@ fn sock_of_fd(fd: u32) -> Option<u64> {
 }
 
 /// Family, local and remote ports and addresses of a `struct sock`.
+#[derive(Default)]
 struct Addrs {
     family: u16,
     sport: u16,
@@ -485,9 +566,15 @@ struct Addrs {
 #[inline(always)]
 fn sock_addrs(sk: u64) -> Addrs {
     let family: u16 = kread(sk, task_off!(skc_family)).unwrap_or(0);
+    // inet_sport outlives skc_num, which is cleared when the port is released (before the
+    // socket's CLOSE state change).
+    let sport = match kread::<u16>(sk, task_off!(inet_sport)) {
+        Some(p) => u16::from_be(p),
+        None => kread(sk, task_off!(skc_num)).unwrap_or(0),
+    };
     let mut a = Addrs {
         family,
-        sport: kread(sk, task_off!(skc_num)).unwrap_or(0),
+        sport,
         dport: u16::from_be(kread(sk, task_off!(skc_dport)).unwrap_or(0)),
         saddr: [0; 16],
         daddr: [0; 16],

@@ -67,6 +67,7 @@ pub fn task_offsets_from(bytes: &[u8]) -> Result<TaskOffsets, BtfError> {
     let file = btf.find_struct("file");
     let socket = btf.find_struct("socket");
     let sock = btf.find_struct("sock");
+    let inet_sock = btf.find_struct("inet_sock");
     let off = |outer: Option<u32>, path: &[&str]| {
         outer
             .and_then(|id| btf.offset_of(id, path))
@@ -98,6 +99,7 @@ pub fn task_offsets_from(bytes: &[u8]) -> Result<TaskOffsets, BtfError> {
         skc_v6_daddr: skc("skc_v6_daddr"),
         skc_v6_rcv_saddr: skc("skc_v6_rcv_saddr"),
         sk_protocol: off(sock, &["sk_protocol"]),
+        inet_sport: off(inet_sock, &["inet_sport"]),
     })
 }
 
@@ -612,6 +614,7 @@ mod tests {
             skc_v6_daddr: sk + 56,
             skc_v6_rcv_saddr: sk + 72,
             sk_protocol: 402,
+            inet_sport: TaskOffsets::UNKNOWN,
         }
     }
 
@@ -649,6 +652,7 @@ mod tests {
         assert_eq!(
             TaskOffsets {
                 sk_protocol: 402,
+                inet_sport: TaskOffsets::UNKNOWN,
                 ..offsets
             },
             expected(0)
