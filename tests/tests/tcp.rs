@@ -91,6 +91,26 @@ fn set_linger_zero(fd: i32) {
     assert_eq!(r, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
 }
 
+/// Whether this kernel's tcp_send_reset says why (6.10+): then sent resets carry `reason`.
+fn kernel_gives_reset_reasons() -> bool {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .filter_map(|r| {
+            std::fs::read_to_string(format!("{r}/events/tcp/tcp_send_reset/format")).ok()
+        })
+        .any(|f| f.contains(" reason;"))
+}
+
+/// A sent reset carries the kernel's `reason` `name` where the kernel gives reasons, none
+/// elsewhere; a received one never has one.
+fn check_reason(k: &mut Checks, e: Option<&Value>, name: Option<&str>) {
+    let Some(e) = e else { return };
+    match name.filter(|_| kernel_gives_reset_reasons()) {
+        Some(n) => k.that(e["reason"] == n, format!("reason {n}: {e}")),
+        None => k.that(e.get("reason").is_none(), format!("no reason: {e}")),
+    }
+}
+
 fn is_state(e: &Value, sport: u64, dport: u64) -> bool {
     e.kind() == "tcp_state" && e["sport"] == sport && e["dport"] == dport
 }
@@ -453,24 +473,28 @@ fn client_abort(bind: &str, family: &str) {
     t.wait_for("the server's exit", |e| e.is("exit", sp));
     let ev = t.stop().events;
     let mut k = Checks::new();
-    k.find_with(
+    let sent = k.find_with(
         "the RST sent by the client (this process)",
         &ev,
         |e| e.kind() == "tcp_reset" && e["direction"] == "sent",
         json!({
             "pid": me, "family": family, "saddr": c.client_ip, "sport": cport,
             "daddr": c.ip, "dport": port, "owner_pid": me,
+            // SO_LINGER 0: tcp_disconnect() closes the socket, then resets it.
+            "cause": "abort_on_close",
         }),
     );
-    k.find_with(
+    check_reason(&mut k, sent, Some("TCP_STATE"));
+    let received = k.find_with(
         "the RST received by the server's socket",
         &ev,
         |e| e.kind() == "tcp_reset" && e["direction"] == "received",
         json!({
             "family": family, "saddr": c.ip, "sport": port, "daddr": c.client_ip,
-            "dport": cport, "owner_pid": sp,
+            "dport": cport, "owner_pid": sp, "cause": "received",
         }),
     );
+    check_reason(&mut k, received, None);
     k.find_with(
         "the server's socket closing on the RST",
         &ev,
@@ -528,22 +552,24 @@ fn server_abort(bind: &str, family: &str) {
     t.wait_for("the server's exit", |e| e.is("exit", sp));
     let ev = t.stop().events;
     let mut k = Checks::new();
-    k.find_with(
+    let sent = k.find_with(
         "the RST sent by the server",
         &ev,
         |e| e.kind() == "tcp_reset" && e["direction"] == "sent",
         json!({
             "pid": sp, "family": family, "saddr": c.ip, "sport": port,
             "daddr": c.client_ip, "dport": cport, "owner_pid": sp,
+            "cause": "abort_on_close",
         }),
     );
+    check_reason(&mut k, sent, Some("TCP_STATE"));
     k.find_with(
         "the RST received by this process's socket",
         &ev,
         |e| e.kind() == "tcp_reset" && e["direction"] == "received",
         json!({
             "family": family, "saddr": c.client_ip, "sport": cport, "daddr": c.ip,
-            "dport": port, "owner_pid": me,
+            "dport": port, "owner_pid": me, "cause": "received",
         }),
     );
     k.find_with(
@@ -569,6 +595,158 @@ fn server_abort_resets_ipv4() {
 #[test]
 fn server_abort_resets_ipv6() {
     server_abort("[::1]:0", "inet6");
+}
+
+/// The server close()s a connection that holds data it never read: the kernel resets it
+/// (RFC 2525), the server's own doing (`abort_on_close`); this process receives the RST.
+fn close_with_unread_data(bind: &str, family: &str) {
+    if !require_root() {
+        return;
+    }
+    let me = test_pid();
+    let t = Tracer::for_test(TCP_STATES);
+    let mut c = connect(bind);
+    let sp = c.server.pid();
+    let (port, cport) = (c.port, c.client_port);
+    t.wait_for("the server's conn_open", |e| is_accept(e, sp));
+    c.client.write_all(b"never read by the server").unwrap();
+    // Loopback queues the bytes on the server's socket before write() returns.
+    c.server.send("close");
+    c.server.expect("closed");
+    t.wait_for("this process receiving the RST", |e| {
+        e.kind() == "tcp_reset" && e["direction"] == "received"
+    });
+    let mut buf = [0u8; 16];
+    let err = c
+        .client
+        .read(&mut buf)
+        .expect_err("the connection was reset");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    c.server.send("exit");
+    assert!(c.server.wait().success());
+    t.wait_for("the server's exit", |e| e.is("exit", sp));
+    let ev = t.stop().events;
+    let mut k = Checks::new();
+    let sent = k.find_with(
+        "the RST the server's close() sent",
+        &ev,
+        |e| e.kind() == "tcp_reset" && e["direction"] == "sent",
+        json!({
+            "pid": sp, "family": family, "saddr": c.ip, "sport": port,
+            "daddr": c.client_ip, "dport": cport, "owner_pid": sp,
+            "cause": "abort_on_close",
+        }),
+    );
+    check_reason(&mut k, sent, Some("TCP_ABORT_ON_CLOSE"));
+    k.find_with(
+        "the RST received by this process's socket",
+        &ev,
+        |e| e.kind() == "tcp_reset" && e["direction"] == "received",
+        json!({
+            "family": family, "saddr": c.client_ip, "sport": cport, "daddr": c.ip,
+            "dport": port, "owner_pid": me, "cause": "received",
+        }),
+    );
+    k.find_with(
+        "the server's close() of its connection",
+        &ev,
+        |e| e.is("conn_close", sp) && e["fd"] == c.accepted_fd,
+        json!({"family": family, "state": "ESTABLISHED"}),
+    );
+    k.that(
+        ev.iter().filter(|e| e.kind() == "tcp_reset").count() == 2,
+        "exactly one RST sent and one received",
+    );
+    k.finish(&ev);
+}
+
+#[test]
+fn close_with_unread_data_resets_ipv4() {
+    close_with_unread_data("127.0.0.1:0", "inet");
+}
+
+#[test]
+fn close_with_unread_data_resets_ipv6() {
+    close_with_unread_data("[::1]:0", "inet6");
+}
+
+/// 40 connections closed with unread data by this process (a load generator's way) make no
+/// reset_storm; 40 connects refused by a closed port do, with their causes.
+#[test]
+fn resets_on_close_are_no_storm_refused_connects_are() {
+    if !require_root() {
+        return;
+    }
+    let t = Tracer::for_test(TCP);
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    for _ in 0..40 {
+        let mut c = TcpStream::connect(addr).unwrap();
+        let (a, _) = l.accept().unwrap();
+        c.write_all(b"unread").unwrap();
+        // The bytes are queued on `a` (loopback); closing it unread resets the connection.
+        drop(a);
+        drop(c);
+    }
+    let (_holder, port) = bound_not_listening();
+    for _ in 0..40 {
+        let err = TcpStream::connect(("127.0.0.1", port)).expect_err("nobody listens there");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+    // The resets end in well under a second; the report at exit has the findings.
+    let refusals = |ev: &[Value]| {
+        ev.iter()
+            .filter(|e| {
+                e.kind() == "tcp_reset" && e["direction"] == "received" && e["dport"] == port
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while refusals(&t.events()) < 40 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let stopped = t.stop();
+    let storm = stopped
+        .findings
+        .iter()
+        .rev()
+        .find(|f| f.kind() == "reset_storm" && f["port"] == port);
+    let ev = &stopped.events;
+    let mut k = Checks::new();
+    let aborts = ev
+        .iter()
+        .filter(|e| e.kind() == "tcp_reset" && e["cause"] == "abort_on_close")
+        .count();
+    k.that(aborts == 40, format!("40 abort_on_close resets: {aborts}"));
+    let storms: Vec<&Value> = stopped
+        .findings
+        .iter()
+        .filter(|f| f.kind() == "reset_storm")
+        .collect();
+    k.that(
+        !storms.iter().any(|f| f["port"] == addr.port()),
+        format!("no reset_storm on the port closed with unread data: {storms:?}"),
+    );
+    match storm {
+        None => k.that(
+            false,
+            format!("a reset_storm on the refused port {port}: {storms:?}"),
+        ),
+        Some(f) => {
+            let causes = &f["causes"];
+            k.that(
+                causes.get("abort_on_close").is_none(),
+                format!("abort_on_close not counted: {f}"),
+            );
+            let n = causes["received"].as_u64().unwrap_or(0)
+                + causes["no_socket"].as_u64().unwrap_or(0);
+            k.that(
+                n >= 20,
+                format!("the refusals' resets counted by cause: {f}"),
+            );
+        }
+    }
+    k.finish(ev);
 }
 
 /// A TCP socket bound to a loopback port but not listening: connecting to it is refused.
@@ -619,9 +797,28 @@ fn refused_connect() {
     });
     assert_fields(
         &rst,
-        json!({"family": "inet", "daddr": "127.0.0.1", "dport": port, "owner_pid": me}),
+        json!({
+            "family": "inet", "daddr": "127.0.0.1", "dport": port, "owner_pid": me,
+            "cause": "received",
+        }),
     );
-    t.stop();
+    let ev = t.stop().events;
+    // 6.1 traces no reset sent for a packet without a socket; where one is, it says so.
+    let sent: Vec<&Value> = ev
+        .iter()
+        .filter(|e| e.kind() == "tcp_reset" && e["direction"] == "sent" && e["sport"] == port)
+        .collect();
+    assert!(sent.len() <= 1, "{sent:?}");
+    let mut k = Checks::new();
+    for e in sent {
+        k.fields(
+            "the RST sent for the SYN (no socket)",
+            e,
+            json!({"saddr": "127.0.0.1", "owner_pid": null, "cause": "no_socket"}),
+        );
+        check_reason(&mut k, Some(e), Some("NO_SOCKET"));
+    }
+    k.finish(&ev);
 }
 
 /// accept() fails with EMFILE once the process has used up RLIMIT_NOFILE (the restarted Node

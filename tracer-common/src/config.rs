@@ -99,6 +99,8 @@ pub struct Offsets {
     pub tsr_daddr: FieldOffset,
     pub tsr_saddr_v6: FieldOffset,
     pub tsr_daddr_v6: FieldOffset,
+    /// `enum sk_rst_reason` (6.10+).
+    pub tsr_reason: FieldOffset,
     // tcp/tcp_receive_reset
     pub trr_skaddr: FieldOffset,
     pub trr_sport: FieldOffset,
@@ -145,6 +147,35 @@ pub struct Offsets {
     // tracepoint puts args[i] at args0 + 8*i; this is checked per syscall by the collector.
     pub sys_args0: FieldOffset,
     pub sys_ret: FieldOffset,
+    /// The kernel's `tcp_send_reset` reason numbers in tracer's stable numbering.
+    pub tsr_reason_map: ReasonMap,
+}
+
+/// Maps the kernel's `enum sk_rst_reason` value (the index) to tracer's code
+/// ([`crate::tcp::RESET_REASONS`]), built by the collector from the names in the tracepoint's
+/// `print fmt` (`__print_symbolic(REC->reason, { 1, "NO_SOCKET" }, ...)`), so the record says
+/// the same on every kernel and a dump replays the same anywhere. All zero (every reason
+/// unknown) when the kernel has no reason field or its names could not be read.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReasonMap(pub [u8; ReasonMap::LEN]);
+
+impl ReasonMap {
+    pub const LEN: usize = 64;
+    /// Tracer's code for kernel value `v` (values past the table are unrecognised).
+    pub fn get(&self, v: u32) -> u8 {
+        match self.0.get(v as usize) {
+            Some(c) => *c,
+            None if v == 0 => 0,
+            None => crate::tcp::RESET_REASON_UNRECOGNISED,
+        }
+    }
+}
+
+impl Default for ReasonMap {
+    fn default() -> Self {
+        ReasonMap([0; ReasonMap::LEN])
+    }
 }
 
 /// Offsets inside kernel structures, from the kernel's BTF (`/sys/kernel/btf/vmlinux`), for

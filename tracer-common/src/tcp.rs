@@ -73,7 +73,12 @@ pub struct TcpReset {
     /// 0 when the reset answers a packet that has no socket.
     pub sk: u64,
     pub direction: u8,
-    pub _pad: u8,
+    /// Why the kernel sent it, in tracer's own stable numbering ([`RESET_REASONS`]), not the
+    /// kernel's (`enum sk_rst_reason` was renumbered between versions): the collector maps the
+    /// kernel's numbers by name at start-up ([`crate::config::ReasonMap`]). 0 = not given (a
+    /// kernel before 6.10, a received reset, or NOT_SPECIFIED); was padding (always 0) in dumps
+    /// of earlier versions.
+    pub reason: u8,
     pub family: u16,
     pub sport: u16,
     pub dport: u16,
@@ -85,6 +90,61 @@ pub struct TcpReset {
 }
 impl Payload for TcpReset {
     const KIND: Kind = Kind::TcpReset;
+}
+
+/// Names of [`TcpReset::reason`] values: the index is tracer's code, frozen once given (the
+/// order is Linux 6.18's `enum sk_rst_reason`; a reason added by a later kernel is appended
+/// here, never inserted). A kernel reason whose name is not in this table is recorded as
+/// [`RESET_REASON_UNRECOGNISED`].
+pub const RESET_REASONS: [&str; 25] = [
+    "NOT_SPECIFIED",
+    "NO_SOCKET",
+    "TCP_INVALID_ACK_SEQUENCE",
+    "TCP_RFC7323_PAWS",
+    "TCP_TOO_OLD_ACK",
+    "TCP_ACK_UNSENT_DATA",
+    "TCP_FLAGS",
+    "TCP_OLD_ACK",
+    "TCP_ABORT_ON_DATA",
+    "TCP_TIMEWAIT_SOCKET",
+    "INVALID_SYN",
+    "TCP_ABORT_ON_CLOSE",
+    "TCP_ABORT_ON_LINGER",
+    "TCP_ABORT_ON_MEMORY",
+    "TCP_STATE",
+    "TCP_KEEPALIVE_TIMEOUT",
+    "TCP_DISCONNECT_WITH_DATA",
+    "MPTCP_RST_EUNSPEC",
+    "MPTCP_RST_EMPTCP",
+    "MPTCP_RST_ERESOURCE",
+    "MPTCP_RST_EPROHIBIT",
+    "MPTCP_RST_EWQ2BIG",
+    "MPTCP_RST_EBADPERF",
+    "MPTCP_RST_EMIDDLEBOX",
+    "ERROR",
+];
+/// The kernel gave a reason this build of tracer has no name for.
+pub const RESET_REASON_UNRECOGNISED: u8 = 255;
+
+/// Tracer's code for a kernel reset reason name (`None`: not in [`RESET_REASONS`]).
+pub fn reset_reason_code(name: &str) -> Option<u8> {
+    let name = name.strip_prefix("SK_RST_REASON_").unwrap_or(name);
+    RESET_REASONS
+        .iter()
+        .position(|n| *n == name)
+        .map(|i| i as u8)
+}
+
+/// The name of a [`TcpReset::reason`] (`None` for 0, not given).
+pub fn reset_reason_name(code: u8) -> Option<&'static str> {
+    match code {
+        0 => None,
+        RESET_REASON_UNRECOGNISED => Some("UNRECOGNISED"),
+        c => RESET_REASONS
+            .get(c as usize)
+            .copied()
+            .or(Some("UNRECOGNISED")),
+    }
 }
 
 /// socket() result: `fd` is the new fd or a negative errno.

@@ -13,11 +13,12 @@ use aya_ebpf::{
 };
 use tracer_common::{
     AF_INET, AF_INET6, Family,
-    config::OPT_TCP_STATES,
+    config::{OPT_TCP_STATES, ReasonMap},
     tcp::{
-        CONN_ALLOWED, CONN_ANNOUNCED, CONN_CLOSED, ConnClose, ConnInfo, ConnOpen, RESET_RECEIVED,
-        RESET_SENT, ROLE_ACTIVE, ROLE_PASSIVE, ROLE_UNKNOWN, STATE_FLAG_MODEL, SockOwner,
-        SocketClose, SocketOpen, TcpAccept, TcpListen, TcpReset, TcpState, state,
+        CONN_ALLOWED, CONN_ANNOUNCED, CONN_CLOSED, ConnClose, ConnInfo, ConnOpen,
+        RESET_REASON_UNRECOGNISED, RESET_RECEIVED, RESET_SENT, ROLE_ACTIVE, ROLE_PASSIVE,
+        ROLE_UNKNOWN, STATE_FLAG_MODEL, SockOwner, SocketClose, SocketOpen, TcpAccept, TcpListen,
+        TcpReset, TcpState, state,
     },
 };
 
@@ -321,6 +322,27 @@ fn from_sockaddr(sa: &[u8; 28], addr: &mut [u8; 16]) -> (u16, u16) {
     (family, port)
 }
 
+/// The send reset's reason in tracer's numbering, through the collector's map of this
+/// kernel's `enum sk_rst_reason` (0 when the kernel has no reason).
+#[inline(always)]
+fn reset_reason(ctx: &TracePointContext) -> u8 {
+    let Some(v) = field::<u32>(ctx, off!(tsr_reason)) else {
+        return 0;
+    };
+    if v as usize >= ReasonMap::LEN {
+        return RESET_REASON_UNRECOGNISED;
+    }
+    let i = v as usize & (ReasonMap::LEN - 1);
+    // SAFETY: `i` is within the array; OFFSETS is a read-only global.
+    unsafe {
+        core::ptr::read_volatile(
+            (&raw const crate::common::OFFSETS.tsr_reason_map.0)
+                .cast::<u8>()
+                .add(i),
+        )
+    }
+}
+
 #[tracepoint]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
     let _ = try_tcp_send_reset(&ctx);
@@ -340,7 +362,7 @@ fn try_tcp_send_reset(ctx: &TracePointContext) -> Option<()> {
     let mut ev = TcpReset {
         sk,
         direction: RESET_SENT,
-        _pad: 0,
+        reason: reset_reason(ctx),
         family: 0,
         sport: 0,
         dport: 0,
@@ -396,7 +418,7 @@ fn try_tcp_receive_reset(ctx: &TracePointContext) -> Option<()> {
     let mut ev = TcpReset {
         sk,
         direction: RESET_RECEIVED,
-        _pad: 0,
+        reason: 0,
         family,
         sport: field(ctx, off!(trr_sport)).unwrap_or(0),
         dport: field(ctx, off!(trr_dport)).unwrap_or(0),

@@ -158,6 +158,10 @@ impl Serialize for EventJson<'_> {
                     "received"
                 };
                 m.serialize_entry("direction", direction)?;
+                m.serialize_entry("cause", crate::analysis::resets::cause(r).name())?;
+                if let Some(reason) = tcp::reset_reason_name(r.reason) {
+                    m.serialize_entry("reason", reason)?;
+                }
                 m.serialize_entry("family", family_name(r.family))?;
                 m.serialize_entry("saddr", &Str(Ip(r.family, &r.saddr)))?;
                 m.serialize_entry("sport", &r.sport)?;
@@ -394,7 +398,7 @@ pub fn to_line(ev: &Event, ctx: &Ctx<'_>) -> String {
             endpoint(a.family, &a.saddr, a.sport)
         ),
         Body::TcpReset(r) => format!(
-            "{} {} -> {}  owner={}",
+            "{} {} -> {}  owner={}  cause={}{}",
             if r.direction == tcp::RESET_SENT {
                 "sent"
             } else {
@@ -406,7 +410,11 @@ pub fn to_line(ev: &Event, ctx: &Ctx<'_>) -> String {
                 "?".into()
             } else {
                 who(r.owner_tgid, ctx)
-            }
+            },
+            crate::analysis::resets::cause(r).name(),
+            tcp::reset_reason_name(r.reason)
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
         ),
         Body::SocketOpen(s) if s.fd >= 0 => format!("fd {} ({})", s.fd, family_name(s.family)),
         Body::SocketOpen(s) => format!("FAILED {} ({})", errno_name(s.fd), family_name(s.family)),
@@ -775,7 +783,7 @@ mod golden_tests {
             Body::TcpReset(tcp::TcpReset {
                 sk: 5,
                 direction: tcp::RESET_SENT,
-                _pad: 0,
+                reason: 11,
                 family: AF_INET,
                 sport: 1,
                 dport: 2,
@@ -787,7 +795,7 @@ mod golden_tests {
             Body::TcpReset(tcp::TcpReset {
                 sk: 5,
                 direction: tcp::RESET_RECEIVED,
-                _pad: 0,
+                reason: 0,
                 family: tracer_common::AF_INET6,
                 sport: 1,
                 dport: 2,
@@ -1072,8 +1080,8 @@ mod golden_tests {
         "{\"ts\":\"2026-11-23T05:13:20.000000014Z\",\"kind\":\"tcp_accept\",\"pid\":40002,\"tid\":2303,\"comm\":\"é€😀ok\",\"ppid\":null,\"uid\":2,\"fd\":7,\"listen_fd\":3,\"family\":\"inet\",\"saddr\":\"127.0.0.1\",\"sport\":80,\"daddr\":\"127.0.0.2\",\"dport\":50000}",
         "{\"ts\":\"2026-11-23T06:13:20.000000021Z\",\"kind\":\"tcp_accept\",\"pid\":2301,\"tid\":2304,\"comm\":\"zzzzzzzzzzzzzzzz\",\"ppid\":1,\"uid\":3,\"error\":\"EMFILE\",\"listen_fd\":-1,\"family\":\"inet6\",\"saddr\":\"2001:db8::1\",\"sport\":8080}",
         "{\"ts\":\"2026-11-23T07:13:20.000000028Z\",\"kind\":\"tcp_accept\",\"pid\":40004,\"tid\":2305,\"comm\":\"\",\"ppid\":null,\"uid\":4294967295,\"error\":\"EAGAIN\",\"listen_fd\":5}",
-        "{\"ts\":\"2026-11-23T08:13:20.000000035Z\",\"kind\":\"tcp_reset\",\"pid\":40005,\"tid\":2306,\"comm\":\"a\\\"b\\\\c\\n\\t\\u0001\\u001f\u{7f}\",\"ppid\":null,\"uid\":5,\"direction\":\"sent\",\"family\":\"inet\",\"saddr\":\"1.2.3.4\",\"sport\":1,\"daddr\":\"5.6.7.8\",\"dport\":2,\"owner_pid\":null}",
-        "{\"ts\":\"2026-11-23T09:13:20.000000042Z\",\"kind\":\"tcp_reset\",\"pid\":2301,\"tid\":2307,\"comm\":\"�x�(\\r\\b\\f/\",\"ppid\":1,\"uid\":6,\"direction\":\"received\",\"family\":\"inet6\",\"saddr\":\"2001:db8::1\",\"sport\":1,\"daddr\":\"2001:db8::1\",\"dport\":2,\"owner_pid\":77}",
+        "{\"ts\":\"2026-11-23T08:13:20.000000035Z\",\"kind\":\"tcp_reset\",\"pid\":40005,\"tid\":2306,\"comm\":\"a\\\"b\\\\c\\n\\t\\u0001\\u001f\u{7f}\",\"ppid\":null,\"uid\":5,\"direction\":\"sent\",\"cause\":\"abort_on_close\",\"reason\":\"TCP_ABORT_ON_CLOSE\",\"family\":\"inet\",\"saddr\":\"1.2.3.4\",\"sport\":1,\"daddr\":\"5.6.7.8\",\"dport\":2,\"owner_pid\":null}",
+        "{\"ts\":\"2026-11-23T09:13:20.000000042Z\",\"kind\":\"tcp_reset\",\"pid\":2301,\"tid\":2307,\"comm\":\"�x�(\\r\\b\\f/\",\"ppid\":1,\"uid\":6,\"direction\":\"received\",\"cause\":\"received\",\"family\":\"inet6\",\"saddr\":\"2001:db8::1\",\"sport\":1,\"daddr\":\"2001:db8::1\",\"dport\":2,\"owner_pid\":77}",
         "{\"ts\":\"2026-11-23T10:13:20.000000049Z\",\"kind\":\"socket_open\",\"pid\":40007,\"tid\":2308,\"comm\":\"é€😀ok\",\"ppid\":null,\"uid\":7,\"fd\":9,\"family\":\"unix\",\"sock_type\":2}",
         "{\"ts\":\"2026-11-23T11:13:20.000000056Z\",\"kind\":\"socket_open\",\"pid\":40008,\"tid\":2309,\"comm\":\"zzzzzzzzzzzzzzzz\",\"ppid\":null,\"uid\":4294967295,\"error\":\"EAFNOSUPPORT\",\"family\":\"packet\",\"sock_type\":65535}",
         "{\"ts\":\"2026-11-23T12:13:20.000000063Z\",\"kind\":\"socket_close\",\"pid\":2301,\"tid\":2310,\"comm\":\"\",\"ppid\":1,\"uid\":9,\"fd\":-2147483648,\"family\":\"netlink\"}",

@@ -157,6 +157,14 @@ pub struct ResetStorm {
     pub received: u64,
     /// Highest rate seen over the sliding window.
     pub per_sec: f64,
+    /// The most frequent cause (`no_socket`, `received`, `other` or `abort_on_kill`).
+    pub cause: &'static str,
+    /// Resets counted per cause (`sent` + `received` in all). Resets sent by close() with
+    /// unread data or SO_LINGER 0 (`abort_on_close`) are not counted, nor the ones their other
+    /// end receives on this host: they are the closing process's own doing. Those a process
+    /// sends as it dies of a signal (killed or crashed, its exit closing sockets that hold
+    /// unread data) are, as `abort_on_kill`.
+    pub causes: std::collections::BTreeMap<&'static str, u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -286,18 +286,40 @@ impl Stream {
         sport: u16,
         dport: u16,
     ) -> &mut Stream {
+        self.reset_why(tgid, comm, sk, direction, owner, sport, dport, 0, 0)
+    }
+
+    /// A reset record as given.
+    pub fn reset_record(&mut self, tgid: u32, comm: &str, r: tcp::TcpReset) -> &mut Stream {
+        self.kernel(tgid, comm, r)
+    }
+
+    /// A reset with the socket's TCP `state` and the kernel's `reason` (tracer's code).
+    #[allow(clippy::too_many_arguments)]
+    pub fn reset_why(
+        &mut self,
+        tgid: u32,
+        comm: &str,
+        sk: u64,
+        direction: u8,
+        owner: u32,
+        sport: u16,
+        dport: u16,
+        state: u16,
+        reason: u8,
+    ) -> &mut Stream {
         self.kernel(
             tgid,
             comm,
             tcp::TcpReset {
                 sk,
                 direction,
-                _pad: 0,
+                reason,
                 family: AF_INET,
                 sport,
                 dport,
                 owner_tgid: owner,
-                state: 0,
+                state: state as u32,
                 saddr: addr(1),
                 daddr: addr(2),
             },

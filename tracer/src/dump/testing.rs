@@ -255,7 +255,7 @@ impl Mix {
                 &tcp::TcpReset {
                     sk,
                     direction: tcp::RESET_RECEIVED,
-                    _pad: 0,
+                    reason: 0,
                     family: AF_INET,
                     sport: 443,
                     dport: cport,

@@ -8,7 +8,7 @@ use std::{
 };
 
 use thiserror::Error;
-use tracer_common::config::{FieldOffset, Offsets};
+use tracer_common::config::{FieldOffset, Offsets, ReasonMap};
 
 #[derive(Debug, Error)]
 pub enum TracefsError {
@@ -40,6 +40,8 @@ pub struct Field {
 pub struct Format {
     pub id: Option<u32>,
     pub fields: HashMap<String, Field>,
+    /// The `print fmt:` line, after the colon.
+    pub print_fmt: String,
 }
 
 impl Format {
@@ -52,6 +54,45 @@ impl Format {
             })
             .unwrap_or(FieldOffset::ABSENT)
     }
+
+    /// The value names `print fmt` gives a field with `__print_symbolic(REC-><field>, { 1,
+    /// "NAME" }, ...)`; empty when it has none (or the list cannot be read). Values may be
+    /// written as numbers or as enum constants; only numbers are returned.
+    pub fn symbols(&self, field: &str) -> Vec<(u64, String)> {
+        let key = format!("__print_symbolic(REC->{field},");
+        let Some(start) = self.print_fmt.find(&key) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut rest = &self.print_fmt[start + key.len()..];
+        loop {
+            rest = rest.trim_start();
+            let Some(r) = rest.strip_prefix('{') else {
+                break;
+            };
+            let Some(end) = r.find('}') else {
+                break;
+            };
+            let (value, name) = match r[..end].split_once(',') {
+                Some((v, n)) => (v.trim(), n.trim()),
+                None => break,
+            };
+            let name = name.trim_matches('"');
+            let value = match value.strip_prefix("0x") {
+                Some(h) => u64::from_str_radix(h, 16).ok(),
+                None => value.parse::<u64>().ok(),
+            };
+            if let Some(v) = value {
+                out.push((v, name.to_owned()));
+            }
+            rest = r[end + 1..].trim_start();
+            match rest.strip_prefix(',') {
+                Some(r) => rest = r,
+                None => break,
+            }
+        }
+        out
+    }
 }
 
 /// Parses a tracefs `format` file.
@@ -61,6 +102,10 @@ pub fn parse_format(text: &str) -> Result<Format, String> {
         let line = line.trim();
         if let Some(id) = line.strip_prefix("ID:") {
             fmt.id = id.trim().parse().ok();
+            continue;
+        }
+        if let Some(p) = line.strip_prefix("print fmt:") {
+            fmt.print_fmt = p.trim().to_owned();
             continue;
         }
         let Some(rest) = line.strip_prefix("field:") else {
@@ -183,6 +228,20 @@ pub struct Missing {
     pub field: Option<&'static str>,
 }
 
+/// This kernel's `tcp_send_reset` reason numbers mapped to tracer's stable codes, by the names
+/// in the format's `print fmt` (the enum was renumbered between kernel versions). A name tracer
+/// does not know is recorded as unrecognised; no names at all leave every reason unknown (0).
+pub fn reason_map(f: &Format) -> ReasonMap {
+    let mut m = ReasonMap::default();
+    for (value, name) in f.symbols("reason") {
+        if let Some(slot) = m.0.get_mut(value as usize) {
+            *slot = tracer_common::tcp::reset_reason_code(&name)
+                .unwrap_or(tracer_common::tcp::RESET_REASON_UNRECOGNISED);
+        }
+    }
+    m
+}
+
 /// Fills [`Offsets`] from the format files. Missing tracepoints and fields are reported, not
 /// fatal: the programs treat an absent field (size 0) as unknown.
 pub fn offsets(tfs: &Tracefs) -> Result<(Offsets, Vec<Missing>), TracefsError> {
@@ -224,6 +283,15 @@ pub fn offsets(tfs: &Tracefs) -> Result<(Offsets, Vec<Missing>), TracefsError> {
             o.tsr_daddr = f.field("daddr");
             o.tsr_saddr_v6 = f.field("saddr_v6");
             o.tsr_daddr_v6 = f.field("daddr_v6");
+            o.tsr_reason = f.field("reason");
+            if o.tsr_reason.present() {
+                o.tsr_reason_map = reason_map(&f);
+                if o.tsr_reason_map == ReasonMap::default() {
+                    tracing::warn!(
+                        "tcp/tcp_send_reset: no reason names in its print fmt; reset causes are inferred from socket and state"
+                    );
+                }
+            }
             let sockaddr_style = o.tsr_saddr.size == 28;
             if !sockaddr_style && !o.tsr_family.present() {
                 missing.push(Missing {
@@ -574,5 +642,65 @@ print fmt: \"family=%s\", REC->family
         let (o, _) = offsets(&tfs).unwrap();
         assert!(o.iss_skaddr.present() && o.iss_newstate.present());
         assert_eq!(o.sys_args0.offset, 16);
+    }
+
+    /// Linux 6.18's tcp_send_reset (print fmt trimmed: the state list first, then the reasons).
+    const TSR_618: &str = "name: tcp_send_reset
+ID: 2280
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:const void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:const void * skaddr;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:int state;\toffset:24;\tsize:4;\tsigned:1;
+\tfield:enum sk_rst_reason reason;\toffset:28;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr[28];\toffset:32;\tsize:28;\tsigned:0;
+\tfield:__u8 daddr[28];\toffset:60;\tsize:28;\tsigned:0;
+
+print fmt: \"skbaddr=%p state=%s reason=%s\", REC->skbaddr, REC->state ? __print_symbolic(REC->state, { TCP_ESTABLISHED, \"TCP_ESTABLISHED\" }, { TCP_CLOSE, \"TCP_CLOSE\" }) : \"UNKNOWN\", __print_symbolic(REC->reason, { 0, \"NOT_SPECIFIED\" }, { 1, \"NO_SOCKET\" }, { 2, \"TCP_INVALID_ACK_SEQUENCE\" }, { 10, \"INVALID_SYN\" }, { 11, \"TCP_ABORT_ON_CLOSE\" }, { 12, \"TCP_ABORT_ON_LINGER\" }, { 14, \"TCP_STATE\" }, { 16, \"TCP_DISCONNECT_WITH_DATA\" }, { 17, \"MPTCP_RST_EUNSPEC\" }, { 24, \"ERROR\" }, { 25, \"MAX\" })
+";
+
+    #[test]
+    fn reset_reasons_are_mapped_by_name_not_number() {
+        use tracer_common::tcp::{RESET_REASON_UNRECOGNISED, RESET_REASONS, reset_reason_code};
+        let f = parse_format(TSR_618).unwrap();
+        assert_eq!(
+            f.field("reason"),
+            FieldOffset {
+                offset: 28,
+                size: 4
+            }
+        );
+        let syms = f.symbols("reason");
+        assert_eq!(syms.len(), 11, "{syms:?}");
+        assert_eq!(syms[1], (1, "NO_SOCKET".to_owned()));
+        // The state list (enum constants, not numbers) is not taken for the reasons.
+        assert!(f.symbols("state").is_empty());
+        let m = reason_map(&f);
+        let name = |kernel: u32| RESET_REASONS.get(m.get(kernel) as usize).copied();
+        assert_eq!(m.get(0), 0);
+        assert_eq!(name(1), Some("NO_SOCKET"));
+        assert_eq!(name(11), Some("TCP_ABORT_ON_CLOSE"));
+        assert_eq!(name(16), Some("TCP_DISCONNECT_WITH_DATA"));
+        assert_eq!(name(24), Some("ERROR"));
+        // MAX is no reason tracer knows; a value past the table neither.
+        assert_eq!(m.get(25), RESET_REASON_UNRECOGNISED);
+        assert_eq!(m.get(1000), RESET_REASON_UNRECOGNISED);
+
+        // 6.10 numbered the MPTCP reasons from 11, where 6.18 has TCP_ABORT_ON_CLOSE: the
+        // same kernel number must mean what that kernel's names say.
+        let old = TSR_618.replace(
+            "{ 11, \"TCP_ABORT_ON_CLOSE\" }",
+            "{ 11, \"MPTCP_RST_EUNSPEC\" }",
+        );
+        let m = reason_map(&parse_format(&old).unwrap());
+        assert_eq!(m.get(11), reset_reason_code("MPTCP_RST_EUNSPEC").unwrap());
+        assert_ne!(m.get(11), reset_reason_code("TCP_ABORT_ON_CLOSE").unwrap());
+
+        // No names at all: every reason unknown, so the fallback rules apply.
+        let bare = TSR_618.split("print fmt").next().unwrap();
+        assert_eq!(
+            reason_map(&parse_format(bare).unwrap()),
+            ReasonMap::default()
+        );
     }
 }
