@@ -7,6 +7,7 @@
 //! Tests that allocate memory do it only inside a [`MemCgroup`] with a small limit.
 pub mod cgroup;
 pub mod recorder_util;
+pub mod servers;
 pub mod tracer;
 pub mod workload;
 

@@ -212,7 +212,11 @@ impl Analysis for Pileups {
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
-    use tracer_common::tcp::state::*;
+    use tracer_common::tcp::{
+        ROLE_ACTIVE,
+        state::*,
+        status::{CLEARED, UNANSWERED},
+    };
 
     #[test]
     fn database_connections_that_never_close_pile_up() {
@@ -240,6 +244,146 @@ mod tests {
         assert_eq!(e["remote"], "10.0.0.2:5432");
         assert_eq!(e["open"], 20);
         assert_eq!(e["oldest_age_s"], 90.0);
+    }
+
+    /// `n` pooled connections of `pid` to 10.0.0.2:5432, opened 50 ms apart from `t0_ms`.
+    fn open_pool(s: &mut Stream, pid: u32, n: u64, sk0: u64, t0_ms: u64) {
+        for k in 0..n {
+            s.at(t0_ms + k * 50).conn_open(
+                pid,
+                "api",
+                sk0 + k,
+                10 + k as i32,
+                ROLE_ACTIVE,
+                43000 + k as u16,
+                5432,
+            );
+        }
+    }
+
+    #[test]
+    fn a_pool_that_gets_answers_is_not_a_pileup() {
+        let mut s = Stream::new();
+        // 40 connections to one database, held for two minutes. They carry traffic (counted
+        // in the kernel, no records); now and then a slow query leaves one waiting for over a
+        // second: reported unanswered, then cleared when the answer comes.
+        open_pool(&mut s, 910, 40, 0x7000, 0);
+        for t in (5_000..120_000u64).step_by(5_000) {
+            let sk = 0x7000 + (t / 5_000) % 40;
+            let port = 43000 + ((t / 5_000) % 40) as u16;
+            s.at(t + 1_000).conn_status(
+                910,
+                "api",
+                sk,
+                UNANSWERED,
+                t,
+                ESTABLISHED,
+                ROLE_ACTIVE,
+                port,
+                5432,
+            );
+            s.at(t + 2_500).conn_status(
+                910,
+                "api",
+                sk,
+                CLEARED,
+                t,
+                ESTABLISHED,
+                ROLE_ACTIVE,
+                port,
+                5432,
+            );
+            s.at(t + 3_000).tick();
+        }
+        s.at(125_000).tick();
+        assert!(s.findings_of("conn_pileup").is_empty());
+    }
+
+    #[test]
+    fn connections_without_an_answer_for_pileup_min_age_pile_up() {
+        let mut s = Stream::new();
+        // The same pool, and 20 more connections that send their query and never hear back.
+        open_pool(&mut s, 911, 40, 0x8000, 0);
+        open_pool(&mut s, 911, 20, 0x9000, 10_000);
+        for k in 0..20u64 {
+            let since = 10_000 + k * 50 + 5;
+            s.at(since + 1_000).conn_status(
+                911,
+                "api",
+                0x9000 + k,
+                UNANSWERED,
+                since,
+                ESTABLISHED,
+                ROLE_ACTIVE,
+                43000 + k as u16,
+                5432,
+            );
+        }
+        // Not before they have waited pileup_min_age_s (30 s).
+        s.at(39_000).tick();
+        assert!(s.findings_of("conn_pileup").is_empty());
+        s.at(50_000).tick();
+        let e = s.json_of("conn_pileup");
+        assert_eq!(e["pid"], 911);
+        assert_eq!(e["remote"], "10.0.0.2:5432");
+        // Only the unanswered ones, not the pool's 40 healthy connections.
+        assert_eq!(e["open"], 20);
+        assert_eq!(e["oldest_age_s"], 40.0);
+        assert_eq!(e["opened"], 60);
+        assert_eq!(e["closed"], 0);
+        assert!(
+            e["summary"].as_str().unwrap().contains("without an answer"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn answered_connections_leave_the_pileup() {
+        let mut s = Stream::new();
+        open_pool(&mut s, 912, 20, 0xa000, 0);
+        for k in 0..20u64 {
+            let (sk, port) = (0xa000 + k, 43000 + k as u16);
+            s.at(1_100).conn_status(
+                912,
+                "api",
+                sk,
+                UNANSWERED,
+                100,
+                ESTABLISHED,
+                ROLE_ACTIVE,
+                port,
+                5432,
+            );
+            // Half get their answer at 20 s, the others are closed by the pool.
+            if k % 2 == 0 {
+                s.at(20_000).conn_status(
+                    912,
+                    "api",
+                    sk,
+                    CLEARED,
+                    100,
+                    ESTABLISHED,
+                    ROLE_ACTIVE,
+                    port,
+                    5432,
+                );
+            } else {
+                s.at(20_000).conn_close(
+                    912,
+                    "api",
+                    sk,
+                    ROLE_ACTIVE,
+                    ESTABLISHED,
+                    port,
+                    5432,
+                    0,
+                    0,
+                    100,
+                );
+            }
+        }
+        s.at(60_000).tick();
+        assert!(s.findings_of("conn_pileup").is_empty());
     }
 
     #[test]

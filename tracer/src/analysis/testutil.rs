@@ -275,6 +275,118 @@ impl Stream {
         )
     }
 
+    /// connect() (`role` ROLE_ACTIVE) or accept() (ROLE_PASSIVE) of socket `sk` with fd `fd`,
+    /// from 10.0.0.1:`sport` to 10.0.0.2:`dport`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conn_open(
+        &mut self,
+        tgid: u32,
+        comm: &str,
+        sk: u64,
+        fd: i32,
+        role: u8,
+        sport: u16,
+        dport: u16,
+    ) -> &mut Stream {
+        self.kernel(
+            tgid,
+            comm,
+            tcp::ConnOpen {
+                sk,
+                fd,
+                ret: 0,
+                role,
+                _pad: 0,
+                family: AF_INET,
+                sport,
+                dport,
+                saddr: addr(1),
+                daddr: addr(2),
+            },
+        )
+    }
+
+    /// close() of connection `sk` in TCP state `state`, opened at `open_ms` (stream time), its
+    /// last byte received at `last_recv_ms` (0: never), `bytes` in each direction.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conn_close(
+        &mut self,
+        tgid: u32,
+        comm: &str,
+        sk: u64,
+        role: u8,
+        state: u16,
+        sport: u16,
+        dport: u16,
+        open_ms: u64,
+        last_recv_ms: u64,
+        bytes: u64,
+    ) -> &mut Stream {
+        let ns = |ms: u64| if ms == 0 { 0 } else { BASE_NS + ms * 1_000_000 };
+        self.kernel(
+            tgid,
+            comm,
+            tcp::ConnClose {
+                sk,
+                open_ns: ns(open_ms),
+                wait_ns: 0,
+                last_recv_ns: ns(last_recv_ms),
+                bytes_in: bytes,
+                bytes_out: bytes,
+                fd: 3,
+                state: state as u8,
+                role,
+                family: AF_INET,
+                sport,
+                dport,
+                _pad: 0,
+                saddr: addr(1),
+                daddr: addr(2),
+            },
+        )
+    }
+
+    /// The collector's `conn_status` for connection `sk` of `owner` (a `tcp::status` value),
+    /// holding since `since_ms` (stream time), in TCP state `state`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conn_status(
+        &mut self,
+        owner: u32,
+        comm: &str,
+        sk: u64,
+        what: u8,
+        since_ms: u64,
+        state: u16,
+        role: u8,
+        sport: u16,
+        dport: u16,
+    ) -> &mut Stream {
+        let since_ns = BASE_NS + since_ms * 1_000_000;
+        self.kernel(
+            owner,
+            comm,
+            tcp::ConnStatus {
+                sk,
+                since_ns,
+                open_ns: since_ns,
+                last_recv_ns: 0,
+                bytes_in: 0,
+                bytes_out: 0,
+                status: what,
+                state: state as u8,
+                role,
+                _pad: 0,
+                family: AF_INET,
+                sport,
+                dport,
+                _pad2: 0,
+                _pad3: 0,
+                saddr: addr(1),
+                daddr: addr(2),
+            },
+        )
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn reset(
         &mut self,
