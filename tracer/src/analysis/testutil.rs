@@ -129,55 +129,6 @@ impl Stream {
         self.user(0, Body::Tick)
     }
 
-    /// The collector's report of connection `sk` (local port `sport`, remote `dport` on
-    /// 10.0.0.2), in `status` since `since_ms` (ms since the stream's start; 0 for cleared).
-    #[allow(clippy::too_many_arguments)]
-    pub fn conn_status(
-        &mut self,
-        pid: u32,
-        comm: &str,
-        sk: u64,
-        status: u8,
-        since_ms: u64,
-        role: u8,
-        sport: u16,
-        dport: u16,
-    ) -> &mut Stream {
-        let mut daddr = [0u8; 16];
-        daddr[..4].copy_from_slice(&[10, 0, 0, 2]);
-        let st = match status {
-            tcp::status::CLOSE_WAIT => tcp::state::CLOSE_WAIT,
-            _ => tcp::state::ESTABLISHED,
-        };
-        self.kernel(
-            pid,
-            comm,
-            tcp::ConnStatus {
-                sk,
-                since_ns: if status == tcp::status::CLEARED {
-                    0
-                } else {
-                    BASE_NS + since_ms * 1_000_000
-                },
-                open_ns: BASE_NS,
-                last_recv_ns: 0,
-                bytes_in: 0,
-                bytes_out: 0,
-                status,
-                state: st as u8,
-                role,
-                _pad: 0,
-                family: AF_INET,
-                sport,
-                dport,
-                _pad2: 0,
-                _pad3: 0,
-                saddr: [0; 16],
-                daddr,
-            },
-        )
-    }
-
     pub fn accept(&mut self, pid: u32, comm: &str, fd: i32, port: u16) -> &mut Stream {
         self.accept_sk(pid, comm, fd, port, 0)
     }
