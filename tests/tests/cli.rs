@@ -183,7 +183,9 @@ fn doctor_reports_every_probe_and_succeeds_as_root() {
         text(&o.stderr)
     );
     for probe in [
-        "sock/inet_sock_set_state",
+        "tp_btf inet_sock_set_state",
+        "tp_btf sock_recv_length",
+        "tp_btf sock_send_length",
         "tcp/tcp_send_reset",
         "tcp/tcp_receive_reset",
         "syscalls/sys_exit_accept4",
@@ -197,6 +199,16 @@ fn doctor_reports_every_probe_and_succeeds_as_root() {
             .find(|l| l.contains(probe))
             .unwrap_or_else(|| panic!("doctor does not list {probe}:\n{out}"));
         assert!(line.contains("attached"), "{probe} not attached: {line}");
+    }
+    // The classic tracepoints the BTF ones replace stand by.
+    for probe in ["sock/inet_sock_set_state", "sock/sock_recv_length"] {
+        let line = out.lines().find(|l| l.contains(probe)).unwrap_or_else(|| {
+            panic!(
+                "doctor does not list {probe}:
+{out}"
+            )
+        });
+        assert!(line.contains("standby"), "{probe} not on standby: {line}");
     }
     assert!(out.contains("tracing is possible"), "{out}");
     assert!(

@@ -69,7 +69,11 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 for s in &loaded.status {
                     let state = match &s.state {
                         ProbeState::Attached => "attached".to_owned(),
-                        ProbeState::NotSelected => "not selected".to_owned(),
+                        // A fallback stands by when the probe it replaces is attached.
+                        ProbeState::NotSelected => match s.spec.fallback_for {
+                            Some(p) => format!("standby (fallback for {p}, which is attached)"),
+                            None => "not selected".to_owned(),
+                        },
                         ProbeState::Skipped(why) => format!("SKIPPED: {why}"),
                     };
                     print(&format!(

@@ -10,6 +10,11 @@
 //! `abort_on_kill`; a process that exits normally, like wrk at the end of a run, is not), and
 //! received from a peer elsewhere (nothing tells its close() from a crash there).
 //!
+//! Resets sent for a connection whose owner on this host had closed it moments before
+//! (`conn_close`: the peer's late segments meet a socket in TIME_WAIT or already gone, as when
+//! wrk closes its connections mid-response at the end of a run) are benign too, and so is the
+//! reset the peer receives for them when it is on this host.
+//!
 //! Resets are grouped by (owning process, service port); a reset for a packet that has no
 //! socket (a SYN to a port nobody listens on, e.g. while a service restarts) has no owner and
 //! is grouped by port alone. Rates come from per-second buckets over a sliding window, so a
@@ -98,6 +103,10 @@ const PAIR_NS: u64 = 100 * super::NS / 1000;
 /// At most this many resets wait for their other end (a flood beyond it is counted at once).
 const PAIR_MAX: usize = 65536;
 
+/// A connection closed by its owner (conn_close) answers its peer's late segments with resets
+/// for up to this long (TIME_WAIT, or no socket once it is gone): not trouble.
+const CLOSED_GRACE_NS: u64 = 2 * super::NS;
+
 /// A process that died of a signal resets its connections within this long of its exit event
 /// (the exit closes its files right after).
 const KILLED_NS: u64 = super::NS;
@@ -158,6 +167,9 @@ pub struct ResetStorms {
     /// Processes that died of a signal in the last [`KILLED_NS`]: exit time by pid.
     killed: HashMap<u32, u64>,
     killed_by_time: VecDeque<(u64, u32)>,
+    /// Connections closed by their owner in the last [`CLOSED_GRACE_NS`], by the closer's ends.
+    closed: HashMap<Ends, u64>,
+    closed_by_time: VecDeque<(u64, Ends)>,
 }
 
 impl ResetStorms {
@@ -172,6 +184,8 @@ impl ResetStorms {
             listened: Box::new([0; 1024]),
             killed: HashMap::new(),
             killed_by_time: VecDeque::new(),
+            closed: HashMap::new(),
+            closed_by_time: VecDeque::new(),
         }
     }
 
@@ -195,6 +209,19 @@ impl ResetStorms {
         {
             let p = self.pending.pop_front().expect("front exists");
             self.count(&p, cx);
+        }
+    }
+
+    fn forget_old_closes(&mut self, now_ns: u64) {
+        while let Some(&(ts, ends)) = self.closed_by_time.front() {
+            if ts.saturating_add(CLOSED_GRACE_NS) > now_ns && self.closed_by_time.len() <= PAIR_MAX
+            {
+                break;
+            }
+            self.closed_by_time.pop_front();
+            if self.closed.get(&ends) == Some(&ts) {
+                self.closed.remove(&ends);
+            }
         }
     }
 
@@ -250,6 +277,13 @@ impl Analysis for ResetStorms {
     fn observe(&mut self, ev: &Event, cx: &Cx<'_>) -> bool {
         let r = match &ev.body {
             Body::TcpReset(r) => r,
+            Body::ConnClose(c) => {
+                self.forget_old_closes(ev.ts_ns);
+                let ends = (c.family, c.saddr, c.sport, c.daddr, c.dport);
+                self.closed.insert(ends, ev.ts_ns);
+                self.closed_by_time.push_back((ev.ts_ns, ends));
+                return false;
+            }
             Body::TcpState(t) if t.new_state == state::LISTEN => {
                 self.listened[t.sport as usize / 64] |= 1 << (t.sport % 64);
                 return false;
@@ -276,6 +310,21 @@ impl Analysis for ResetStorms {
         let cause = cause(r);
         let ends = sender_ends(r);
         let sent = r.direction == RESET_SENT;
+        // Sent for a connection its owner had just closed: the peer's late segments.
+        let after_close =
+            sent && cause != Cause::AbortOnClose
+                && self.closed.get(&ends).is_some_and(|&t| {
+                    t <= ev.ts_ns && ev.ts_ns <= t.saturating_add(CLOSED_GRACE_NS)
+                });
+        if after_close {
+            if let Some(i) = self.pending.iter().rposition(|p| !p.sent && p.ends == ends) {
+                self.pending.remove(i);
+            } else {
+                self.aborts.insert(ends, ev.ts_ns);
+                self.aborts_by_time.push_back((ev.ts_ns, ends));
+            }
+            return false;
+        }
         if cause == Cause::AbortOnClose {
             // Sent as its process died of a signal (killed or crashed: its exit event comes
             // just before the exit closes its files): trouble. Otherwise the process's own
@@ -840,5 +889,56 @@ mod tests {
         }
         s.finish();
         assert!(s.findings_of("reset_storm").is_empty());
+    }
+
+    /// wrk at the end of a run: it closes its connections while nginx is still answering;
+    /// nginx's late segments meet sockets in TIME_WAIT or gone, which answer with resets.
+    #[test]
+    fn resets_for_connections_their_owner_just_closed_are_no_storm() {
+        use tracer_common::tcp::{RESET_RECEIVED, ROLE_ACTIVE};
+        let mut s = Stream::new();
+        for k in 0..60u16 {
+            let cport = 42000 + k;
+            let t = 1000 + u64::from(k);
+            s.at(t).conn_close(
+                900,
+                "wrk",
+                0x9000 + u64::from(k),
+                ROLE_ACTIVE,
+                ESTABLISHED,
+                cport,
+                8080,
+                10,
+                900,
+                100,
+            );
+            // The reset wrk's host sends for nginx's late segment, and nginx receiving it.
+            let mut sent = rst(0, RESET_SENT, 0, "TCP_TIMEWAIT_SOCKET");
+            (sent.saddr, sent.daddr, sent.sport, sent.dport) = (addr(1), addr(2), cport, 8080);
+            let mut got = rst(0x7000 + u64::from(k), RESET_RECEIVED, 0, "");
+            (got.saddr, got.daddr, got.sport, got.dport) = (sent.daddr, sent.saddr, 8080, cport);
+            s.at(t + 1).reset_record(0, "swapper/0", sent);
+            s.at(t + 1).reset_record(0, "swapper/0", got);
+        }
+        assert!(s.findings_of("reset_storm").is_empty());
+    }
+
+    /// The same resets without the close are trouble (the sender's host had no such
+    /// connection, or it died).
+    #[test]
+    fn the_same_resets_without_a_close_are_a_storm() {
+        use tracer_common::tcp::RESET_RECEIVED;
+        let mut s = Stream::new();
+        for k in 0..60u16 {
+            let cport = 42000 + k;
+            let t = 1000 + u64::from(k);
+            let mut sent = rst(0, RESET_SENT, 0, "TCP_TIMEWAIT_SOCKET");
+            (sent.saddr, sent.daddr, sent.sport, sent.dport) = (addr(1), addr(2), cport, 8080);
+            let mut got = rst(0x7000 + u64::from(k), RESET_RECEIVED, 0, "");
+            (got.saddr, got.daddr, got.sport, got.dport) = (sent.daddr, sent.saddr, 8080, cport);
+            s.at(t + 1).reset_record(0, "swapper/0", sent);
+            s.at(t + 1).reset_record(0, "swapper/0", got);
+        }
+        assert!(!s.findings_of("reset_storm").is_empty());
     }
 }
