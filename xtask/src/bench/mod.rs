@@ -472,6 +472,7 @@ fn overhead(
                     round,
                     mode,
                     throughput,
+                    seconds: args.duration,
                     tracer: det,
                 });
                 // Let TIME_WAIT sockets and exited processes settle between runs.
@@ -536,7 +537,7 @@ fn profile(
 }
 
 /// Ramps paced floods until tracer loses records: cheap single records (listen() calls), then
-/// loopback connection churn (many kinds of TCP records per connection).
+/// loopback connection churn (the connection model: 4 records per connection).
 fn capacity(worker: &Path, env: &Env, args: &BenchArgs) -> anyhow::Result<Vec<Capacity>> {
     let listen_rates: Vec<u64> = if args.smoke {
         vec![20_000, 0]
@@ -570,7 +571,7 @@ fn capacity(worker: &Path, env: &Env, args: &BenchArgs) -> anyhow::Result<Vec<Ca
             args,
             "conn",
             "4",
-            "loopback connections opened and closed (about 16 TCP records each) + SIGUSR1 to \
+            "loopback connections opened and closed (4 TCP records each: conn_open and conn_close at both ends) + SIGUSR1 to \
              self every 4 connections",
             &conn_rates,
         )?,

@@ -15,6 +15,8 @@ pub struct Run {
     pub mode: Mode,
     /// Operations per second of the workload.
     pub throughput: f64,
+    /// How long the workload ran, in seconds.
+    pub seconds: f64,
     pub tracer: Option<Detached>,
 }
 
@@ -31,6 +33,9 @@ pub struct ModeFigures {
     pub lost_critical: u64,
     /// Output (dump or text) bytes per event, median.
     pub output_bytes_per_event: f64,
+    /// Records the tracer delivered per workload operation (for http: per connection, both
+    /// ends on this host), median; background activity included.
+    pub records_per_op: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -90,6 +95,14 @@ impl WorkloadResult {
                 .collect();
             let ratio = median(&ratios);
             let det: Vec<&Detached> = rs.iter().filter_map(|r| r.tracer.as_ref()).collect();
+            let per_op: Vec<f64> = rs
+                .iter()
+                .filter_map(|r| {
+                    let d = r.tracer.as_ref()?;
+                    let ops = r.throughput * r.seconds;
+                    (ops > 0.0).then(|| d.events as f64 / ops)
+                })
+                .collect();
             let per = |f: &dyn Fn(&Detached) -> f64| -> f64 {
                 median(&det.iter().map(|d| f(d)).collect::<Vec<_>>())
             };
@@ -104,6 +117,7 @@ impl WorkloadResult {
                     lost: det.iter().map(|d| d.lost).sum(),
                     lost_critical: det.iter().map(|d| d.lost_critical).sum(),
                     // Small dumps are mostly their preamble (host facts, process table).
+                    records_per_op: median(&per_op),
                     output_bytes_per_event: per(&|d| {
                         if d.events < 10_000 || d.output_bytes == 0 {
                             f64::NAN
@@ -455,18 +469,20 @@ impl Results {
             }
             let _ = writeln!(
                 s,
-                "\n| workload | tracer events/s | tracer CPU | tracer lost (critical) | tracer \
-                 dump bytes/event | bpftrace lines/s | bpftrace CPU | bpftrace lost |"
+                "\n| workload | tracer events/s | tracer records per op | tracer CPU | tracer lost \
+                 (critical) | tracer dump bytes/event | bpftrace lines/s | bpftrace CPU | \
+                 bpftrace lost |"
             );
-            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
             for w in &self.workloads {
                 let g = |m: Mode| w.mode(m).cloned().unwrap_or_default();
                 let (tr, bt) = (g(Mode::Tracer), g(Mode::Bpftrace));
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} ({}) | {} | {} | {} | {} |",
+                    "| {} | {} | {:.2} | {} | {} ({}) | {} | {} | {} | {} |",
                     w.name,
                     num(tr.median_events_per_s),
+                    tr.records_per_op,
                     pct(tr.median_cpu_pct),
                     tr.lost,
                     tr.lost_critical,
@@ -666,8 +682,26 @@ mod tests {
             round,
             mode,
             throughput,
+            seconds: 6.0,
             tracer: None,
         }
+    }
+
+    #[test]
+    fn records_per_op_counts_what_the_tracer_delivered_per_operation() {
+        let mut traced = run(0, Mode::Tracer, 1000.0);
+        traced.tracer = Some(Detached {
+            events: 24_000,
+            ..Detached::default()
+        });
+        let w = WorkloadResult::new(
+            "http",
+            "d",
+            "req/s",
+            vec![run(0, Mode::Untraced, 1100.0), traced],
+        );
+        // 1000 req/s for 6 s, 24,000 records: 4 per request.
+        assert_eq!(w.mode(Mode::Tracer).unwrap().records_per_op, 4.0);
     }
 
     #[test]
