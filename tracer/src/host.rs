@@ -77,6 +77,86 @@ impl HostInfo {
     pub fn rfc3339(&self, boot_ns: u64) -> String {
         rfc3339_ns(self.wall_ns(boot_ns))
     }
+
+    /// [`HostInfo::rfc3339`] without the `String`: what the printers use once per event.
+    pub fn rfc3339_stamp(&self, boot_ns: u64) -> Stamp {
+        Stamp::new(self.wall_ns(boot_ns))
+    }
+}
+
+/// Length of an RFC 3339 timestamp with nanoseconds: i64 nanoseconds since the epoch span the
+/// years 1677 to 2262, always four digits.
+const STAMP_LEN: usize = 30;
+/// Length of its `YYYY-MM-DDTHH:MM:SS.` prefix, the same for a whole second.
+const PREFIX_LEN: usize = 20;
+
+/// [`rfc3339_ns`] on the stack: `as_str` is the same text. The date and time of day are
+/// formatted once per second (consecutive events mostly share their second) and kept in a
+/// per-thread cache; only the nanoseconds are written for each stamp.
+pub struct Stamp {
+    buf: [u8; STAMP_LEN],
+}
+
+thread_local! {
+    /// The second last formatted and its prefix.
+    static PREFIX: std::cell::Cell<(i64, [u8; PREFIX_LEN])> =
+        const { std::cell::Cell::new((i64::MIN, [0; PREFIX_LEN])) };
+}
+
+impl Stamp {
+    pub fn new(ns: i64) -> Stamp {
+        let secs = ns.div_euclid(1_000_000_000);
+        let mut buf = [0u8; STAMP_LEN];
+        let (cached, prefix) = PREFIX.get();
+        if cached == secs {
+            buf[..PREFIX_LEN].copy_from_slice(&prefix);
+        } else {
+            let days = secs.div_euclid(86_400);
+            let sod = secs.rem_euclid(86_400);
+            let (y, m, d) = civil_from_days(days);
+            let p = &mut buf[..PREFIX_LEN];
+            digits(&mut p[0..4], y.clamp(0, 9999) as u64);
+            p[4] = b'-';
+            digits(&mut p[5..7], u64::from(m));
+            p[7] = b'-';
+            digits(&mut p[8..10], u64::from(d));
+            p[10] = b'T';
+            digits(&mut p[11..13], (sod / 3600) as u64);
+            p[13] = b':';
+            digits(&mut p[14..16], (sod % 3600 / 60) as u64);
+            p[16] = b':';
+            digits(&mut p[17..19], (sod % 60) as u64);
+            p[19] = b'.';
+            let mut prefix = [0u8; PREFIX_LEN];
+            prefix.copy_from_slice(p);
+            PREFIX.set((secs, prefix));
+        }
+        digits(
+            &mut buf[PREFIX_LEN..STAMP_LEN - 1],
+            ns.rem_euclid(1_000_000_000) as u64,
+        );
+        buf[STAMP_LEN - 1] = b'Z';
+        Stamp { buf }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and separators are ever written to `buf`.
+        std::str::from_utf8(&self.buf).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `v` in decimal, zero padded to fill `out` (the caller makes it wide enough).
+fn digits(out: &mut [u8], mut v: u64) {
+    for b in out.iter_mut().rev() {
+        *b = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
 }
 
 /// Formats nanoseconds since the Unix epoch as RFC 3339 UTC with nanoseconds.
@@ -189,6 +269,75 @@ mod tests {
         );
         assert_eq!(parse_rfc3339("yesterday"), None);
         assert_eq!(parse_rfc3339("2026-13-01T00:00:00Z"), None);
+    }
+
+    /// The stamp and its per-second cache against the general formatter: across second, day,
+    /// month and year boundaries, leap days (2000, 2024; not 1900, 2100), going back in time
+    /// (out-of-order records), before 1970 and at both ends of the i64 range.
+    #[test]
+    fn stamp_matches_the_formatter() {
+        let day = 86_400i64 * 1_000_000_000;
+        let sec = 1_000_000_000i64;
+        let mut points = vec![0i64, -1, 1, i64::MAX, i64::MIN, i64::MIN + 1, i64::MAX - 1];
+        for s in [
+            "1900-02-28T23:59:59Z",
+            "1969-12-31T23:59:59Z",
+            "1999-12-31T23:59:59Z",
+            "2000-02-28T23:59:59Z",
+            "2000-02-29T23:59:59Z",
+            "2024-02-28T23:59:59Z",
+            "2024-12-31T23:59:59Z",
+            "2026-11-24T00:24:05Z",
+            "2100-02-28T23:59:59Z",
+            "2262-04-08T23:59:59Z",
+        ] {
+            let t = parse_rfc3339(s).unwrap();
+            for d in [
+                -sec,
+                -1,
+                0,
+                1,
+                sec - 1,
+                sec,
+                sec + 1,
+                day,
+                day + 1,
+                2 * day - 1,
+            ] {
+                points.push(t + d);
+                points.push(t + d + 999_999_999);
+            }
+        }
+        // A walk with small steps (the cache hits) and jumps back and forth (it misses).
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut t = parse_rfc3339("2024-02-29T23:59:58Z").unwrap();
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            t += match x % 8 {
+                0 => -(((x >> 8) % (3 * sec as u64)) as i64),
+                1 => ((x >> 8) % (400 * day as u64)) as i64 - 200 * day,
+                _ => ((x >> 8) % 50_000_000) as i64,
+            };
+            points.push(t);
+        }
+        for (i, ns) in points.into_iter().enumerate() {
+            assert_eq!(Stamp::new(ns).as_str(), rfc3339_ns(ns), "point {i}: {ns}");
+            // Twice: the second time from the cache.
+            assert_eq!(
+                Stamp::new(ns).to_string(),
+                rfc3339_ns(ns),
+                "point {i}: {ns}"
+            );
+        }
+        let h = HostInfo {
+            boot_to_wall_ns: 1_795_400_000_000_000_000,
+            ..HostInfo::default()
+        };
+        for b in [0u64, 1, 999_999_999, 1_000_000_000, u64::MAX] {
+            assert_eq!(h.rfc3339_stamp(b).as_str(), h.rfc3339(b));
+        }
     }
 
     #[test]

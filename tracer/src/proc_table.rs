@@ -5,7 +5,10 @@
 //! Memory stays bounded when processes come and go by the million: a process leaves the live
 //! map when it exits and only the last [`GRAVEYARD`] exited processes are remembered (for
 //! late events that name them, such as a signal or OOM report that follows the exit).
-use std::collections::{HashMap, VecDeque};
+use std::{
+    collections::{HashMap, VecDeque},
+    hash::{BuildHasher, Hasher},
+};
 
 use crate::event::{Body, Event, ProcInfo};
 
@@ -50,10 +53,64 @@ impl ProcEntry {
     }
 }
 
+/// Hashing for maps keyed by pid (or socket address) that are looked up for every event: SipHash,
+/// the default, costs more than the lookup. A multiply-and-fold of the key with a seed drawn
+/// per map (from std's random keys) spreads small integers well and keeps a crafted dump from
+/// choosing collisions.
+#[derive(Clone)]
+pub struct IdHash {
+    seed: u64,
+}
+
+impl Default for IdHash {
+    fn default() -> IdHash {
+        IdHash {
+            seed: std::hash::RandomState::new().hash_one(0x1d_u64) | 1,
+        }
+    }
+}
+
+impl BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(self.seed)
+    }
+}
+
+pub struct IdHasher(u64);
+
+const FOLD: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl IdHasher {
+    fn mix(&mut self, v: u64) {
+        let m = u128::from(self.0 ^ v) * u128::from(FOLD);
+        self.0 = (m as u64) ^ ((m >> 64) as u64);
+    }
+}
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..c.len()].copy_from_slice(c);
+            self.mix(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.mix(u64::from(v));
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.mix(v);
+    }
+}
+
 #[derive(Default)]
 pub struct ProcTable {
-    live: HashMap<u32, ProcEntry>,
-    dead: HashMap<u32, ProcEntry>,
+    live: HashMap<u32, ProcEntry, IdHash>,
+    dead: HashMap<u32, ProcEntry, IdHash>,
     dead_order: VecDeque<u32>,
 }
 

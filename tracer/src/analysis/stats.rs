@@ -9,6 +9,7 @@ use tracer_common::{process::EXIT_CODE_KNOWN, tcp::state as tcp};
 use super::{Cx, Finding, comm_of, signals};
 use crate::{
     event::{Body, Comm, Event},
+    proc_table::IdHash,
     units::bytes_human,
     vocab::{errno_name, signal_name, wait_status},
 };
@@ -51,7 +52,7 @@ impl Lifetimes {
 
 #[derive(Default)]
 pub struct ConnLifetimes {
-    open: HashMap<u64, u64>,
+    open: HashMap<u64, u64, IdHash>,
     pub per_pid: BTreeMap<u32, Lifetimes>,
 }
 
@@ -103,7 +104,7 @@ pub struct Stats {
     pub last_ns: u64,
     /// Records lost in the kernel, per kind (the latest cumulative counts).
     pub drops: BTreeMap<String, u64>,
-    pids: HashSet<u32>,
+    pids: HashSet<u32, IdHash>,
     pub conns: ConnLifetimes,
 }
 
