@@ -8,7 +8,10 @@
 //! (`cleared`) or is closed (`conn_close`). Only connections without an answer for
 //! `pileup_min_age_s` count. Dumps of earlier versions have no activity: there a connection is
 //! open from SYN_SENT until it is closed (FIN_WAIT1, LAST_ACK, CLOSE), as before.
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    net::SocketAddr,
+};
 
 use tracer_common::tcp::{ROLE_ACTIVE, STATE_FLAG_MODEL, state as tcp, status};
 
@@ -19,7 +22,7 @@ use crate::event::{Body, Event, socket_addr};
 
 struct Conn {
     owner: u32,
-    remote: String,
+    remote: SocketAddr,
     since_ns: u64,
     /// Known to be waiting for an answer (from the connection model), not merely open.
     unanswered: bool,
@@ -35,7 +38,7 @@ pub struct Pileups {
     min_open: u64,
     min_age_ns: u64,
     conns: HashMap<u64, Conn>,
-    totals: BTreeMap<(u32, String), Totals>,
+    totals: BTreeMap<(u32, SocketAddr), Totals>,
     comms: HashMap<u32, String>,
     /// Processes that exited since the last evaluation: their connections went with them
     /// (dropped at the next evaluation, in one pass, rather than a scan per exit).
@@ -78,19 +81,19 @@ impl Analysis for Pileups {
         match &ev.body {
             Body::TcpState(t) if t.flags & STATE_FLAG_MODEL != 0 => {}
             Body::ConnOpen(c) if c.role == ROLE_ACTIVE && ev.tgid != 0 => {
-                let remote = socket_addr(c.family, &c.daddr, c.dport).to_string();
+                let remote = socket_addr(c.family, &c.daddr, c.dport);
                 self.totals.entry((ev.tgid, remote)).or_default().opened += 1;
                 self.comm(cx, ev.tgid, ev);
             }
             Body::ConnClose(c) if c.role == ROLE_ACTIVE => {
                 self.conns.remove(&c.sk);
-                let remote = socket_addr(c.family, &c.daddr, c.dport).to_string();
+                let remote = socket_addr(c.family, &c.daddr, c.dport);
                 if let Some(t) = self.totals.get_mut(&(ev.tgid, remote)) {
                     t.closed += 1;
                 }
             }
             Body::ConnStatus(c) if c.status == status::UNANSWERED && ev.tgid != 0 => {
-                let remote = socket_addr(c.family, &c.daddr, c.dport).to_string();
+                let remote = socket_addr(c.family, &c.daddr, c.dport);
                 self.comm(cx, ev.tgid, ev);
                 self.conns.insert(
                     c.sk,
@@ -111,9 +114,9 @@ impl Analysis for Pileups {
                     return false;
                 }
                 self.close(t.skaddr);
-                let remote = socket_addr(t.family, &t.daddr, t.dport).to_string();
+                let remote = socket_addr(t.family, &t.daddr, t.dport);
                 self.totals
-                    .entry((owner, remote.clone()))
+                    .entry((owner, remote))
                     .or_default()
                     .opened += 1;
                 self.comms
@@ -159,14 +162,14 @@ impl Analysis for Pileups {
             self.totals.retain(|(pid, _), _| !gone.contains(pid));
             self.comms.retain(|pid, _| !gone.contains(pid));
         }
-        let mut per: BTreeMap<(u32, &str), (u64, u64, bool)> = BTreeMap::new();
+        let mut per: BTreeMap<(u32, SocketAddr), (u64, u64, bool)> = BTreeMap::new();
         for c in self.conns.values() {
             // A connection that waits for an answer counts once it has waited long enough.
             if c.unanswered && now_ns.saturating_sub(c.since_ns) < self.min_age_ns {
                 continue;
             }
             let e = per
-                .entry((c.owner, c.remote.as_str()))
+                .entry((c.owner, c.remote))
                 .or_insert((0, u64::MAX, false));
             e.0 += 1;
             e.1 = e.1.min(c.since_ns);
@@ -183,7 +186,7 @@ impl Analysis for Pileups {
                 .get(&pid)
                 .cloned()
                 .unwrap_or_else(|| comm_of(cx.procs, pid, "?"));
-            let t = self.totals.get(&(pid, remote.to_owned()));
+            let t = self.totals.get(&(pid, remote));
             let (opened, closed) = t.map(|t| (t.opened, t.closed)).unwrap_or((open, 0));
             out.push(Finding {
                 severity: Severity::Warning,
@@ -197,7 +200,7 @@ impl Analysis for Pileups {
                 evidence: Evidence::ConnPileup(ConnPileup {
                     pid,
                     comm,
-                    remote: remote.to_owned(),
+                    remote: remote.to_string(),
                     open,
                     oldest_age_s: round(secs(age_ns), 1),
                     opened,

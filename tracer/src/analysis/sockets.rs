@@ -54,14 +54,14 @@ impl SocketLeaks {
         }
     }
 
-    fn record(&mut self, pid: u32, comm: &str, ts: u64, delta: i64) {
+    fn record(&mut self, pid: u32, comm: &crate::event::Comm, ts: u64, delta: i64) {
         let window = self.window_ns;
         let p = self.procs.entry(pid).or_default();
         if p.exited {
             *p = Proc::default();
         }
         if p.comm.is_empty() {
-            p.comm = comm.to_owned();
+            p.comm = comm.to_string();
         }
         p.open += delta;
         if delta > 0 {
@@ -96,7 +96,7 @@ impl Analysis for SocketLeaks {
     }
 
     fn observe(&mut self, ev: &Event, _cx: &Cx<'_>) -> bool {
-        let comm = ev.comm.to_string();
+        let comm = &ev.comm;
         match &ev.body {
             Body::ProcInfo(info) => {
                 if let Some(n) = info.open_sockets {
@@ -113,11 +113,11 @@ impl Analysis for SocketLeaks {
                     }
                 }
             }
-            Body::SocketOpen(s) if s.fd >= 0 => self.record(ev.tgid, &comm, ev.ts_ns, 1),
-            Body::TcpAccept(a) if a.ret >= 0 => self.record(ev.tgid, &comm, ev.ts_ns, 1),
-            Body::SocketClose(_) => self.record(ev.tgid, &comm, ev.ts_ns, -1),
-            Body::ConnOpen(_) => self.record(ev.tgid, &comm, ev.ts_ns, 1),
-            Body::ConnClose(_) => self.record(ev.tgid, &comm, ev.ts_ns, -1),
+            Body::SocketOpen(s) if s.fd >= 0 => self.record(ev.tgid, comm, ev.ts_ns, 1),
+            Body::TcpAccept(a) if a.ret >= 0 => self.record(ev.tgid, comm, ev.ts_ns, 1),
+            Body::SocketClose(_) => self.record(ev.tgid, comm, ev.ts_ns, -1),
+            Body::ConnOpen(_) => self.record(ev.tgid, comm, ev.ts_ns, 1),
+            Body::ConnClose(_) => self.record(ev.tgid, comm, ev.ts_ns, -1),
             Body::Exec(_) => {
                 self.procs.remove(&ev.tgid);
             }
