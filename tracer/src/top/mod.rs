@@ -172,9 +172,12 @@ impl Pacer {
             if speed <= 0.0 {
                 return Ok(());
             }
-            let (wall, at) = *self
-                .anchor
-                .get_or_insert((Instant::now(), self.last_ts.max(1).min(ts)));
+            let from = if self.last_ts == 0 {
+                ts
+            } else {
+                self.last_ts.min(ts)
+            };
+            let (wall, at) = *self.anchor.get_or_insert((Instant::now(), from));
             let due = wall + Duration::from_secs_f64(ts.saturating_sub(at) as f64 / 1e9 / speed);
             let now = Instant::now();
             if now >= due {
@@ -353,6 +356,35 @@ fn spawn_screen(
         })?)
 }
 
+#[derive(PartialEq, Eq)]
+enum Input {
+    Ready,
+    HungUp,
+}
+
+/// Waits up to `timeout` for a key on the terminal; says when the terminal went away (SIGHUP's
+/// cause: its window closed).
+fn wait_for_input(timeout: Duration) -> Input {
+    if !std::io::stdin().is_terminal() {
+        // crossterm reads /dev/tty then; keys are looked at after the wait.
+        std::thread::sleep(timeout);
+        return Input::Ready;
+    }
+    let mut p = libc::pollfd {
+        fd: 0,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut p, 1, ms) };
+    if n > 0 && p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+        Input::HungUp
+    } else {
+        Input::Ready
+    }
+}
+
 /// How often the screen is redrawn.
 const REFRESH: Duration = Duration::from_secs(1);
 
@@ -393,10 +425,16 @@ fn screen(shared: &Mutex<Shared>, ctl: &Control, mut ui: Ui) -> anyhow::Result<(
         let wait = REFRESH
             .saturating_sub(last_refresh.map_or(Duration::ZERO, |t| t.elapsed()))
             .min(Duration::from_millis(100));
-        if event::poll(wait)? {
+        // Waiting happens here, not in crossterm's poll: that one spins forever on a terminal
+        // that went away (the window closed), and SIGHUP could then not end the program.
+        if wait_for_input(wait) == Input::HungUp {
+            break;
+        }
+        let mut quit = false;
+        while !quit && event::poll(Duration::ZERO)? {
             match event::read()? {
                 TermEvent::Key(k) => match ui.key(k) {
-                    Action::Quit => break,
+                    Action::Quit => quit = true,
                     Action::None => {}
                     Action::Pause => {
                         ctl.paused.store(ui.paused, Ordering::SeqCst);
@@ -411,6 +449,9 @@ fn screen(shared: &Mutex<Shared>, ctl: &Control, mut ui: Ui) -> anyhow::Result<(
                 TermEvent::Resize(..) => dirty = true,
                 _ => {}
             }
+        }
+        if quit {
+            break;
         }
     }
     ctl.quit();

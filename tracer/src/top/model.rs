@@ -801,6 +801,9 @@ impl Model {
                 p.sock_pts.clear();
                 p.sock_point(ts);
                 p.rss_pts.clear();
+                // Before exec its memory was a copy of its parent's.
+                p.rss = None;
+                p.history.rss = Series::new(Merge::Max);
                 if let Some(n) = restarts {
                     p.restarts = n;
                     p.history.mark(
@@ -925,7 +928,8 @@ impl Model {
         let mut rows: Vec<Row> = self
             .procs
             .values()
-            .filter(|p| p.pid != 0 && (p.active || show_idle))
+            // Kernel threads (children of kthreadd) only when something happened in them.
+            .filter(|p| p.pid != 0 && (p.active || (show_idle && p.pid != 2 && p.ppid != 2)))
             .filter(|p| needle.is_empty() || p.comm.to_lowercase().contains(&needle))
             .map(|p| self.row(p))
             .collect();
@@ -1189,15 +1193,14 @@ mod tests {
         s.proc_info(5000, 4242, "node", |i| {
             i.cmdline = vec!["node".into(), "app.js".into()]
         });
-        let mut pid = 5000;
         for c in 0..3u64 {
+            let pid = 5000 + c as u32;
             let t = c * 10_000;
             s.at(t + 5000).signal(4242, "monit", 15, 0, pid, "node");
             s.at(t + 5001).exit(pid, "node", 15);
             s.at(t + 6000).fork(4242, "monit", pid + 1);
             s.at(t + 6001)
                 .exec(pid + 1, "node", "/usr/bin/node", &["node", "app.js"]);
-            pid += 1;
         }
         let dead = row(&s, 5000);
         assert_eq!(dead.fatal_signals, 1);
@@ -1238,23 +1241,29 @@ mod tests {
     #[test]
     fn sorting_by_each_column_puts_the_biggest_first_and_unknowns_last() {
         let mut s = Stream::new();
-        s.proc_info(1, 0, "a", |i| i.open_sockets = Some(5));
-        s.proc_info(2, 0, "b", |i| i.open_sockets = Some(50));
-        s.proc_info(3, 0, "c", |i| i.open_sockets = Some(7));
-        s.at(0).mem(3, "c", 1 << 30);
-        s.at(0).mem(1, "a", 1 << 20);
+        s.proc_info(100, 2, "kworker/0:1", |_| {});
+        s.proc_info(11, 0, "a", |i| i.open_sockets = Some(5));
+        s.proc_info(12, 0, "b", |i| i.open_sockets = Some(50));
+        s.proc_info(13, 0, "c", |i| i.open_sockets = Some(7));
+        s.at(0).mem(13, "c", 1 << 30);
+        s.at(0).mem(11, "a", 1 << 20);
         let pids = |k: SortKey| rows(&s, k).iter().map(|r| r.pid).collect::<Vec<_>>();
-        assert_eq!(pids(SortKey::Sockets), vec![2, 3, 1]);
-        assert_eq!(pids(SortKey::Rss), vec![3, 1, 2], "unknown RSS sorts last");
-        assert_eq!(pids(SortKey::Pid), vec![1, 2, 3]);
-        assert_eq!(pids(SortKey::Comm), vec![1, 2, 3]);
+        assert_eq!(pids(SortKey::Sockets), vec![12, 13, 11]);
+        assert_eq!(
+            pids(SortKey::Rss),
+            vec![13, 11, 12],
+            "unknown RSS sorts last"
+        );
+        assert_eq!(pids(SortKey::Pid), vec![11, 12, 13]);
+        assert_eq!(pids(SortKey::Comm), vec![11, 12, 13]);
+        // Idle kernel threads (pid 100, a child of kthreadd) are left out.
         let m = model_of(&s);
         let f: Vec<u32> = m
             .rows("B", SortKey::Pid, false)
             .iter()
             .map(|r| r.pid)
             .collect();
-        assert_eq!(f, vec![2], "the name filter ignores case");
+        assert_eq!(f, vec![12], "the name filter ignores case");
         for k in SortKey::ALL {
             assert_eq!(SortKey::from_key(k.key()), Some(k));
         }
