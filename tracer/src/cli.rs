@@ -33,6 +33,9 @@ pub struct Cli {
 pub enum Command {
     /// Stream kernel events as they happen (needs root).
     Live(LiveArgs),
+    /// A full-screen table of processes (sockets, fds, CLOSE_WAIT, resets, RSS, signals,
+    /// restarts) and findings, refreshed every second (needs root; --replay DUMP does not).
+    Top(crate::top::TopArgs),
     /// Record everything to a bounded, rotating, crash-safe dump: a flight recorder (needs root).
     Record(RecordArgs),
     /// Findings ranked by severity with evidence, an incident timeline and distributions, from a
@@ -145,6 +148,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Live(args) => run_live(args),
         Command::Record(args) => run_record(args),
+        Command::Top(a) => crate::top::run(a),
         Command::Report(args) => run_report(args),
         Command::Doctor => crate::doctor::run(),
         Command::Replay(a) => crate::dump::cmd::replay(&a).map(|()| ExitCode::SUCCESS),
@@ -192,6 +196,10 @@ fn run_live(args: LiveArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_report(args: ReportCmd) -> anyhow::Result<ExitCode> {
+    if let Some(out) = &args.report.html {
+        crate::html::run(&args.paths, &args.filter, &args.report, out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let engine = Engine::new(args.report.analysis.load()?)?;
     let (sink, engine) = engine.into_shared();
     let outcome = crate::dump::cmd::run(&args.paths, &args.filter, vec![Box::new(sink)])?;

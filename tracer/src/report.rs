@@ -25,6 +25,10 @@ pub struct ReportArgs {
     /// Leave the incident timeline out of the JSON document.
     #[arg(long)]
     pub no_timeline: bool,
+    /// Write the report as one self-contained HTML page with charts to FILE instead (no
+    /// network or JavaScript needed to read it).
+    #[arg(long, value_name = "FILE", conflicts_with = "json")]
+    pub html: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub analysis: AnalysisArgs,
 }
