@@ -90,6 +90,15 @@ pub struct ProcInfo {
     /// Memory limit of that cgroup, in bytes, when one is set.
     #[serde(default)]
     pub mem_limit: Option<u64>,
+    /// The process's cgroup v2 path (below the cgroup2 mount), if the host has cgroup v2.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cgroup_v2_path: String,
+    /// The ids of that cgroup and its ancestors (directory inodes, what the kernel puts in
+    /// record headers), the root's first: `--cgroup X` in replay passes a record written in
+    /// cgroup C when X is C or an ancestor of C, as the kernel decides live. Stored rather than
+    /// read at replay time so a dump decides the same on any machine.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroup_v2: Vec<u64>,
     /// Soft RLIMIT_NOFILE.
     #[serde(default)]
     pub nofile_limit: Option<u64>,
@@ -617,6 +626,7 @@ mod tests {
                 nofile_limit: Some(1024),
                 open_fds: Some(4),
                 open_sockets: Some(1),
+                ..ProcInfo::default()
             })),
         };
         let bytes = encode_user_record(&ev).unwrap();
