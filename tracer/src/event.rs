@@ -2,6 +2,13 @@
 //! dump stores them) to the typed [`Event`]. All unsafe reading of record bytes is here.
 use std::fmt;
 
+// Records are decoded, and stored in dumps, in the byte order the kernel wrote them; the dump
+// format promises little-endian (docs/dump-format.md).
+#[cfg(target_endian = "big")]
+compile_error!(
+    "tracer reads kernel records in host byte order and dumps are little-endian: big-endian hosts are not supported"
+);
+
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracer_common::{COMM_LEN, HEADER_LEN, Header, Kind, memory, oom, process, signal, tcp};
