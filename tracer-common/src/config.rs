@@ -28,7 +28,8 @@ pub struct Config {
     /// The same for the critical ring: its records are rare, but a wakeup is an interrupt (a
     /// VM exit on virtual machines), measured at 10-20 us per fork or exec record.
     pub critical_wakeup_bytes: u32,
-    pub _pad: u32,
+    /// The host's page size (`sysconf(_SC_PAGESIZE)`): `mm_struct` counts pages.
+    pub page_size: u32,
 }
 
 impl Config {
@@ -42,7 +43,7 @@ impl Config {
             options: 0,
             bulk_wakeup_bytes: 0,
             critical_wakeup_bytes: 0,
-            _pad: 0,
+            page_size: 0,
         }
     }
 }

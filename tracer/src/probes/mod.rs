@@ -148,6 +148,7 @@ impl TraceConfig {
         c.self_tgid = std::process::id();
         c.families = self.filter.families;
         c.filter = self.filter.rule();
+        c.page_size = page_size();
         c.mem_sample_bytes = self.mem_sample_bytes.max(1);
         c.large_mapping_bytes = self.large_mapping_bytes.max(1);
         if self.filter.sigchld {
@@ -173,6 +174,13 @@ impl TraceConfig {
             // exec and exit reset and free the kernel's per-process memory state.
             || (memory && matches!(p.program, "sched_process_exec" | "sched_process_exit"))
     }
+}
+
+/// The host's page size, for the programs' page counts (4096 when sysconf cannot say).
+pub fn page_size() -> u32 {
+    // SAFETY: sysconf has no memory preconditions.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(v).ok().filter(|v| *v > 0).unwrap_or(4096)
 }
 
 /// Whether this process may use BPF: root, or CAP_BPF + CAP_PERFMON in its effective set.
@@ -458,5 +466,24 @@ impl Loaded {
             .iter()
             .filter(|s| matches!(s.state, ProbeState::Attached))
             .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_config_carries_the_filters_and_the_page_size() {
+        let cfg = TraceConfig {
+            filter: FilterSpec::new("tcp", &[7], Some("nginx"), None, true).unwrap(),
+            ..TraceConfig::default()
+        };
+        let k = cfg.to_kernel();
+        assert_eq!(k.filter, cfg.filter.rule());
+        assert_eq!(k.families, Family::Tcp.bit());
+        assert_ne!(k.options & OPT_SIGCHLD, 0);
+        assert_eq!(k.page_size, page_size());
+        assert!(k.page_size >= 4096 && k.page_size.is_power_of_two());
     }
 }
