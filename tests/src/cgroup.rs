@@ -209,33 +209,12 @@ impl MemCgroup {
     /// Makes `cmd` move its child into this cgroup before exec, so that everything the program
     /// ever allocates is charged here.
     pub fn enter<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
-        let procs = CString::new(self.path.join("cgroup.procs").as_os_str().as_bytes())
-            .expect("cgroup path has no NUL");
-        // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-        // calls (open, getpid, write, close) on memory prepared before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                let mut buf = [0u8; 16];
-                let n = format_u32(libc::getpid() as u32, &mut buf);
-                let r = libc::write(fd, buf.as_ptr().cast(), n);
-                let err = io::Error::last_os_error();
-                libc::close(fd);
-                if r < 0 { Err(err) } else { Ok(()) }
-            })
-        }
+        enter(&self.path, cmd)
     }
 
     /// The processes in the cgroup now.
     pub fn procs(&self) -> Vec<u32> {
-        fs::read_to_string(self.path.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
+        procs_of(&self.path)
     }
 
     /// How many processes the OOM killer killed in this cgroup.
@@ -254,27 +233,142 @@ impl MemCgroup {
 
 impl Drop for MemCgroup {
     fn drop(&mut self) {
-        // Only this test's children can be in here; the tests reap them first, this is for a
-        // test that failed half-way.
-        for pid in self.procs() {
-            // SAFETY: kill has no memory preconditions.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match fs::remove_dir(&self.path) {
-                Ok(()) => return,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-                Err(e) if Instant::now() >= deadline => {
-                    eprintln!(
-                        "tracer-tests: could not remove cgroup {}: {e}",
-                        self.path.display()
-                    );
-                    return;
-                }
-                Err(_) => thread::sleep(Duration::from_millis(20)),
+        remove(&self.path);
+    }
+}
+
+/// Makes `cmd` move its child into cgroup directory `dir` before exec.
+fn enter<'a>(dir: &Path, cmd: &'a mut Command) -> &'a mut Command {
+    let procs = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
+        .expect("cgroup path has no NUL");
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+    // calls (open, getpid, write, close) on memory prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
             }
+            let mut buf = [0u8; 16];
+            let n = format_u32(libc::getpid() as u32, &mut buf);
+            let r = libc::write(fd, buf.as_ptr().cast(), n);
+            let err = io::Error::last_os_error();
+            libc::close(fd);
+            if r < 0 { Err(err) } else { Ok(()) }
+        })
+    }
+}
+
+fn procs_of(dir: &Path) -> Vec<u32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Kills what is left in a test's cgroup (only that test's children can be there: the tests
+/// reap them first, this is for a test that failed half-way) and removes the directory.
+fn remove(dir: &Path) {
+    for pid in procs_of(dir) {
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(e) if Instant::now() >= deadline => {
+                eprintln!(
+                    "tracer-tests: could not remove cgroup {}: {e}",
+                    dir.display()
+                );
+                return;
+            }
+            Err(_) => thread::sleep(Duration::from_millis(20)),
         }
+    }
+}
+
+/// A cgroup v2 directory for the `--cgroup` tests: no controllers, no limits, created below
+/// this process's own cgroup v2 (or below another [`Cgroup2`]); whatever is left in it is
+/// killed and the directory removed on drop (drop children first).
+pub struct Cgroup2 {
+    path: PathBuf,
+    /// The path below the cgroup2 mount, as `--cgroup` takes it.
+    rel: String,
+}
+
+impl Cgroup2 {
+    /// A new child of this process's own cgroup v2.
+    pub fn create(name: &str) -> io::Result<Cgroup2> {
+        let cg = fs::read_to_string("/proc/self/cgroup")?;
+        let own = cg
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "no cgroup v2 line in /proc/self/cgroup",
+                )
+            })?
+            .to_owned();
+        let mounts = mounts();
+        let m = mounts
+            .iter()
+            .find(|m| m.fstype == "cgroup2")
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "cgroup v2 is not mounted"))?;
+        let parent = Cgroup2 {
+            path: under_mount(m, &own),
+            rel: own.trim_end_matches('/').to_owned(),
+        };
+        let child = parent.child(name);
+        // The parent is this process's own cgroup: not ours to remove.
+        std::mem::forget(parent);
+        child
+    }
+
+    /// A new child of this cgroup, named `NAME-PID-SERIAL`.
+    pub fn child(&self, name: &str) -> io::Result<Cgroup2> {
+        let name = format!(
+            "{name}-{}-{}",
+            std::process::id(),
+            SERIAL.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = self.path.join(&name);
+        fs::create_dir(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", path.display())))?;
+        Ok(Cgroup2 {
+            path,
+            rel: format!("{}/{name}", self.rel),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path below the cgroup2 mount (`/a/b`).
+    pub fn rel(&self) -> &str {
+        &self.rel
+    }
+
+    /// The cgroup id (the directory's inode), as the tracer reports it.
+    pub fn id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(&self.path).map(|m| m.ino()).unwrap_or(0)
+    }
+
+    /// Makes `cmd` move its child into this cgroup before exec.
+    pub fn enter<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        enter(&self.path, cmd)
+    }
+}
+
+impl Drop for Cgroup2 {
+    fn drop(&mut self) {
+        remove(&self.path);
     }
 }
 

@@ -1,9 +1,6 @@
 //! Load-time configuration handed to the eBPF programs as read-only globals.
 
-/// Filter flags in [`Config::filter_flags`].
-pub const FILTER_PID: u32 = 1;
-pub const FILTER_COMM: u32 = 2;
-pub const FILTER_CGROUP: u32 = 4;
+pub use crate::filter::{FILTER_CGROUP, FILTER_COMM, FILTER_PID, FilterRule};
 
 /// Option flags in [`Config::options`].
 pub const OPT_SIGCHLD: u32 = 1;
@@ -17,11 +14,8 @@ pub struct Config {
     pub self_tgid: u32,
     /// Bit set of [`crate::Family`] values to trace.
     pub families: u32,
-    pub filter_flags: u32,
-    /// Depth of `filter_cgroup` below the cgroup v2 root (for descendants matching).
-    pub cgroup_level: u32,
-    pub filter_cgroup: u64,
-    pub filter_comm: [u8; 16],
+    /// `--pid`, `--comm`, `--cgroup`, decided by [`crate::filter::allows`].
+    pub filter: FilterRule,
     /// The largest memory sample step ([`crate::memory::sample_step`]).
     pub mem_sample_bytes: u64,
     /// mmap/munmap/brk moves at least this large are single events.
@@ -34,7 +28,8 @@ pub struct Config {
     /// The same for the critical ring: its records are rare, but a wakeup is an interrupt (a
     /// VM exit on virtual machines), measured at 10-20 us per fork or exec record.
     pub critical_wakeup_bytes: u32,
-    pub _pad: u32,
+    /// The host's page size (`sysconf(_SC_PAGESIZE)`): `mm_struct` counts pages.
+    pub page_size: u32,
 }
 
 impl Config {
@@ -42,16 +37,13 @@ impl Config {
         Config {
             self_tgid: 0,
             families: 0,
-            filter_flags: 0,
-            cgroup_level: 0,
-            filter_cgroup: 0,
-            filter_comm: [0; 16],
+            filter: FilterRule::none(),
             mem_sample_bytes: 0,
             large_mapping_bytes: 0,
             options: 0,
             bulk_wakeup_bytes: 0,
             critical_wakeup_bytes: 0,
-            _pad: 0,
+            page_size: 0,
         }
     }
 }

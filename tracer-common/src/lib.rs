@@ -8,6 +8,7 @@
 #![no_std]
 
 pub mod config;
+pub mod filter;
 pub mod memory;
 pub mod oom;
 pub mod process;
@@ -260,6 +261,17 @@ mod layout {
             memory::Brk,
             memory::MemSample
         );
+    }
+
+    #[test]
+    fn config_has_no_implicit_padding() {
+        assert_eq!(size_of::<filter::FilterRule>(), 32);
+        assert_eq!(
+            core::mem::offset_of!(config::Config, filter),
+            8,
+            "the rule follows self_tgid and families"
+        );
+        assert_eq!(size_of::<config::Config>(), 72);
     }
 
     #[test]

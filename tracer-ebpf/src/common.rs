@@ -10,7 +10,8 @@ use aya_ebpf::{
 };
 use tracer_common::{
     Family, Header, MAX_KIND, Payload, Record,
-    config::{Config, FILTER_CGROUP, FILTER_COMM, FILTER_PID, Offsets, TaskOffsets},
+    config::{Config, Offsets, TaskOffsets},
+    filter::{self, Rule, Subject},
     tcp::ConnInfo,
 };
 
@@ -26,8 +27,8 @@ pub static OFFSETS: Offsets = unsafe { core::mem::zeroed() };
 pub static TASK_OFFSETS: TaskOffsets = TaskOffsets::unknown();
 
 macro_rules! conf {
-    ($field:ident) => {
-        unsafe { core::ptr::read_volatile(&raw const $crate::common::CONFIG.$field) }
+    ($($field:ident).+) => {
+        unsafe { core::ptr::read_volatile(&raw const $crate::common::CONFIG.$($field).+) }
     };
 }
 macro_rules! off {
@@ -146,7 +147,7 @@ pub fn option(bit: u32) -> bool {
 /// Whether any of `--pid`, `--comm`, `--cgroup` is set.
 #[inline(always)]
 pub fn filtering() -> bool {
-    conf!(filter_flags) != 0
+    conf!(filter.flags) != 0
 }
 
 #[inline(always)]
@@ -181,69 +182,110 @@ pub fn current_raw() -> Task {
 }
 
 #[inline(always)]
-fn comm_matches(comm: &[u8; 16]) -> bool {
-    let want = unsafe { core::ptr::read_volatile(&raw const CONFIG.filter_comm) };
-    let mut i = 0;
-    while i < 16 {
-        if comm[i] != want[i] {
-            return false;
-        }
-        if comm[i] == 0 {
-            return true;
-        }
-        i += 1;
-    }
-    true
-}
-
-#[inline(always)]
 pub fn tracked(tgid: u32) -> bool {
     unsafe { TRACKED.get(&tgid).is_some() }
+}
+
+/// The loaded [`Config::filter`], read field by field.
+struct LoadedRule;
+
+impl Rule for LoadedRule {
+    #[inline(always)]
+    fn flags(&self) -> u32 {
+        conf!(filter.flags)
+    }
+    #[inline(always)]
+    fn cgroup_level(&self) -> u32 {
+        conf!(filter.cgroup_level)
+    }
+    #[inline(always)]
+    fn cgroup(&self) -> u64 {
+        conf!(filter.cgroup)
+    }
+    #[inline(always)]
+    fn comm(&self) -> [u8; 16] {
+        conf!(filter.comm)
+    }
+}
+
+/// A cgroup's ancestor at the `--cgroup` filter's level, per cgroup id, as last seen for a
+/// current task: the ancestry of another task (a socket's owner, known by its cgroup id only)
+/// cannot be asked of the kernel, but its owner was a current task when it was recorded.
+#[map]
+static CGROUP_SCOPE: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+
+struct Current<'a>(&'a Task);
+
+impl Subject for Current<'_> {
+    #[inline(always)]
+    fn tracked(&self) -> bool {
+        tracked(self.0.tgid)
+    }
+    #[inline(always)]
+    fn comm(&self) -> [u8; 16] {
+        self.0.comm()
+    }
+    #[inline(always)]
+    fn cgroup_ancestor(&self, level: u32) -> u64 {
+        // SAFETY: a helper without pointer arguments.
+        let a = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+        let id = self.0.cgroup_id();
+        // SAFETY: the value is copied out before the map is touched again.
+        if unsafe { CGROUP_SCOPE.get(&id) }.copied() != Some(a) {
+            let _ = CGROUP_SCOPE.insert(&id, &a, 0);
+        }
+        a
+    }
+}
+
+/// A task other than the current one: a signal's target (cgroup unknown: 0), a socket's owner.
+struct Other<'a> {
+    tgid: u32,
+    comm: &'a [u8; 16],
+    cgroup_id: u64,
+}
+
+impl Subject for Other<'_> {
+    #[inline(always)]
+    fn tracked(&self) -> bool {
+        tracked(self.tgid)
+    }
+    #[inline(always)]
+    fn comm(&self) -> [u8; 16] {
+        *self.comm
+    }
+    #[inline(always)]
+    fn cgroup_ancestor(&self, _level: u32) -> u64 {
+        if self.cgroup_id == 0 {
+            return 0;
+        }
+        // SAFETY: the value is copied out at once.
+        unsafe { CGROUP_SCOPE.get(&self.cgroup_id) }
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 /// The current task passes `--pid`, `--comm` and `--cgroup` (cgroup: the filter's cgroup or a
 /// descendant of it).
 #[inline(always)]
 pub fn current_allowed(t: &Task) -> bool {
-    let flags = conf!(filter_flags);
-    if flags == 0 {
-        return true;
-    }
-    if flags & FILTER_PID != 0 && !tracked(t.tgid) {
-        return false;
-    }
-    if flags & FILTER_COMM != 0 && !comm_matches(&t.comm()) {
-        return false;
-    }
-    if flags & FILTER_CGROUP != 0 {
-        let level = conf!(cgroup_level) as i32;
-        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
-        if id != conf!(filter_cgroup) {
-            return false;
-        }
-    }
-    true
+    filter::allows(&LoadedRule, &Current(t))
 }
 
 /// Another task (a signal's target, a socket's owner) passes the filters. Its cgroup is only
-/// known for socket owners (`cgroup_id` 0 means unknown and fails a cgroup filter).
+/// known for socket owners (`cgroup_id` 0 means unknown and fails a cgroup filter); a socket
+/// owner's cgroup is matched with its descendants too, through [`CGROUP_SCOPE`].
 #[inline(always)]
 pub fn other_allowed(tgid: u32, comm: &[u8; 16], cgroup_id: u64) -> bool {
-    let flags = conf!(filter_flags);
-    if flags == 0 {
-        return true;
-    }
-    if flags & FILTER_PID != 0 && !tracked(tgid) {
-        return false;
-    }
-    if flags & FILTER_COMM != 0 && !comm_matches(comm) {
-        return false;
-    }
-    // Descendant matching needs the task's ancestry, which is only known for the current task.
-    if flags & FILTER_CGROUP != 0 && cgroup_id != conf!(filter_cgroup) {
-        return false;
-    }
-    true
+    filter::allows(
+        &LoadedRule,
+        &Other {
+            tgid,
+            comm,
+            cgroup_id,
+        },
+    )
 }
 
 #[inline(always)]

@@ -33,7 +33,6 @@ pub struct MemState {
 #[map]
 pub static PROC_MEM: LruHashMap<u32, MemState> = LruHashMap::with_max_entries(65536, 0);
 
-const PAGE_SIZE: u64 = 4096;
 const TAG_MMAP: u64 = 10;
 const TAG_BRK: u64 = 11;
 
@@ -60,7 +59,7 @@ fn state(tgid: u32) -> Option<*mut MemState> {
 fn mapped_bytes() -> u64 {
     let mm: u64 = kread(current_task_ptr(), task_off!(task_mm)).unwrap_or(0);
     let pages: u64 = kread(mm, task_off!(mm_total_vm)).unwrap_or(0);
-    pages * PAGE_SIZE
+    pages * conf!(page_size) as u64
 }
 
 #[inline(always)]

@@ -31,7 +31,7 @@ fn try_sched_process_fork(ctx: &BtfTracePointContext) -> Option<()> {
     // `--pid` follows descendants, the collector's own children included (`tracer demo`);
     // done even when the process family is not traced.
     let parent = crate::common::current_tgid();
-    if conf!(filter_flags) & FILTER_PID != 0 {
+    if conf!(filter.flags) & FILTER_PID != 0 {
         if tracked(parent) {
             let _ = TRACKED.insert(&child_tgid, &1, 0);
         } else {

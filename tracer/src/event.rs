@@ -2,6 +2,13 @@
 //! dump stores them) to the typed [`Event`]. All unsafe reading of record bytes is here.
 use std::fmt;
 
+// Records are decoded, and stored in dumps, in the byte order the kernel wrote them; the dump
+// format promises little-endian (docs/dump-format.md).
+#[cfg(target_endian = "big")]
+compile_error!(
+    "tracer reads kernel records in host byte order and dumps are little-endian: big-endian hosts are not supported"
+);
+
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracer_common::{COMM_LEN, HEADER_LEN, Header, Kind, memory, oom, process, signal, tcp};
@@ -90,6 +97,15 @@ pub struct ProcInfo {
     /// Memory limit of that cgroup, in bytes, when one is set.
     #[serde(default)]
     pub mem_limit: Option<u64>,
+    /// The process's cgroup v2 path (below the cgroup2 mount), if the host has cgroup v2.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cgroup_v2_path: String,
+    /// The ids of that cgroup and its ancestors (directory inodes, what the kernel puts in
+    /// record headers), the root's first: `--cgroup X` in replay passes a record written in
+    /// cgroup C when X is C or an ancestor of C, as the kernel decides live. Stored rather than
+    /// read at replay time so a dump decides the same on any machine.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroup_v2: Vec<u64>,
     /// Soft RLIMIT_NOFILE.
     #[serde(default)]
     pub nofile_limit: Option<u64>,
@@ -617,6 +633,7 @@ mod tests {
                 nofile_limit: Some(1024),
                 open_fds: Some(4),
                 open_sockets: Some(1),
+                ..ProcInfo::default()
             })),
         };
         let bytes = encode_user_record(&ev).unwrap();

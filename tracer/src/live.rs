@@ -13,7 +13,7 @@ use tracer_common::Kind;
 
 use crate::{
     event::{self, Body, Comm, Drops, Event, ProcInfo},
-    filter::{self, Filter},
+    filter::{CgroupSel, Filter, FilterSpec},
     host::{self, HostInfo},
     kernel::tracefs::Tracefs,
     pipeline::Pipeline,
@@ -78,38 +78,26 @@ impl TraceArgs {
         }
     }
 
-    /// The userspace filter equivalent to what the kernel is asked to filter.
-    pub fn filter(&self, mounts: &CgroupMounts) -> anyhow::Result<Filter> {
-        let families = filter::parse_families(&self.events)?;
-        let cgroup_id = match &self.cgroup {
-            Some(c) => Some(
-                procfs::cgroup_v2_id(mounts, c)
-                    .map_err(anyhow::Error::msg)?
-                    .0,
-            ),
+    /// The filters, parsed once: compiled to the kernel's configuration here, and to the
+    /// userspace filter by whoever replays what was traced.
+    pub fn filter_spec(&self, mounts: &CgroupMounts) -> anyhow::Result<FilterSpec> {
+        let cgroup = match &self.cgroup {
+            Some(c) => {
+                let (id, level) = procfs::cgroup_v2_id(mounts, c).map_err(anyhow::Error::msg)?;
+                Some(CgroupSel { id, level })
+            }
             None => None,
         };
-        if let Some(c) = &self.comm
-            && c.len() > 15
-        {
-            anyhow::bail!("--comm '{c}' is longer than the kernel's 15-character process names");
-        }
-        Ok(Filter {
-            families,
-            pids: self.pids.iter().copied().collect(),
-            comm: self.comm.clone(),
-            cgroup_id,
-            sigchld: self.sigchld,
-            ..Filter::default()
-        })
+        Ok(FilterSpec::new(
+            &self.events,
+            &self.pids,
+            self.comm.as_deref(),
+            cgroup,
+            self.sigchld,
+        )?)
     }
 
-    fn kernel_config(&self, mounts: &CgroupMounts) -> anyhow::Result<TraceConfig> {
-        let f = self.filter(mounts)?;
-        let cgroup = match &self.cgroup {
-            Some(c) => Some(procfs::cgroup_v2_id(mounts, c).map_err(anyhow::Error::msg)?),
-            None => None,
-        };
+    fn kernel_config(&self, spec: &FilterSpec) -> anyhow::Result<TraceConfig> {
         let ring = |v: u64, what: &str| -> anyhow::Result<u32> {
             u32::try_from(v)
                 .ok()
@@ -117,11 +105,7 @@ impl TraceArgs {
                 .with_context(|| format!("{what} must be between 4K and 2G"))
         };
         Ok(TraceConfig {
-            families: f.families,
-            pids: self.pids.clone(),
-            comm: self.comm.clone(),
-            cgroup,
-            sigchld: self.sigchld,
+            filter: spec.clone(),
             tcp_states: self.tcp_states,
             mem_sample_bytes: self.mem_threshold,
             large_mapping_bytes: self.large_mapping,
@@ -192,6 +176,8 @@ pub struct Session {
     mounts: CgroupMounts,
     /// Processes whose /proc facts could not be read (gone): not retried.
     unreadable: HashSet<u32>,
+    /// (process, cgroup) pairs whose facts were read again for the cgroup: once each.
+    cgroup_reread: HashSet<(u32, u64)>,
     last_drops: Vec<(Kind, u64)>,
     /// Records copied out of the ring buffers, sorted by time before they are fed.
     arena: Vec<u8>,
@@ -205,8 +191,8 @@ pub struct Session {
 /// Everything before the first event: tracefs, privileges, loading and attaching.
 pub fn start(args: &TraceArgs) -> anyhow::Result<(Session, HostInfo, Filter)> {
     let mounts = CgroupMounts::read();
-    let filter = args.filter(&mounts)?;
-    let cfg = args.kernel_config(&mounts)?;
+    let spec = args.filter_spec(&mounts)?;
+    let cfg = args.kernel_config(&spec)?;
     if !probes::has_privilege() {
         return Err(probes::LoadError::NoPrivilege.into());
     }
@@ -236,19 +222,13 @@ pub fn start(args: &TraceArgs) -> anyhow::Result<(Session, HostInfo, Filter)> {
         }
     );
     let host = HostInfo::current();
-    // The kernel applied every filter already, with its own knowledge (descendants followed
-    // through fork, a socket's owner): filtering again here could only lose events, e.g. of a
-    // child that exited before userspace heard of it.
-    let filter = Filter {
-        families: filter.families,
-        sigchld: args.sigchld,
-        ..Filter::default()
-    };
+    let filter = spec.after_kernel();
     Ok((
         Session {
             loaded,
             mounts,
             unreadable: HashSet::new(),
+            cgroup_reread: HashSet::new(),
             last_drops: Vec::new(),
             arena: Vec::with_capacity(1 << 20),
             index: Vec::with_capacity(8192),
@@ -471,19 +451,30 @@ impl Session {
 
     /// Reads /proc facts (limits, cgroup, open sockets) the first time a process shows up after
     /// exec, and feeds them as a ProcInfo record so dumps carry them too.
+    /// Also read again, before the record is fed (exec included), when the record was written
+    /// in a cgroup the facts do not describe (a process moved into a cgroup between fork and
+    /// exec): replay's `--cgroup` decides on the stored ancestry.
     fn enrich(&mut self, ev: &Event, pipeline: &mut Pipeline) -> anyhow::Result<()> {
         if ev.tgid == 0
             || matches!(
                 ev.body,
-                Body::Exit(_) | Body::Exec(_) | Body::ProcInfo(_) | Body::Drops(_) | Body::Tick
+                Body::Exit(_) | Body::ProcInfo(_) | Body::Drops(_) | Body::Tick
             )
         {
             return Ok(());
         }
-        if pipeline.procs.get(ev.tgid).is_some_and(|p| p.has_info)
-            || self.unreadable.contains(&ev.tgid)
+        let entry = pipeline.procs.get(ev.tgid);
+        let moved = entry.is_some_and(|p| p.cgroup_v2.last().is_some_and(|c| *c != ev.cgroup_id))
+            && self.cgroup_reread.insert((ev.tgid, ev.cgroup_id));
+        if !moved
+            && (matches!(ev.body, Body::Exec(_))
+                || entry.is_some_and(|p| p.has_info)
+                || self.unreadable.contains(&ev.tgid))
         {
             return Ok(());
+        }
+        if self.cgroup_reread.len() > 65536 {
+            self.cgroup_reread.clear();
         }
         match procfs::read_proc(ev.tgid, &self.mounts) {
             Some(info) => feed_user(pipeline, proc_event(info, ev.ts_ns))?,

@@ -1069,6 +1069,7 @@ mod golden_tests {
                 nofile_limit: None,
                 open_fds: Some(3),
                 open_sockets: None,
+                ..ProcInfo::default()
             })),
             Body::ProcInfo(Box::default()),
             Body::Drops(Box::new(Drops {

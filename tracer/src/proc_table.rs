@@ -25,6 +25,9 @@ pub struct ProcEntry {
     pub cgroup: String,
     pub mem_limit: Option<u64>,
     pub nofile_limit: Option<u64>,
+    /// See [`ProcInfo::cgroup_v2_path`] and [`ProcInfo::cgroup_v2`] (root first).
+    pub cgroup_v2_path: String,
+    pub cgroup_v2: Vec<u64>,
     /// Boot-time ns of the exit, once exited.
     pub exited_at: Option<u64>,
     /// Whether /proc-only facts (limits, cgroup) are known for the current program image.
@@ -176,6 +179,8 @@ impl ProcTable {
                 cgroup: e.cgroup.clone(),
                 mem_limit: e.mem_limit,
                 nofile_limit: e.nofile_limit,
+                cgroup_v2_path: e.cgroup_v2_path.clone(),
+                cgroup_v2: e.cgroup_v2.clone(),
                 open_fds: None,
                 open_sockets: None,
             })
@@ -262,6 +267,10 @@ impl ProcTable {
         e.cgroup = info.cgroup.clone();
         e.mem_limit = info.mem_limit;
         e.nofile_limit = info.nofile_limit;
+        if !info.cgroup_v2.is_empty() {
+            e.cgroup_v2_path = info.cgroup_v2_path.clone();
+            e.cgroup_v2 = info.cgroup_v2.clone();
+        }
         e.has_info = true;
     }
 
@@ -314,6 +323,7 @@ mod tests {
             nofile_limit: Some(1024),
             open_fds: None,
             open_sockets: None,
+            ..ProcInfo::default()
         }))
     }
 

@@ -61,6 +61,11 @@ pub fn parse_mem_cgroup(cgroup: &str) -> Option<(CgroupVersion, String)> {
     v2
 }
 
+/// The cgroup v2 path of a process from /proc/PID/cgroup (the `0::` line).
+pub fn parse_v2_cgroup(cgroup: &str) -> Option<&str> {
+    cgroup.lines().find_map(|l| l.strip_prefix("0::"))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CgroupVersion {
     V1,
@@ -102,6 +107,24 @@ impl CgroupMounts {
             }
         }
         m
+    }
+
+    /// The ids (directory inodes) of cgroup v2 `path` and its ancestors, the root's first;
+    /// empty when there is no cgroup v2 or a directory is gone (the cgroup was removed).
+    pub fn v2_ancestry(&self, path: &str) -> Vec<u64> {
+        let Some(root) = self.v2.as_ref() else {
+            return Vec::new();
+        };
+        let mut dir = root.clone();
+        let mut ids = Vec::new();
+        for part in std::iter::once("").chain(path.split('/').filter(|p| !p.is_empty())) {
+            dir.push(part);
+            match fs::metadata(&dir) {
+                Ok(m) if m.is_dir() => ids.push(m.ino()),
+                _ => return Vec::new(),
+            }
+        }
+        ids
     }
 
     /// The effective memory limit of a cgroup: the smallest limit set on it or an ancestor.
@@ -167,10 +190,13 @@ pub fn read_proc(pid: u32, mounts: &CgroupMounts) -> Option<ProcInfo> {
     let exe = fs::read_link(base.join("exe"))
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let (cgroup, mem_limit) = match read(base.join("cgroup"))
-        .as_deref()
-        .and_then(parse_mem_cgroup)
-    {
+    let cgroups = read(base.join("cgroup")).unwrap_or_default();
+    let cgroup_v2_path = parse_v2_cgroup(&cgroups).unwrap_or("").to_owned();
+    let cgroup_v2 = match mounts.v2 {
+        Some(_) if !cgroup_v2_path.is_empty() => mounts.v2_ancestry(&cgroup_v2_path),
+        _ => Vec::new(),
+    };
+    let (cgroup, mem_limit) = match parse_mem_cgroup(&cgroups) {
         Some((v, path)) => {
             let limit = mounts.mem_limit(v, &path);
             (path, limit)
@@ -188,6 +214,8 @@ pub fn read_proc(pid: u32, mounts: &CgroupMounts) -> Option<ProcInfo> {
         cmdline,
         cgroup,
         mem_limit,
+        cgroup_v2_path,
+        cgroup_v2,
         nofile_limit,
         open_fds,
         open_sockets,
@@ -295,5 +323,21 @@ mod tests {
         assert_eq!(me.pid, std::process::id());
         assert!(me.nofile_limit.is_some());
         assert!(me.open_fds.unwrap() >= 3);
+        if let Some(v2) = &m.v2 {
+            // The header's cgroup id of this process is the last one.
+            let root = fs::metadata(v2).unwrap().ino();
+            assert_eq!(me.cgroup_v2.first(), Some(&root), "{me:?}");
+            let dir = v2.join(me.cgroup_v2_path.trim_start_matches('/'));
+            assert_eq!(me.cgroup_v2.last(), Some(&fs::metadata(dir).unwrap().ino()));
+        }
+    }
+
+    #[test]
+    fn v2_path_from_proc_cgroup() {
+        assert_eq!(
+            parse_v2_cgroup("12:memory:/user/a\n0::/init.scope\n"),
+            Some("/init.scope")
+        );
+        assert_eq!(parse_v2_cgroup("12:memory:/user/a\n"), None);
     }
 }

@@ -1,13 +1,6 @@
 //! `tracer replay` and `tracer export`: a dump fed through the same pipeline as live events,
 //! so the output is what `tracer live` printed (or would have printed) for those events.
-use std::{
-    cell::RefCell,
-    collections::BTreeMap,
-    io::Write,
-    path::{Path, PathBuf},
-    rc::Rc,
-    time::Duration,
-};
+use std::{cell::RefCell, collections::BTreeMap, io::Write, path::PathBuf, rc::Rc, time::Duration};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
@@ -19,7 +12,7 @@ use super::{
 };
 use crate::{
     event::{self, Body, Drops, Event},
-    filter::{self, Filter},
+    filter::{self, FilterSpec},
     host::{self, HostInfo},
     output::{self, Format, Printer},
     pipeline::{Ctx, Pipeline, Sink},
@@ -240,21 +233,18 @@ pub fn run(
     let span = if relative { wall_span(paths)? } else { None };
     let since = since.and_then(|t| to_wall(t, span));
     let until = until.and_then(|t| to_wall(t, span));
-    let families = match &args.events {
-        Some(list) => filter::parse_families(list)?,
-        None => filter::ALL_FAMILIES,
-    };
-    let cgroup_id = match &args.cgroup {
+    let cgroup = match &args.cgroup {
         Some(c) => Some(resolve_cgroup(c, paths)?),
         None => None,
     };
-    let filter = Filter {
-        families,
-        pids: args.pids.iter().copied().collect(),
-        comm: args.comm.clone(),
-        cgroup_id,
-        ..Filter::default()
-    };
+    let filter = FilterSpec::new(
+        args.events.as_deref().unwrap_or("all"),
+        &args.pids,
+        args.comm.as_deref(),
+        cgroup,
+        false,
+    )?
+    .userspace();
     let mut reader = DumpReader::open(paths)?;
     let mut pipeline = Pipeline::new(HostInfo::default(), filter);
     for s in sinks {
@@ -332,24 +322,16 @@ pub fn run(
 /// A cgroup given by path, as the id its events carry: learnt from the dump itself (processes
 /// whose recorded cgroup path matches), so it works on another host; else, for a dump of this
 /// very boot, from the cgroup file system.
-fn resolve_cgroup(arg: &str, paths: &[PathBuf]) -> anyhow::Result<u64> {
-    if let Ok(id) = arg.parse::<u64>() {
-        return Ok(id);
-    }
-    let norm = |p: &str| {
-        let p = p
-            .strip_prefix("/sys/fs/cgroup")
-            .unwrap_or(p)
-            .trim_end_matches('/');
-        if p.starts_with('/') {
-            p.to_owned()
-        } else {
-            format!("/{p}")
-        }
+/// `--cgroup PATH|ID` of a dump: the id and level from the cgroup v2 ancestry stored in the
+/// dump's process facts (see [`filter::CgroupSel::find`]).
+fn resolve_cgroup(arg: &str, paths: &[PathBuf]) -> anyhow::Result<filter::CgroupSel> {
+    let want = match arg.parse::<u64>() {
+        Ok(id) => filter::CgroupArg::Id(id),
+        Err(_) => filter::CgroupArg::Path(filter::normalize_cgroup_path(arg)),
     };
-    let want = norm(arg);
     let mut reader = DumpReader::open(paths)?;
     let mut procs = ProcTable::new();
+    let mut by_memory_path = None;
     let mut boot = String::new();
     while let Some(item) = reader.next_item()? {
         let raw = match item {
@@ -362,25 +344,46 @@ fn resolve_cgroup(arg: &str, paths: &[PathBuf]) -> anyhow::Result<u64> {
         };
         let Ok(ev) = event::decode(raw) else { continue };
         procs.apply(&ev);
-        if ev.body.kind().is_some()
-            && ev.tgid != 0
-            && procs
-                .get(ev.tgid)
-                .is_some_and(|p| !p.cgroup.is_empty() && norm(&p.cgroup) == want)
+        let Some(p) = procs.get(ev.tgid) else {
+            continue;
+        };
+        if let Some(sel) = want.find(p) {
+            return Ok(sel);
+        }
+        // Dumps from before the cgroup v2 ancestry was stored: a process whose (memory) cgroup
+        // path is that one, in a record it wrote.
+        if by_memory_path.is_none()
+            && ev.body.kind().is_some()
+            && let filter::CgroupArg::Path(w) = &want
+            && !p.cgroup.is_empty()
+            && filter::normalize_cgroup_path(&p.cgroup) == *w
         {
-            return Ok(ev.cgroup_id);
+            by_memory_path = Some(filter::CgroupSel {
+                id: ev.cgroup_id,
+                level: filter::CgroupSel::UNKNOWN_LEVEL,
+            });
         }
     }
     let this_boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
-    if !boot.is_empty() && this_boot.trim() == boot {
-        use std::os::unix::fs::MetadataExt;
-        if let Ok(md) =
-            std::fs::metadata(Path::new("/sys/fs/cgroup").join(want.trim_start_matches('/')))
+    match (want, by_memory_path) {
+        (_, Some(sel)) => Ok(sel),
+        // Recorded on this boot: the cgroup may still exist.
+        (filter::CgroupArg::Path(w), None)
+            if !boot.is_empty()
+                && this_boot.trim() == boot
+                && let Ok((id, level)) =
+                    crate::procfs::cgroup_v2_id(&crate::procfs::CgroupMounts::read(), &w) =>
         {
-            return Ok(md.ino());
+            Ok(filter::CgroupSel { id, level })
         }
+        (filter::CgroupArg::Id(id), None) => Ok(filter::CgroupSel {
+            id,
+            level: filter::CgroupSel::UNKNOWN_LEVEL,
+        }),
+        (filter::CgroupArg::Path(_), None) => bail!(
+            "--cgroup {arg}: no process of the dump ran in that cgroup or below it; give its numeric id instead"
+        ),
     }
-    bail!("--cgroup {arg}: no process of the dump ran in that cgroup; give its numeric id instead")
 }
 
 /// Writes JSON lines to a file (`export -o`).

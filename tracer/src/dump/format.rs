@@ -2,7 +2,8 @@
 //! self-delimiting blocks, each behind a sync marker and two checksums so a reader can skip a
 //! damaged block and find the next one.
 //!
-//! All integers are little-endian. Nothing here touches files: the writer and the reader both
+//! The framing's integers are little-endian; records are stored as the kernel wrote them (host
+//! byte order, little-endian on every host tracer builds for; see the doc). Nothing here touches files: the writer and the reader both
 //! go through these functions, so the layout lives in one place.
 use serde::{Deserialize, Serialize};
 

@@ -467,7 +467,255 @@ pub fn offsets(tfs: &Tracefs) -> Result<(Offsets, Vec<Missing>), TracefsError> {
         .map(|offset| FieldOffset { offset, size: 8 })
         .unwrap_or_default();
     o.sys_ret = ret.unwrap_or_default();
+    for m in check_sizes(&mut o) {
+        tracing::warn!("{m}; it is treated as missing");
+        missing.push(Missing {
+            tracepoint: m.tracepoint.into(),
+            field: Some(m.field),
+        });
+    }
     Ok((o, missing))
+}
+
+/// A field whose size on this kernel is not what the programs read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SizeMismatch {
+    pub tracepoint: &'static str,
+    pub field: &'static str,
+    pub size: u16,
+    pub want: &'static [u16],
+}
+
+impl std::fmt::Display for SizeMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: field '{}' is {} bytes on this kernel, but the programs read {:?} bytes",
+            self.tracepoint, self.field, self.size, self.want
+        )
+    }
+}
+
+type Slot = for<'a> fn(&'a mut Offsets) -> &'a mut FieldOffset;
+
+/// The size each program reads of each field (the type of its `field::<T>` read in
+/// tracer-ebpf; several sizes where the program picks its read by the field's size). Reading a
+/// 2-byte field as 4 bytes would mix a neighbour into the value; a field of another size is
+/// therefore absent for the programs.
+const READ_SIZES: &[(&str, &str, Slot, &[u16])] = &[
+    (
+        "sock/inet_sock_set_state",
+        "skaddr",
+        |o| &mut o.iss_skaddr,
+        &[8],
+    ),
+    (
+        "sock/inet_sock_set_state",
+        "oldstate",
+        |o| &mut o.iss_oldstate,
+        &[4],
+    ),
+    (
+        "sock/inet_sock_set_state",
+        "newstate",
+        |o| &mut o.iss_newstate,
+        &[4],
+    ),
+    (
+        "sock/inet_sock_set_state",
+        "sport",
+        |o| &mut o.iss_sport,
+        &[2],
+    ),
+    (
+        "sock/inet_sock_set_state",
+        "dport",
+        |o| &mut o.iss_dport,
+        &[2],
+    ),
+    (
+        "sock/inet_sock_set_state",
+        "family",
+        |o| &mut o.iss_family,
+        &[2],
+    ),
+    (
+        "sock/inet_sock_set_state",
+        "protocol",
+        |o| &mut o.iss_protocol,
+        &[2],
+    ),
+    (
+        "sock/inet_sock_set_state",
+        "saddr",
+        |o| &mut o.iss_saddr,
+        &[4],
+    ),
+    (
+        "sock/inet_sock_set_state",
+        "daddr",
+        |o| &mut o.iss_daddr,
+        &[4],
+    ),
+    (
+        "sock/inet_sock_set_state",
+        "saddr_v6",
+        |o| &mut o.iss_saddr_v6,
+        &[16],
+    ),
+    (
+        "sock/inet_sock_set_state",
+        "daddr_v6",
+        |o| &mut o.iss_daddr_v6,
+        &[16],
+    ),
+    ("tcp/tcp_send_reset", "skaddr", |o| &mut o.tsr_skaddr, &[8]),
+    ("tcp/tcp_send_reset", "state", |o| &mut o.tsr_state, &[4]),
+    ("tcp/tcp_send_reset", "sport", |o| &mut o.tsr_sport, &[2]),
+    ("tcp/tcp_send_reset", "dport", |o| &mut o.tsr_dport, &[2]),
+    ("tcp/tcp_send_reset", "family", |o| &mut o.tsr_family, &[2]),
+    // A sockaddr image (6.10+) or an IPv4 address.
+    (
+        "tcp/tcp_send_reset",
+        "saddr",
+        |o| &mut o.tsr_saddr,
+        &[4, 28],
+    ),
+    (
+        "tcp/tcp_send_reset",
+        "daddr",
+        |o| &mut o.tsr_daddr,
+        &[4, 28],
+    ),
+    (
+        "tcp/tcp_send_reset",
+        "saddr_v6",
+        |o| &mut o.tsr_saddr_v6,
+        &[16],
+    ),
+    (
+        "tcp/tcp_send_reset",
+        "daddr_v6",
+        |o| &mut o.tsr_daddr_v6,
+        &[16],
+    ),
+    ("tcp/tcp_send_reset", "reason", |o| &mut o.tsr_reason, &[4]),
+    (
+        "tcp/tcp_receive_reset",
+        "skaddr",
+        |o| &mut o.trr_skaddr,
+        &[8],
+    ),
+    ("tcp/tcp_receive_reset", "sport", |o| &mut o.trr_sport, &[2]),
+    ("tcp/tcp_receive_reset", "dport", |o| &mut o.trr_dport, &[2]),
+    (
+        "tcp/tcp_receive_reset",
+        "family",
+        |o| &mut o.trr_family,
+        &[2],
+    ),
+    ("tcp/tcp_receive_reset", "saddr", |o| &mut o.trr_saddr, &[4]),
+    ("tcp/tcp_receive_reset", "daddr", |o| &mut o.trr_daddr, &[4]),
+    (
+        "tcp/tcp_receive_reset",
+        "saddr_v6",
+        |o| &mut o.trr_saddr_v6,
+        &[16],
+    ),
+    (
+        "tcp/tcp_receive_reset",
+        "daddr_v6",
+        |o| &mut o.trr_daddr_v6,
+        &[16],
+    ),
+    ("sock/sock_recv_length", "sk", |o| &mut o.sl_sk, &[8]),
+    (
+        "sock/sock_recv_length",
+        "family",
+        |o| &mut o.sl_family,
+        &[2],
+    ),
+    (
+        "sock/sock_recv_length",
+        "protocol",
+        |o| &mut o.sl_protocol,
+        &[2],
+    ),
+    ("sock/sock_recv_length", "ret", |o| &mut o.sl_ret, &[4]),
+    ("signal/signal_generate", "sig", |o| &mut o.sg_sig, &[4]),
+    ("signal/signal_generate", "errno", |o| &mut o.sg_errno, &[4]),
+    ("signal/signal_generate", "code", |o| &mut o.sg_code, &[4]),
+    ("signal/signal_generate", "comm", |o| &mut o.sg_comm, &[16]),
+    ("signal/signal_generate", "pid", |o| &mut o.sg_pid, &[4]),
+    ("signal/signal_generate", "group", |o| &mut o.sg_group, &[4]),
+    (
+        "signal/signal_generate",
+        "result",
+        |o| &mut o.sg_result,
+        &[4],
+    ),
+    // __data_loc: a u32 locator.
+    (
+        "sched/sched_process_exec",
+        "filename",
+        |o| &mut o.exec_filename,
+        &[4],
+    ),
+    (
+        "sched/sched_process_exec",
+        "old_pid",
+        |o| &mut o.exec_old_pid,
+        &[4],
+    ),
+    (
+        "sched/sched_process_exit",
+        "group_dead",
+        |o| &mut o.exit_group_dead,
+        &[1],
+    ),
+    ("oom/mark_victim", "pid", |o| &mut o.mv_pid, &[4]),
+    // __data_loc (4) or char[16].
+    ("oom/mark_victim", "comm", |o| &mut o.mv_comm, &[4, 16]),
+    ("oom/mark_victim", "total_vm", |o| &mut o.mv_total_vm, &[8]),
+    ("oom/mark_victim", "anon_rss", |o| &mut o.mv_anon_rss, &[8]),
+    ("oom/mark_victim", "file_rss", |o| &mut o.mv_file_rss, &[8]),
+    (
+        "oom/mark_victim",
+        "shmem_rss",
+        |o| &mut o.mv_shmem_rss,
+        &[8],
+    ),
+    ("oom/mark_victim", "uid", |o| &mut o.mv_uid, &[4]),
+    ("oom/mark_victim", "pgtables", |o| &mut o.mv_pgtables, &[8]),
+    (
+        "oom/mark_victim",
+        "oom_score_adj",
+        |o| &mut o.mv_oom_score_adj,
+        &[2],
+    ),
+    ("kmem/rss_stat", "curr", |o| &mut o.rss_curr, &[4]),
+    ("kmem/rss_stat", "member", |o| &mut o.rss_member, &[4]),
+    ("kmem/rss_stat", "size", |o| &mut o.rss_size, &[8]),
+    ("syscalls/sys_exit_*", "ret", |o| &mut o.sys_ret, &[8]),
+];
+
+/// Marks absent (size 0) every present field whose size is not one the programs read, and
+/// says which.
+pub fn check_sizes(o: &mut Offsets) -> Vec<SizeMismatch> {
+    let mut out = Vec::new();
+    for (tracepoint, field, slot, want) in READ_SIZES {
+        let f = slot(o);
+        if f.present() && !want.contains(&f.size) {
+            out.push(SizeMismatch {
+                tracepoint,
+                field,
+                size: f.size,
+                want,
+            });
+            *f = FieldOffset::ABSENT;
+        }
+    }
+    out
 }
 
 /// Reads the wanted fields of one tracepoint into their slots, noting what is missing.
@@ -629,6 +877,84 @@ print fmt: \"family=%s\", REC->family
         }));
         assert!(!missing.iter().any(|m| m.tracepoint == "oom/mark_victim"));
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_field_of_another_size_than_the_programs_read_is_missing() {
+        let dir = std::env::temp_dir().join(format!("tracer-tracefs-size-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        // sport widened to 4 bytes, daddr_v6 cut to 8; the rest as on 6.18.
+        write_tp(
+            &dir,
+            "sock",
+            "inet_sock_set_state",
+            &[
+                ("const void * skaddr", 8, 8),
+                ("int oldstate", 16, 4),
+                ("int newstate", 20, 4),
+                ("__u32 sport", 24, 4),
+                ("__u16 dport", 28, 2),
+                ("__u16 family", 30, 2),
+                ("__u16 protocol", 32, 2),
+                ("__u8 saddr[4]", 34, 4),
+                ("__u8 daddr[4]", 38, 4),
+                ("__u8 saddr_v6[16]", 42, 16),
+                ("__u8 daddr_v6[8]", 58, 8),
+            ],
+        );
+        // Either reset address layout is fine.
+        write_tp(
+            &dir,
+            "tcp",
+            "tcp_send_reset",
+            &[
+                ("const void * skaddr", 16, 8),
+                ("__u8 saddr[28]", 32, 28),
+                ("__u8 daddr[28]", 60, 28),
+            ],
+        );
+        let (o, missing) = offsets(&Tracefs::at(&dir)).unwrap();
+        assert!(!o.iss_sport.present());
+        assert!(!o.iss_daddr_v6.present());
+        assert_eq!(
+            o.iss_dport,
+            FieldOffset {
+                offset: 28,
+                size: 2
+            }
+        );
+        assert_eq!(o.tsr_saddr.size, 28);
+        for field in ["sport", "daddr_v6"] {
+            assert!(
+                missing.contains(&Missing {
+                    tracepoint: "sock/inet_sock_set_state".into(),
+                    field: Some(field)
+                }),
+                "{field}: {missing:?}"
+            );
+        }
+        assert!(!missing.iter().any(|m| m.field == Some("dport")));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn every_size_check_names_a_field_the_programs_read() {
+        // The table's slots are distinct fields (a copy-paste slip would check one twice).
+        let mut o = Offsets::default();
+        let mut seen = std::collections::HashSet::new();
+        for (i, (tp, field, slot, _)) in READ_SIZES.iter().enumerate() {
+            assert!(seen.insert((tp, field)), "{tp} {field} twice");
+            *slot(&mut o) = FieldOffset {
+                offset: i as u16 + 1,
+                size: 3,
+            };
+        }
+        let m = check_sizes(&mut o);
+        assert_eq!(m.len(), READ_SIZES.len(), "each slot distinct");
+        assert_eq!(
+            m[3].to_string(),
+            "sock/inet_sock_set_state: field 'sport' is 3 bytes on this kernel, but the programs read [2] bytes"
+        );
     }
 
     #[test]

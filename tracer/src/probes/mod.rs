@@ -20,13 +20,13 @@ use aya::{
 use thiserror::Error;
 use tracer_common::{
     Family, Kind, MAX_KIND,
-    config::{
-        Config, FILTER_CGROUP, FILTER_COMM, FILTER_PID, OPT_SIGCHLD, OPT_TCP_STATES, Offsets,
-        TaskOffsets,
-    },
+    config::{Config, FILTER_PID, OPT_SIGCHLD, OPT_TCP_STATES, Offsets, TaskOffsets},
 };
 
-use crate::kernel::tracefs::{Missing, Tracefs};
+use crate::{
+    filter::FilterSpec,
+    kernel::tracefs::{Missing, Tracefs},
+};
 
 /// Where a program attaches.
 #[derive(Clone, Copy, Debug)]
@@ -111,13 +111,8 @@ pub enum LoadError {
 /// What to trace, as set on the command line.
 #[derive(Clone, Debug)]
 pub struct TraceConfig {
-    pub families: u32,
-    /// `--pid`: followed with their descendants.
-    pub pids: Vec<u32>,
-    pub comm: Option<String>,
-    /// cgroup v2 id and its depth below the root.
-    pub cgroup: Option<(u64, u32)>,
-    pub sigchld: bool,
+    /// `--events`, `--pid`, `--comm`, `--cgroup`, `--sigchld`.
+    pub filter: FilterSpec,
     /// Emit every TCP state change besides the connection model.
     pub tcp_states: bool,
     pub mem_sample_bytes: u64,
@@ -129,11 +124,7 @@ pub struct TraceConfig {
 impl Default for TraceConfig {
     fn default() -> Self {
         TraceConfig {
-            families: crate::filter::ALL_FAMILIES,
-            pids: Vec::new(),
-            comm: None,
-            cgroup: None,
-            sigchld: false,
+            filter: FilterSpec::default(),
             tcp_states: false,
             mem_sample_bytes: DEFAULT_MEM_SAMPLE,
             large_mapping_bytes: DEFAULT_LARGE_MAPPING,
@@ -155,24 +146,12 @@ impl TraceConfig {
     fn to_kernel(&self) -> Config {
         let mut c = Config::zeroed();
         c.self_tgid = std::process::id();
-        c.families = self.families;
-        if !self.pids.is_empty() {
-            c.filter_flags |= FILTER_PID;
-        }
-        if let Some(comm) = &self.comm {
-            c.filter_flags |= FILTER_COMM;
-            let b = comm.as_bytes();
-            let n = b.len().min(15);
-            c.filter_comm[..n].copy_from_slice(&b[..n]);
-        }
-        if let Some((id, level)) = self.cgroup {
-            c.filter_flags |= FILTER_CGROUP;
-            c.filter_cgroup = id;
-            c.cgroup_level = level;
-        }
+        c.families = self.filter.families;
+        c.filter = self.filter.rule();
+        c.page_size = page_size();
         c.mem_sample_bytes = self.mem_sample_bytes.max(1);
         c.large_mapping_bytes = self.large_mapping_bytes.max(1);
-        if self.sigchld {
+        if self.filter.sigchld {
             c.options |= OPT_SIGCHLD;
         }
         if self.tcp_states {
@@ -188,12 +167,20 @@ impl TraceConfig {
     /// Whether a probe is needed: its family is selected, or it keeps kernel state another
     /// selected feature relies on (fork follows `--pid` descendants).
     fn wants(&self, p: &ProbeSpec) -> bool {
-        let memory = self.families & Family::Memory.bit() != 0;
-        self.families & p.family.bit() != 0
-            || (p.program == "sched_process_fork" && !self.pids.is_empty())
+        let families = self.filter.families;
+        let memory = families & Family::Memory.bit() != 0;
+        families & p.family.bit() != 0
+            || (p.program == "sched_process_fork" && !self.filter.pids.is_empty())
             // exec and exit reset and free the kernel's per-process memory state.
             || (memory && matches!(p.program, "sched_process_exec" | "sched_process_exit"))
     }
+}
+
+/// The host's page size, for the programs' page counts (4096 when sysconf cannot say).
+pub fn page_size() -> u32 {
+    // SAFETY: sysconf has no memory preconditions.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(v).ok().filter(|v| *v > 0).unwrap_or(4096)
 }
 
 /// Whether this process may use BPF: root, or CAP_BPF + CAP_PERFMON in its effective set.
@@ -279,8 +266,8 @@ pub fn load(cfg: &TraceConfig, tfs: &Tracefs) -> Result<Loaded, LoadError> {
         .map_max_entries("BULK", ring_size(cfg.bulk_ring_bytes));
     let mut ebpf = loader.load(OBJECT).map_err(|e| classify(&e))?;
 
-    if kconf.filter_flags & FILTER_PID != 0 {
-        seed_tracked(&mut ebpf, &cfg.pids)?;
+    if kconf.filter.flags & FILTER_PID != 0 {
+        seed_tracked(&mut ebpf, &cfg.filter.pids)?;
     }
 
     let mut status = Vec::new();
@@ -479,5 +466,24 @@ impl Loaded {
             .iter()
             .filter(|s| matches!(s.state, ProbeState::Attached))
             .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_config_carries_the_filters_and_the_page_size() {
+        let cfg = TraceConfig {
+            filter: FilterSpec::new("tcp", &[7], Some("nginx"), None, true).unwrap(),
+            ..TraceConfig::default()
+        };
+        let k = cfg.to_kernel();
+        assert_eq!(k.filter, cfg.filter.rule());
+        assert_eq!(k.families, Family::Tcp.bit());
+        assert_ne!(k.options & OPT_SIGCHLD, 0);
+        assert_eq!(k.page_size, page_size());
+        assert!(k.page_size >= 4096 && k.page_size.is_power_of_two());
     }
 }
