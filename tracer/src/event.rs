@@ -99,6 +99,10 @@ pub struct ProcInfo {
     pub open_fds: Option<u32>,
     #[serde(default)]
     pub open_sockets: Option<u32>,
+    /// Its systemd unit, container or pod, from its cgroup paths (absent in dumps written
+    /// before attribution existed: then derived from `cgroup` on replay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<crate::attribution::Workload>,
 }
 
 /// Cumulative records lost in the kernel (ring buffer full), per kind name.
@@ -617,6 +621,7 @@ mod tests {
                 nofile_limit: Some(1024),
                 open_fds: Some(4),
                 open_sockets: Some(1),
+                workload: None,
             })),
         };
         let bytes = encode_user_record(&ev).unwrap();

@@ -5,6 +5,7 @@
 //! (decode) → `proc_table` (enrich) → sinks: `output` (printer), `dump` (recorder),
 //! `analysis` (findings).
 pub mod analysis;
+pub mod attribution;
 pub mod cli;
 pub mod conns;
 pub mod demo;
@@ -15,6 +16,7 @@ pub mod filter;
 pub mod host;
 pub mod kernel;
 pub mod live;
+pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod probes;

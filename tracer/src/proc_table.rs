@@ -7,7 +7,10 @@
 //! late events that name them, such as a signal or OOM report that follows the exit).
 use std::collections::{HashMap, VecDeque};
 
-use crate::event::{Body, Event, ProcInfo};
+use crate::{
+    attribution::Workload,
+    event::{Body, Event, ProcInfo},
+};
 
 pub const GRAVEYARD: usize = 8192;
 
@@ -22,6 +25,8 @@ pub struct ProcEntry {
     pub cgroup: String,
     pub mem_limit: Option<u64>,
     pub nofile_limit: Option<u64>,
+    /// Systemd unit, container, pod (inherited through fork, read again after exec).
+    pub workload: Option<Workload>,
     /// Boot-time ns of the exit, once exited.
     pub exited_at: Option<u64>,
     /// Whether /proc-only facts (limits, cgroup) are known for the current program image.
@@ -121,6 +126,7 @@ impl ProcTable {
                 nofile_limit: e.nofile_limit,
                 open_fds: None,
                 open_sockets: None,
+                workload: e.workload.clone(),
             })
             .collect();
         out.sort_unstable_by_key(|p| p.pid);
@@ -205,6 +211,11 @@ impl ProcTable {
         e.cgroup = info.cgroup.clone();
         e.mem_limit = info.mem_limit;
         e.nofile_limit = info.nofile_limit;
+        // Dumps from before attribution: what the memory cgroup's path says.
+        e.workload = info
+            .workload
+            .clone()
+            .or_else(|| Workload::from_path(&info.cgroup));
         e.has_info = true;
     }
 
@@ -257,6 +268,7 @@ mod tests {
             nofile_limit: Some(1024),
             open_fds: None,
             open_sockets: None,
+            workload: None,
         }))
     }
 

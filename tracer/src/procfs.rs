@@ -167,10 +167,11 @@ pub fn read_proc(pid: u32, mounts: &CgroupMounts) -> Option<ProcInfo> {
     let exe = fs::read_link(base.join("exe"))
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let (cgroup, mem_limit) = match read(base.join("cgroup"))
+    let cgroups = read(base.join("cgroup"));
+    let workload = cgroups
         .as_deref()
-        .and_then(parse_mem_cgroup)
-    {
+        .and_then(crate::attribution::Workload::from_proc_cgroup);
+    let (cgroup, mem_limit) = match cgroups.as_deref().and_then(parse_mem_cgroup) {
         Some((v, path)) => {
             let limit = mounts.mem_limit(v, &path);
             (path, limit)
@@ -191,6 +192,7 @@ pub fn read_proc(pid: u32, mounts: &CgroupMounts) -> Option<ProcInfo> {
         nofile_limit,
         open_fds,
         open_sockets,
+        workload,
     })
 }
 

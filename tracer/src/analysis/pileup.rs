@@ -186,6 +186,7 @@ impl Analysis for Pileups {
             let t = self.totals.get(&(pid, remote.to_owned()));
             let (opened, closed) = t.map(|t| (t.opened, t.closed)).unwrap_or((open, 0));
             out.push(Finding {
+workload: None,
                 severity: Severity::Warning,
                 summary: format!(
                     "{pid} ({comm}) has {open} connections open to {remote}{}, oldest {:.0} s ({opened} opened, {closed} closed)",

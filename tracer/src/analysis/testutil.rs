@@ -119,6 +119,7 @@ impl Stream {
             nofile_limit: Some(1024),
             open_fds: None,
             open_sockets: None,
+            workload: None,
         };
         f(&mut i);
         self.user(pid, Body::ProcInfo(Box::new(i)))
