@@ -85,6 +85,9 @@ struct Proc {
     fatal_signals: u64,
     findings: u64,
     exited_ns: Option<u64>,
+    /// Something traced happened to it (not only the /proc snapshot): only such processes
+    /// have series, so `--pid`/`--comm` filters apply to the metrics too.
+    active: bool,
 }
 
 impl Proc {
@@ -161,10 +164,6 @@ impl Model {
             return None;
         }
         let p = self.procs.entry(pid).or_default();
-        if p.exited_ns.is_some() && !comm.is_empty() {
-            // The pid was reused by a new process.
-            *p = Proc::default();
-        }
         if p.comm.is_empty() {
             p.comm = comm.to_owned();
         }
@@ -179,7 +178,10 @@ impl Model {
         let comm = ev.comm.to_string();
         let delta = |m: &mut Model, d: i64| {
             if let Some(p) = m.proc(ev.tgid, &comm) {
-                p.open_sockets += d;
+                p.active = true;
+                if p.exited_ns.is_none() {
+                    p.open_sockets += d;
+                }
             }
         };
         match &ev.body {
@@ -217,7 +219,10 @@ impl Model {
             Body::ConnOpen(_) => delta(self, 1),
             Body::ConnStatus(c) => match c.status {
                 conn_status::CLOSE_WAIT if ev.tgid != 0 => {
-                    if self.proc(ev.tgid, &comm).is_some() && self.close_wait.len() < 1 << 20 {
+                    if let Some(p) = self.proc(ev.tgid, &comm) {
+                        p.active = true;
+                    }
+                    if self.procs.contains_key(&ev.tgid) && self.close_wait.len() < 1 << 20 {
                         self.close_wait.insert(c.sk, ev.tgid);
                     }
                 }
@@ -228,7 +233,12 @@ impl Model {
             },
             Body::MemSample(s) => {
                 let now = ev.ts_ns;
-                if let Some(p) = self.proc(ev.tgid, &comm) {
+                // Samples of a process that has exited (its memory torn down after its exit
+                // event) change nothing.
+                if let Some(p) = self.proc(ev.tgid, &comm)
+                    && p.exited_ns.is_none()
+                {
+                    p.active = true;
                     p.rss = Some(s.rss_bytes);
                     p.rss_points.push_back((now, s.rss_bytes));
                     while p.rss_points.len() > GROWTH_POINTS
@@ -244,6 +254,7 @@ impl Model {
                 self.oom_kills += 1;
                 let victim = crate::event::Comm(o.victim_comm).to_string();
                 if let Some(p) = self.proc(o.victim_pid, &victim) {
+                    p.active = true;
                     p.oom_kills += 1;
                 }
             }
@@ -251,7 +262,19 @@ impl Model {
                 *self.fatal_signals.entry(s.sig).or_default() += 1;
                 let target = crate::event::Comm(s.target_comm).to_string();
                 if let Some(p) = self.proc(s.target_pid as u32, &target) {
+                    p.active = true;
                     p.fatal_signals += 1;
+                }
+            }
+            Body::Fork(f) => {
+                // A pid reused: the old process's figures go.
+                if self
+                    .procs
+                    .get(&f.child_pid)
+                    .is_some_and(|p| p.exited_ns.is_some())
+                {
+                    self.procs.remove(&f.child_pid);
+                    self.close_wait.retain(|_, o| *o != f.child_pid);
                 }
             }
             Body::Exec(_) => {
@@ -279,6 +302,7 @@ impl Model {
 
     fn fd_error(&mut self, ev: &Event, comm: &str, _ctx: &Ctx<'_>) {
         if let Some(p) = self.proc(ev.tgid, comm) {
+            p.active = true;
             p.fd_errors += 1;
             p.at_limit = true;
         }
@@ -295,11 +319,14 @@ impl Model {
             if let Some(pid) = f.pid()
                 && let Some(p) = self.proc(pid, "")
             {
+                p.active = true;
                 p.findings += 1;
             }
         }
         if let Evidence::RestartLoop(r) = &f.evidence {
-            self.proc(r.supervisor_pid, &r.supervisor_comm);
+            if let Some(p) = self.proc(r.supervisor_pid, &r.supervisor_comm) {
+                p.active = true;
+            }
             self.restarts
                 .insert((r.supervisor_pid, r.program.clone()), r.restarts);
         }
@@ -506,6 +533,7 @@ impl Model {
                 Row { pid, score, values }
             })
             .filter(|r| r.score > 0.0)
+            .filter(|r| self.procs.get(&r.pid).is_some_and(|p| p.active))
             .collect();
         rows.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.pid.cmp(&b.pid)));
         let rest = rows.split_off(rows.len().min(self.top));
@@ -814,8 +842,11 @@ mod tests {
     fn cardinality_is_bounded_top_n_and_the_rest_summed() {
         let mut s = Stream::new();
         for pid in 1000..1030u32 {
-            s.proc_info(pid, 1, "worker", |i| i.open_sockets = Some(pid - 999));
+            s.proc_info(pid, 1, "worker", |i| i.open_sockets = Some(pid - 1000));
+            s.accept(pid, "worker", 9, 80);
         }
+        // Seen in the /proc snapshot only (outside the filters, or idle): no series.
+        s.proc_info(5000, 1, "idle", |i| i.open_sockets = Some(1000));
         let snap = run(&mut s, 5);
         let f = snap.family("tracer_process_open_sockets").unwrap();
         assert_eq!(f.samples.len(), 6, "5 processes and one 'other'");
@@ -840,12 +871,26 @@ mod tests {
     #[test]
     fn exited_processes_linger_then_go_and_the_table_is_bounded() {
         let mut s = Stream::new();
-        s.at(0).oom(7, "hog", 7, "hog", 1024).exit(7, "hog", 9);
+        s.at(0).oom(7, "hog", 7, "hog", 1024);
+        s.signal(1, "init", 15, 0, 7, "hog").exit(7, "hog", 9);
+        // The kernel tears its memory down after the exit event: a late sample.
+        s.mem(7, "hog", 1 << 20);
         s.at(60_000).tick();
         let snap = run(&mut s, 20);
         assert_eq!(
             snap.value("tracer_process_oom_kills_total", &[("pid", "7")]),
             Some(1.0)
+        );
+        assert_eq!(
+            snap.value(
+                "tracer_process_fatal_signals_received_total",
+                &[("pid", "7")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            snap.value("tracer_process_rss_bytes", &[("pid", "7")]),
+            None
         );
         let mut s = Stream::new();
         s.at(0).oom(7, "hog", 7, "hog", 1024).exit(7, "hog", 9);
