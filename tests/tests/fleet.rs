@@ -418,3 +418,185 @@ fn processes_are_named_by_unit_container_and_pod() {
         drop(cg);
     }
 }
+
+/// The .deb builds from a fresh clone with the README's one command (`scripts/package.sh`, a
+/// dev build here to reuse the test build's dependencies), installs with dpkg -i with the
+/// binary, unit, config, completions and man pages in place; `systemd-analyze verify` accepts
+/// the unit; the unit's own command line runs with the shipped config and tells systemd's
+/// notify socket READY=1 once attached. The package is purged at the end.
+#[test]
+fn the_package_builds_from_a_clone_installs_and_its_unit_verifies() {
+    if !require_root() {
+        return;
+    }
+    let started = Instant::now();
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let path = format!(
+        "{home}/.cargo/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let has_deb = Command::new("cargo")
+        .args(["deb", "--version"])
+        .env("PATH", &path)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_deb {
+        eprintln!("tracer-tests: installing cargo-deb (cargo install --locked cargo-deb)");
+        let ok = Command::new("cargo")
+            .args(["install", "--locked", "--quiet", "cargo-deb"])
+            .env("PATH", &path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            if in_ci() {
+                panic!("CI=true and cargo-deb cannot be installed");
+            }
+            eprintln!("\n*****\nSKIP: cargo-deb cannot be installed\n*****");
+            return;
+        }
+    }
+    let tmp = TempDir::new("fleet-deb");
+    let clone = tmp.join("src");
+    let st = Command::new("git")
+        .args(["clone", "--quiet", "--no-local"])
+        .arg(workspace)
+        .arg(&clone)
+        .status()
+        .expect("git clone");
+    assert!(st.success(), "git clone of {} failed", workspace.display());
+    // The same target directory as the tests (dependencies already built; the clone's own
+    // crates are rebuilt from its committed sources).
+    let out = Command::new("bash")
+        .arg(clone.join("scripts/package.sh"))
+        .args(["-o", tmp.join("deb").to_str().unwrap()])
+        .env("TRACER_PROFILE", "dev")
+        .env("CARGO_TARGET_DIR", &target)
+        .env("PATH", &path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/package.sh");
+    assert!(
+        out.status.success(),
+        "scripts/package.sh failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deb = std::fs::read_dir(tmp.join("deb"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .expect("a .deb in the output directory");
+    let built = started.elapsed();
+
+    struct Purge;
+    impl Drop for Purge {
+        fn drop(&mut self) {
+            let _ = Command::new("dpkg")
+                .args(["--purge", "tracer"])
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+    let st = Command::new("dpkg")
+        .arg("-i")
+        .arg(&deb)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status()
+        .expect("dpkg -i");
+    let _purge = Purge;
+    assert!(st.success(), "dpkg -i {} failed", deb.display());
+    for f in [
+        "/usr/bin/tracer",
+        "/lib/systemd/system/tracer.service",
+        "/etc/tracer/tracer.toml",
+        "/etc/tracer/tracer.env",
+        "/usr/share/bash-completion/completions/tracer",
+        "/usr/share/zsh/vendor-completions/_tracer",
+        "/usr/share/fish/vendor_completions.d/tracer.fish",
+        "/usr/share/man/man1/tracer.1.gz",
+        "/usr/share/man/man1/tracer-record.1.gz",
+    ] {
+        assert!(std::path::Path::new(f).is_file(), "{f} not installed");
+    }
+    let v = Command::new("/usr/bin/tracer")
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&v.stdout).starts_with("tracer "),
+        "{v:?}"
+    );
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", "/lib/systemd/system/tracer.service"])
+        .output()
+        .expect("systemd-analyze (package systemd)");
+    assert!(
+        verify.status.success(),
+        "systemd-analyze verify rejects the unit:\n{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+
+    // The unit's ExecStart, with the shipped config, as systemd would run it (TRACER_OPTS
+    // replaced by a free metrics port and this test's pid), under a notify socket.
+    let unit = std::fs::read_to_string("/lib/systemd/system/tracer.service").unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    let metrics_port = free_port();
+    let state = tmp.join("state");
+    let mut argv: Vec<String> = Vec::new();
+    for w in exec.split_whitespace() {
+        match w {
+            "$TRACER_OPTS" => argv.extend([
+                "--metrics".into(),
+                format!("127.0.0.1:{metrics_port}"),
+                "--pid".into(),
+                test_pid().to_string(),
+            ]),
+            "/var/lib/tracer" => argv.push(state.to_str().unwrap().to_owned()),
+            w => argv.push(w.to_owned()),
+        }
+    }
+    let sock_path = tmp.join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut svc = Guard::spawn("tracer.service", &mut cmd, libc::SIGTERM);
+    let mut buf = [0u8; 256];
+    let n = sock
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no readiness from `{}`: {e}", argv.join(" ")));
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg}");
+    let (code, body) = poll("the service's metrics", Duration::from_secs(5), || {
+        http_get(metrics_port, "/metrics").ok_or_else(|| "no answer".to_owned())
+    });
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("tracer_recorder_bytes_written_total"),
+        "{body}"
+    );
+    svc.assert_running();
+    svc.stop();
+    eprintln!(
+        "fleet: package built from a clone in {:.1}s, installed and verified in {:.1}s",
+        built.as_secs_f64(),
+        (started.elapsed() - built).as_secs_f64()
+    );
+}

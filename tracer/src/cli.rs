@@ -50,6 +50,9 @@ pub enum Command {
     /// A workload of `tracer demo` (internal).
     #[command(hide = true)]
     Scenario(crate::scenario::ScenarioArgs),
+    /// Writes shell completions and man pages into a directory (for packaging).
+    #[command(hide = true)]
+    GenerateAssets(crate::assets::GenerateArgs),
 }
 
 #[derive(Args, Debug)]
@@ -185,6 +188,7 @@ pub fn main() -> ExitCode {
         Command::Export(a) => crate::dump::cmd::export(&a).map(|()| ExitCode::SUCCESS),
         Command::Demo(a) => crate::demo::run(a),
         Command::Scenario(a) => crate::scenario::run(&a).map(|()| ExitCode::SUCCESS),
+        Command::GenerateAssets(a) => crate::assets::generate(&a).map(|()| ExitCode::SUCCESS),
     };
     output::flush_stdout();
     match result {

@@ -5,6 +5,7 @@
 //! (decode) → `proc_table` (enrich) → sinks: `output` (printer), `dump` (recorder),
 //! `analysis` (findings).
 pub mod analysis;
+pub mod assets;
 pub mod attribution;
 pub mod cli;
 pub mod conns;
