@@ -390,6 +390,128 @@ fn format_u32(mut v: u32, buf: &mut [u8; 16]) -> usize {
     n
 }
 
+/// A cgroup at a path that names a workload the way systemd, docker or the kubelet would
+/// (`system.slice/tracer-test-x.service`, `system.slice/docker-<id>.scope`, a kubepods pod
+/// path), on the cgroup v2 hierarchy (the unified one of a hybrid host), else on the v1
+/// `name=systemd` hierarchy. No controller is enabled: it only names its processes. Created
+/// by the test, its processes killed and its directories removed (deepest first) when dropped.
+pub struct NamedCgroup {
+    /// The directories this created, outermost first.
+    created: Vec<PathBuf>,
+    path: PathBuf,
+    /// As /proc/PID/cgroup shows it.
+    pub rel: String,
+}
+
+impl NamedCgroup {
+    pub fn create(rel: &str) -> io::Result<NamedCgroup> {
+        let ms = mounts();
+        let root = ms
+            .iter()
+            .find(|m| m.fstype == "cgroup2" && m.root == "/")
+            .or_else(|| {
+                ms.iter().find(|m| {
+                    m.fstype == "cgroup"
+                        && m.root == "/"
+                        && m.super_opts.split(',').any(|o| o == "name=systemd")
+                })
+            })
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "neither a cgroup2 nor a name=systemd hierarchy is mounted",
+                )
+            })?
+            .point
+            .clone();
+        let mut cg = NamedCgroup {
+            created: Vec::new(),
+            path: root.clone(),
+            rel: format!("/{}", rel.trim_matches('/')),
+        };
+        for part in rel.split('/').filter(|p| !p.is_empty()) {
+            cg.path.push(part);
+            match fs::create_dir(&cg.path) {
+                Ok(()) => cg.created.push(cg.path.clone()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("creating {}: {e}", cg.path.display()),
+                    ));
+                }
+            }
+        }
+        Ok(cg)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes `cmd` move its child in before exec (in addition to any other cgroup it enters).
+    pub fn enter<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        let procs = CString::new(self.path.join("cgroup.procs").as_os_str().as_bytes())
+            .expect("cgroup path has no NUL");
+        // SAFETY: as in MemCgroup::enter: only async-signal-safe calls on memory prepared
+        // before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let r = libc::write(fd, b"0".as_ptr().cast(), 1);
+                let err = io::Error::last_os_error();
+                libc::close(fd);
+                if r < 0 { Err(err) } else { Ok(()) }
+            })
+        }
+    }
+
+    pub fn procs(&self) -> Vec<u32> {
+        fs::read_to_string(self.path.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for NamedCgroup {
+    fn drop(&mut self) {
+        for pid in self.procs() {
+            // SAFETY: kill has no memory preconditions; only this test's children are here.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        for dir in self.created.iter().rev() {
+            let has_children = fs::read_dir(dir)
+                .map(|d| d.flatten().any(|e| e.path().is_dir()))
+                .unwrap_or(false);
+            if has_children {
+                // Another test cgroup still lives below (a shared system.slice): whoever
+                // created it removes it; the last one out cannot, and leaves it empty.
+                continue;
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(e) if Instant::now() >= deadline => {
+                        eprintln!(
+                            "tracer-tests: could not remove cgroup {}: {e}",
+                            dir.display()
+                        );
+                        break;
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

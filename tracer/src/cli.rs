@@ -9,6 +9,7 @@ use crate::{
     analysis::{AnalysisArgs, Engine},
     dump::{RecordOptions, Recorder},
     live::{self, TraceArgs},
+    metrics::{self, MetricsArgs},
     output::{self, Format, Printer},
     pipeline::Pipeline,
     report, units,
@@ -52,6 +53,9 @@ pub enum Command {
     /// A workload of `tracer demo` (internal).
     #[command(hide = true)]
     Scenario(crate::scenario::ScenarioArgs),
+    /// Writes shell completions and man pages into a directory (for packaging).
+    #[command(hide = true)]
+    GenerateAssets(crate::assets::GenerateArgs),
 }
 
 #[derive(Args, Debug)]
@@ -69,6 +73,8 @@ pub struct LiveArgs {
     pub no_findings: bool,
     #[command(flatten)]
     pub analysis: AnalysisArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Args, Debug)]
@@ -96,6 +102,8 @@ pub struct RecordArgs {
     pub json: bool,
     #[command(flatten)]
     pub analysis: AnalysisArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 /// Adds the analyses to a pipeline: NEW/UPDATED findings are printed as they appear; the
@@ -105,11 +113,40 @@ pub fn add_findings(
     args: &AnalysisArgs,
     json: bool,
 ) -> anyhow::Result<Arc<Mutex<Engine>>> {
+    add_engine(pipeline, args, Some(json))
+}
+
+/// Adds the analyses to a pipeline; `print`: NEW/UPDATED findings are printed (as JSON lines
+/// with `Some(true)`), None: they only go to subscribers (metrics, exporters).
+pub fn add_engine(
+    pipeline: &mut Pipeline,
+    args: &AnalysisArgs,
+    print: Option<bool>,
+) -> anyhow::Result<Arc<Mutex<Engine>>> {
     let mut engine = Engine::new(args.load()?)?;
-    engine.on_update(move |u, host| report::print_update(u, host, json));
+    if let Some(json) = print {
+        engine.on_update(move |u, host| report::print_update(u, host, json));
+    }
     let (sink, handle) = engine.into_shared();
     pipeline.add_sink(Box::new(sink));
     Ok(handle)
+}
+
+/// The fleet outputs of `live`, `record` (and `top`): the metrics endpoint. Returns what must
+/// stay alive for the session (the endpoint's server).
+pub fn add_fleet_outputs(
+    pipeline: &mut Pipeline,
+    metrics_args: &MetricsArgs,
+    analysis: &AnalysisArgs,
+    engine: Option<&Arc<Mutex<Engine>>>,
+    recorder: Option<Arc<Mutex<crate::dump::RecordSummary>>>,
+) -> anyhow::Result<metrics::Attached> {
+    let fatal = analysis.load()?.signal_numbers()?;
+    let attached = metrics::attach(pipeline, metrics_args, engine, recorder, fatal, Vec::new())?;
+    if let Some(a) = attached.addr {
+        output::eprint(&format!("tracer: metrics at http://{a}/metrics"));
+    }
+    Ok(attached)
 }
 
 fn init_tracing(verbose: u8) {
@@ -155,6 +192,7 @@ pub fn main() -> ExitCode {
         Command::Export(a) => crate::dump::cmd::export(&a).map(|()| ExitCode::SUCCESS),
         Command::Demo(a) => crate::demo::run(a),
         Command::Scenario(a) => crate::scenario::run(&a).map(|()| ExitCode::SUCCESS),
+        Command::GenerateAssets(a) => crate::assets::generate(&a).map(|()| ExitCode::SUCCESS),
     };
     output::flush_stdout();
     match result {
@@ -180,6 +218,13 @@ fn run_live(args: LiveArgs) -> anyhow::Result<ExitCode> {
     } else {
         Some(add_findings(&mut pipeline, &args.analysis, args.json)?)
     };
+    let _fleet = add_fleet_outputs(
+        &mut pipeline,
+        &args.metrics,
+        &args.analysis,
+        engine.as_ref(),
+        None,
+    )?;
     session.seed(&mut pipeline)?;
     let summary =
         runtime()?.block_on(session.run(&mut pipeline, args.duration, std::future::pending()))?;
@@ -220,7 +265,10 @@ fn run_record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         "tracer: recording to {}",
         args.dump.output.display()
     ));
+    let recorder_stats = recorder.live_stats();
     pipeline.add_sink(Box::new(recorder));
+    let fleet = args.metrics.metrics.is_some();
+    let mut engine = None;
     if args.print {
         let format = if args.json {
             Format::Json
@@ -228,8 +276,18 @@ fn run_record(args: RecordArgs) -> anyhow::Result<ExitCode> {
             Format::Human
         };
         pipeline.add_sink(Box::new(Printer::new(format, false)));
-        add_findings(&mut pipeline, &args.analysis, args.json)?;
+        engine = Some(add_findings(&mut pipeline, &args.analysis, args.json)?);
+    } else if fleet {
+        // Findings for the metrics, not printed.
+        engine = Some(add_engine(&mut pipeline, &args.analysis, None)?);
     }
+    let _fleet = add_fleet_outputs(
+        &mut pipeline,
+        &args.metrics,
+        &args.analysis,
+        engine.as_ref(),
+        Some(recorder_stats),
+    )?;
     session.seed(&mut pipeline)?;
     let summary = runtime()?.block_on(session.run(
         &mut pipeline,

@@ -115,6 +115,10 @@ pub struct ProcInfo {
     pub open_fds: Option<u32>,
     #[serde(default)]
     pub open_sockets: Option<u32>,
+    /// Its systemd unit, container or pod, from its cgroup paths (absent in dumps written
+    /// before attribution existed: then derived from `cgroup` on replay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<crate::attribution::Workload>,
 }
 
 /// Cumulative records lost in the kernel (ring buffer full), per kind name.

@@ -5,6 +5,8 @@
 //! (decode) → `proc_table` (enrich) → sinks: `output` (printer), `dump` (recorder),
 //! `analysis` (findings).
 pub mod analysis;
+pub mod assets;
+pub mod attribution;
 pub mod cli;
 pub mod conns;
 pub mod demo;
@@ -16,6 +18,7 @@ pub mod host;
 pub mod html;
 pub mod kernel;
 pub mod live;
+pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod probes;

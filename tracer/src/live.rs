@@ -300,6 +300,8 @@ impl Session {
             feed_user(pipeline, proc_event(info, now))?;
         }
         crate::output::eprint(&self.ready);
+        // Under systemd (Type=notify): ready once the probes are attached and the snapshot fed.
+        crate::assets::notify_ready();
         Ok(())
     }
 

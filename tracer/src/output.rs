@@ -146,6 +146,11 @@ impl Serialize for EventJson<'_> {
         m.serialize_entry("comm", &Str(&ev.comm))?;
         m.serialize_entry("ppid", &ctx.procs.ppid(ev.tgid))?;
         m.serialize_entry("uid", &ev.uid)?;
+        if let Some(w) = ctx.procs.get(ev.tgid).and_then(|p| p.workload.as_ref()) {
+            for (k, v) in w.fields() {
+                m.serialize_entry(k, v)?;
+            }
+        }
         match &ev.body {
             Body::TcpState(t) => {
                 m.serialize_entry("old_state", tcp_state_name(t.old_state))?;

@@ -10,7 +10,10 @@ use std::{
     hash::{BuildHasher, Hasher},
 };
 
-use crate::event::{Body, Event, ProcInfo};
+use crate::{
+    attribution::Workload,
+    event::{Body, Event, ProcInfo},
+};
 
 pub const GRAVEYARD: usize = 8192;
 
@@ -28,6 +31,8 @@ pub struct ProcEntry {
     /// See [`ProcInfo::cgroup_v2_path`] and [`ProcInfo::cgroup_v2`] (root first).
     pub cgroup_v2_path: String,
     pub cgroup_v2: Vec<u64>,
+    /// Systemd unit, container, pod (inherited through fork, read again after exec).
+    pub workload: Option<Workload>,
     /// Boot-time ns of the exit, once exited.
     pub exited_at: Option<u64>,
     /// Whether /proc-only facts (limits, cgroup) are known for the current program image.
@@ -183,6 +188,7 @@ impl ProcTable {
                 cgroup_v2: e.cgroup_v2.clone(),
                 open_fds: None,
                 open_sockets: None,
+                workload: e.workload.clone(),
             })
             .collect();
         out.sort_unstable_by_key(|p| p.pid);
@@ -271,6 +277,11 @@ impl ProcTable {
             e.cgroup_v2_path = info.cgroup_v2_path.clone();
             e.cgroup_v2 = info.cgroup_v2.clone();
         }
+        // Dumps from before attribution: what the memory cgroup's path says.
+        e.workload = info
+            .workload
+            .clone()
+            .or_else(|| Workload::from_path(&info.cgroup));
         e.has_info = true;
     }
 

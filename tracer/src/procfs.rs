@@ -196,6 +196,7 @@ pub fn read_proc(pid: u32, mounts: &CgroupMounts) -> Option<ProcInfo> {
         Some(_) if !cgroup_v2_path.is_empty() => mounts.v2_ancestry(&cgroup_v2_path),
         _ => Vec::new(),
     };
+    let workload = crate::attribution::Workload::from_proc_cgroup(&cgroups);
     let (cgroup, mem_limit) = match parse_mem_cgroup(&cgroups) {
         Some((v, path)) => {
             let limit = mounts.mem_limit(v, &path);
@@ -219,6 +220,7 @@ pub fn read_proc(pid: u32, mounts: &CgroupMounts) -> Option<ProcInfo> {
         nofile_limit,
         open_fds,
         open_sockets,
+        workload,
     })
 }
 

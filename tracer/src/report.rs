@@ -87,14 +87,18 @@ fn duration(ns: u64) -> String {
 
 /// One line for `live`: time, NEW/UPDATED, severity, kind, summary.
 pub fn update_line(u: &FindingUpdate, host: &HostInfo) -> String {
-    format!(
+    let mut line = format!(
         "{} {:<7} {:<8} {:<13} {}",
         clock(host, u.at_ns),
         u.kind.label(),
         u.finding.severity.name(),
         u.finding.kind(),
         u.finding.summary
-    )
+    );
+    if let Some(w) = u.finding.workload_text() {
+        line.push_str(&format!(" [{w}]"));
+    }
+    line
 }
 
 /// The finding's JSON with `"update": "new" | "updated"` and the evaluation time `ts`.
@@ -335,6 +339,9 @@ pub fn text(engine: &Engine, host: &HostInfo) -> String {
                 f.summary
             );
             let _ = writeln!(o, "       {}", evidence_text(f));
+            if let Some(w) = f.workload_text() {
+                let _ = writeln!(o, "       culprit: {w}");
+            }
             let _ = writeln!(
                 o,
                 "       seen {} .. {}",

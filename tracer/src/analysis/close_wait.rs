@@ -220,6 +220,7 @@ impl Analysis for CloseWaits {
                 n => format!(", {n} never accept()ed"),
             };
             out.push(Finding {
+workload: None,
                 severity: if count >= 100 { Severity::Critical } else { Severity::Warning },
                 summary: format!(
                     "{who} leaves {count} socket{} in CLOSE_WAIT on port {local_port} (peer closed, never closed here{backlog}), oldest {age:.0} s",

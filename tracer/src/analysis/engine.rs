@@ -76,7 +76,8 @@ pub struct Engine {
     timeline: Timeline,
     tracked: BTreeMap<(&'static str, String), Tracked>,
     queue: VecDeque<FindingUpdate>,
-    on_update: Option<UpdateFn>,
+    /// Called for each NEW/UPDATED finding: the printer, the metrics, the OTLP exporter.
+    subscribers: Vec<UpdateFn>,
     interval_ns: u64,
     next_eval_ns: u64,
     update_growth: f64,
@@ -106,7 +107,7 @@ impl Engine {
             timeline: Timeline::new(cfg.timeline_max, cfg.signal_numbers()?),
             tracked: BTreeMap::new(),
             queue: VecDeque::new(),
-            on_update: None,
+            subscribers: Vec::new(),
             interval_ns: cfg.eval_interval_ms.saturating_mul(1_000_000).max(1),
             next_eval_ns: 0,
             update_growth: cfg.update_growth,
@@ -124,9 +125,11 @@ impl Engine {
         (SharedEngine(h.clone()), h)
     }
 
-    /// Calls `f` for each NEW/UPDATED finding as it happens, instead of queueing it.
+    /// Calls `f` for each NEW/UPDATED finding as it happens, instead of queueing it. Several
+    /// subscribers may be added (printer, metrics, exporters); each sees every update, in the
+    /// order they were added.
     pub fn on_update(&mut self, f: impl FnMut(&FindingUpdate, &HostInfo) + Send + 'static) {
-        self.on_update = Some(Box::new(f));
+        self.subscribers.push(Box::new(f));
     }
 
     /// NEW/UPDATED findings since the last call (when no callback is set).
@@ -231,7 +234,11 @@ impl Engine {
             state: &self.state,
         };
         let found = self.analyses[i].findings(now, &cx);
-        for f in found {
+        for mut f in found {
+            f.workload = f
+                .pid()
+                .and_then(|p| ctx.procs.get(p))
+                .and_then(|p| p.workload.clone());
             self.merge(f, now);
         }
     }
@@ -285,13 +292,14 @@ impl Engine {
             }
         };
         if let Some(u) = update {
-            match &mut self.on_update {
-                Some(cb) => cb(&u, &self.host),
-                None => {
-                    if self.queue.len() >= MAX_QUEUED {
-                        self.queue.pop_front();
-                    }
-                    self.queue.push_back(u);
+            if self.subscribers.is_empty() {
+                if self.queue.len() >= MAX_QUEUED {
+                    self.queue.pop_front();
+                }
+                self.queue.push_back(u);
+            } else {
+                for cb in &mut self.subscribers {
+                    cb(&u, &self.host);
                 }
             }
         }

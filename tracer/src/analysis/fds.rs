@@ -210,6 +210,7 @@ impl Analysis for FdLimits {
                 )
             };
             out.push(Finding {
+                workload: None,
                 severity,
                 summary,
                 first_seen_ns: first,

@@ -239,6 +239,7 @@ impl Analysis for Runaways {
             };
             let early = if g.early { "early warning: " } else { "" };
             out.push(Finding {
+                workload: None,
                 severity,
                 summary: format!(
                     "{early}{pid} ({comm}) memory grows {}/s: RSS {} -> {} in {:.0} s{projection}",

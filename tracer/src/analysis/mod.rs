@@ -81,6 +81,9 @@ pub struct Finding {
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
     pub evidence: Evidence,
+    /// The culprit's systemd unit, container or pod (set by the engine from the process
+    /// table; analyses leave it None).
+    pub workload: Option<crate::attribution::Workload>,
 }
 
 /// The evidence of each kind. Serialized with its fields at the top level of the finding, as
@@ -304,6 +307,26 @@ impl Finding {
         }
     }
 
+    /// The culprit's workload, for people: `unit nginx.service`, `container 3f4e1c2b9a8d
+    /// (docker)`, `pod 1d2c... container ...`; None when nothing is known.
+    pub fn workload_text(&self) -> Option<String> {
+        let w = self.workload.as_ref()?;
+        let mut parts = Vec::new();
+        if let Some(p) = &w.pod_uid {
+            parts.push(format!("pod {p}"));
+        }
+        if let Some(c) = w.container_short() {
+            match &w.container_runtime {
+                Some(r) => parts.push(format!("container {c} ({r})")),
+                None => parts.push(format!("container {c}")),
+            }
+        }
+        if let Some(u) = &w.unit {
+            parts.push(format!("unit {u}"));
+        }
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
+
     /// The main figure, whose growth makes an update worth reporting.
     pub fn magnitude(&self) -> f64 {
         match &self.evidence {
@@ -326,6 +349,11 @@ impl Finding {
             Ok(Value::Object(m)) => m,
             _ => Map::new(),
         };
+        if let Some(w) = &self.workload {
+            for (k, v) in w.fields() {
+                m.insert(k.into(), json!(v));
+            }
+        }
         m.insert("severity".into(), json!(self.severity));
         m.insert("summary".into(), json!(self.summary));
         m.insert("first_seen".into(), json!(host.rfc3339(self.first_seen_ns)));

@@ -72,6 +72,7 @@ impl Analysis for OomKills {
             _ => String::new(),
         };
         self.kills.push(Finding {
+workload: None,
             severity: Severity::Critical,
             summary: format!(
                 "OOM killer killed {victim} ({victim_comm}), RSS {}{within}, triggered by {by}{grew}",

@@ -115,10 +115,7 @@ impl Analysis for Pileups {
                 }
                 self.close(t.skaddr);
                 let remote = socket_addr(t.family, &t.daddr, t.dport);
-                self.totals
-                    .entry((owner, remote))
-                    .or_default()
-                    .opened += 1;
+                self.totals.entry((owner, remote)).or_default().opened += 1;
                 self.comms
                     .entry(owner)
                     .or_insert_with(|| comm_of(cx.procs, owner, &ev.comm.to_string()));
@@ -189,6 +186,7 @@ impl Analysis for Pileups {
             let t = self.totals.get(&(pid, remote));
             let (opened, closed) = t.map(|t| (t.opened, t.closed)).unwrap_or((open, 0));
             out.push(Finding {
+workload: None,
                 severity: Severity::Warning,
                 summary: format!(
                     "{pid} ({comm}) has {open} connections open to {remote}{}, oldest {:.0} s ({opened} opened, {closed} closed)",

@@ -405,6 +405,7 @@ impl Analysis for ResetStorms {
                 .max_by_key(|&i| (g.causes[i], std::cmp::Reverse(i)))
                 .unwrap_or(3);
             out.push(Finding {
+workload: None,
                 severity: if per_sec >= 100.0 { Severity::Critical } else { Severity::Warning },
                 summary: format!(
                     "TCP reset storm around {who}: {} sent, {} received in {:.1} s (up to {per_sec:.1}/s over {} s), mostly {} ({} of {})",

@@ -254,6 +254,7 @@ impl Analysis for RestartLoops {
                 .map(|d| format!("; last death: {d}"))
                 .unwrap_or_default();
             out.push(Finding {
+                workload: None,
                 severity: Severity::Critical,
                 summary: format!(
                     "{sup} ({}) keeps restarting `{}`: {} restarts in {:.0} s (pids {pids}){last}",

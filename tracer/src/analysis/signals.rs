@@ -175,6 +175,7 @@ impl Analysis for SignalSources {
                     format!("{} ({})", e.target_pid, e.target_comm)
                 };
                 Finding {
+                    workload: None,
                     severity,
                     summary: format!("{sig} sent{times} by {sender} to {target}"),
                     first_seen_ns: g.first_ns,

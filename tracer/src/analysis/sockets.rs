@@ -178,6 +178,7 @@ impl Analysis for SocketLeaks {
                 .map(|l| format!(" (fd limit {l})"))
                 .unwrap_or_default();
             out.push(Finding {
+workload: None,
                 severity,
                 summary: format!(
                     "{pid} ({comm}) leaks sockets: {open} open, +{} in {:.0} s ({:.0}/min, grew in {rising_n} of {INTERVALS} intervals){limit_note}",

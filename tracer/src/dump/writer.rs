@@ -195,6 +195,8 @@ pub struct RecordSummary {
     pub events_unwritten: u64,
     pub events_dropped_queue_full: u64,
     pub segments_deleted: u64,
+    /// Writes (or segment creations) that failed; each is retried.
+    pub write_errors: u64,
 }
 
 impl RecordSummary {
@@ -282,6 +284,7 @@ pub struct Recorder {
     queue_cap: usize,
     warned_full: bool,
     summary: Arc<Mutex<Option<RecordSummary>>>,
+    live: Arc<Mutex<RecordSummary>>,
     print_summary: bool,
 }
 
@@ -352,8 +355,10 @@ impl Recorder {
                 dir: dir.clone(),
                 ..RecordSummary::default()
             },
+            live: Arc::new(Mutex::new(RecordSummary::default())),
             last_ts: 0,
         };
+        let live = w.live.clone();
         w.open_segment()
             .map_err(|e| io_err("cannot create a segment file in", e))?;
         let summary = Arc::new(Mutex::new(None));
@@ -368,6 +373,7 @@ impl Recorder {
             queue_cap: tuning.queue_cap,
             warned_full: false,
             summary,
+            live,
             print_summary: true,
         })
     }
@@ -380,6 +386,12 @@ impl Recorder {
     /// Where the summary appears once the recorder has finished (the pipeline owns the sink).
     pub fn summary_handle(&self) -> Arc<Mutex<Option<RecordSummary>>> {
         self.summary.clone()
+    }
+
+    /// The figures so far (bytes, segments, write errors, records not stored), updated by the
+    /// writer thread after each batch: what the metrics show while recording.
+    pub fn live_stats(&self) -> Arc<Mutex<RecordSummary>> {
+        self.live.clone()
     }
 
     /// Queues one raw record. Never blocks on I/O.
@@ -535,6 +547,8 @@ struct Writer {
     gap_reason: String,
     compressor: Option<zstd::bulk::Compressor<'static>>,
     summary: RecordSummary,
+    /// The summary so far, for metrics while recording.
+    live: Arc<Mutex<RecordSummary>>,
     /// Latest record timestamp seen, to stamp snapshots.
     last_ts: u64,
 }
@@ -572,6 +586,7 @@ impl Writer {
                 }
             }
             self.maintain(closing || flush.is_some(), closing);
+            self.publish_live();
             if let Some(n) = flush {
                 self.shared.lock().flush_done = n;
                 self.shared.flushed.notify_all();
@@ -585,6 +600,13 @@ impl Writer {
         self.summary.segments_on_disk = self.closed.len();
         self.summary.bytes_on_disk = self.closed.iter().map(|c| c.size).sum();
         self.summary
+    }
+
+    fn publish_live(&self) {
+        let mut s = self.summary.clone();
+        s.segments_on_disk = self.closed.len();
+        s.bytes_on_disk = self.closed.iter().map(|c| c.size).sum();
+        *self.live.lock().unwrap_or_else(|e| e.into_inner()) = s;
     }
 
     /// Waits until a full block is queued, queued or unsynced data is about to be older than
@@ -765,6 +787,7 @@ impl Writer {
     }
 
     fn fail(&mut self, path: &Path, what: &str, e: &io::Error) {
+        self.summary.write_errors += 1;
         if self.failed.is_none() {
             // A sequence number left out tells readers that the next segment does not follow
             // on from the last one: something is missing in between.

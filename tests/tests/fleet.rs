@@ -1,0 +1,602 @@
+//! Beyond one host: a real Prometheus scraping `tracer record --metrics` during a reproduced
+//! incident, processes named by their systemd unit, container and pod, the OTLP export, and
+//! the package.
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    os::unix::fs::symlink,
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tracer_tests::{
+    EventExt, MemCgroup, Tracer,
+    cgroup::NamedCgroup,
+    recorder_util::{Bin, Recording, TempDir},
+    require_root,
+    servers::{self, Guard, Needed, free_port, in_ci},
+    test_pid,
+};
+
+/// A plain HTTP/1.1 GET on loopback: (status code, body).
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).ok()?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Some((code, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(len.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Prometheus's instant query API: the result vector.
+fn prom_query(port: u16, q: &str) -> Vec<Value> {
+    let Some((200, body)) = http_get(port, &format!("/api/v1/query?query={}", percent_encode(q)))
+    else {
+        return Vec::new();
+    };
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    v["data"]["result"].as_array().cloned().unwrap_or_default()
+}
+
+fn sample_value(s: &Value) -> f64 {
+    s["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Prometheus from Debian's package, installed when missing (a failure in CI, a loud skip
+/// elsewhere).
+fn require_prometheus() -> bool {
+    let needed = [Needed {
+        present: || std::path::Path::new("/usr/bin/prometheus").is_file(),
+        package: "prometheus",
+    }];
+    match servers::install_missing(&needed) {
+        Ok(()) => true,
+        Err(e) if in_ci() => panic!("CI=true and Prometheus is not available: {e}"),
+        Err(e) => {
+            eprintln!("\n*****\nSKIP: {e}\n*****");
+            false
+        }
+    }
+}
+
+/// A symlink named `name` to the tracer binary, so `tracer scenario ...` runs with that comm.
+fn named_tracer(dir: &TempDir, bin: &Bin, name: &str) -> std::path::PathBuf {
+    let link = dir.join(name);
+    symlink(bin.path(), &link).expect("symlink the tracer binary");
+    link
+}
+
+/// Polls `f` until it returns Some, or fails the test after `timeout` with `what` and the
+/// last thing seen.
+fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("{what}: not within {timeout:?}; last seen: {e}")
+            }
+            Err(_) => thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
+/// The leaking proxy of the brief: `proxy` answers `curl`-like clients and never closes its
+/// sockets (CLOSE_WAIT) while keeping 1 MiB per request, in a 256 MiB memory cgroup and in a
+/// systemd-style unit cgroup. A real Prometheus scrapes `tracer record --metrics` every second;
+/// its HTTP API must then hold the culprit's series (named by its unit), the findings and the
+/// loss counters, and the dump's report must name the unit too.
+#[test]
+fn prometheus_scrapes_the_recorder_during_a_leak() {
+    if !require_root() || !require_prometheus() {
+        return;
+    }
+    let started = Instant::now();
+    let bin = Bin::pinned();
+    let tmp = TempDir::new("fleet-prom");
+    let dump = tmp.join("dump");
+    let metrics_port = free_port();
+    let unit = format!("tracer-test-proxy-{}.service", test_pid());
+    let unit_cg = NamedCgroup::create(&format!("system.slice/{unit}")).expect("unit cgroup");
+    let mem = MemCgroup::create(256 << 20).expect("memory cgroup");
+
+    let rec = Recording::start(
+        &bin,
+        &dump,
+        &[
+            "--pid",
+            &test_pid().to_string(),
+            "--metrics",
+            &format!("127.0.0.1:{metrics_port}"),
+            "--threshold",
+            "close_wait_min_age_s=2",
+        ],
+    );
+
+    // Prometheus, private config and data, scraping every second.
+    let prom_port = free_port();
+    let cfg = tmp.join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\nscrape_configs:\n  - job_name: tracer\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"
+        ),
+    )
+    .unwrap();
+    let prom_log = std::fs::File::create(tmp.join("prometheus.log")).unwrap();
+    let prom_mem = MemCgroup::create(512 << 20).expect("memory cgroup for prometheus");
+    let mut prom_cmd = Command::new("/usr/bin/prometheus");
+    prom_cmd
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            tmp.join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .arg("--log.level=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(prom_log);
+    prom_mem.enter(&mut prom_cmd);
+    let mut prom = Guard::spawn("prometheus", &mut prom_cmd, libc::SIGTERM);
+    poll("prometheus ready", Duration::from_secs(30), || {
+        prom.assert_running();
+        match http_get(prom_port, "/-/ready") {
+            Some((200, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+
+    // The incident.
+    let port = free_port();
+    let proxy_bin = named_tracer(&tmp, &bin, "proxy");
+    let clients_bin = named_tracer(&tmp, &bin, "curl");
+    let scenario = |exe: &std::path::Path, role: &str, rate: &str| {
+        let mut c = Command::new(exe);
+        c.args(["scenario", role, "--port", &port.to_string()])
+            .args(["--rate", rate, "--seconds", "40"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        mem.enter(&mut c);
+        c
+    };
+    let mut proxy_cmd = scenario(&proxy_bin, "proxy", "0");
+    unit_cg.enter(&mut proxy_cmd);
+    let mut proxy = Guard::spawn("proxy", &mut proxy_cmd, libc::SIGKILL);
+    thread::sleep(Duration::from_millis(300));
+    let mut clients = Guard::spawn(
+        "clients",
+        &mut scenario(&clients_bin, "http-clients", "5"),
+        libc::SIGKILL,
+    );
+
+    let sel = format!("{{comm=\"proxy\",unit=\"{unit}\",pid=\"{}\"}}", proxy.pid());
+    let cw = poll(
+        "the proxy's CLOSE_WAIT series in Prometheus",
+        Duration::from_secs(25),
+        || {
+            proxy.assert_running();
+            let r = prom_query(
+                prom_port,
+                &format!("tracer_process_close_wait_sockets{sel}"),
+            );
+            match r.first().map(sample_value) {
+                Some(v) if v >= 5.0 => Ok(v),
+                _ => Err(format!("{r:?}")),
+            }
+        },
+    );
+    let open = prom_query(prom_port, &format!("tracer_process_open_sockets{sel}"));
+    let open = open.first().map(sample_value).unwrap_or(0.0);
+    assert!(open >= cw, "open sockets {open} < CLOSE_WAIT {cw}");
+    let rss = prom_query(prom_port, &format!("tracer_process_rss_bytes{sel}"));
+    assert!(
+        rss.first().map(sample_value).unwrap_or(0.0) >= (8 << 20) as f64,
+        "the proxy keeps 1 MiB per request: {rss:?}"
+    );
+    let findings = poll(
+        "close_wait findings counted",
+        Duration::from_secs(10),
+        || {
+            let r = prom_query(prom_port, "sum(tracer_findings_total{kind=\"close_wait\"})");
+            match r.first().map(sample_value) {
+                Some(v) if v >= 1.0 => Ok(v),
+                _ => Err(format!("{r:?}")),
+            }
+        },
+    );
+    // Loss counters: one series per kind, both rings.
+    let lost = prom_query(prom_port, "tracer_records_lost_total");
+    assert_eq!(lost.len(), 20, "one loss counter per kind: {lost:?}");
+    for ring in ["critical", "bulk"] {
+        assert!(
+            lost.iter().any(|s| s["metric"]["ring"] == ring),
+            "no {ring} ring series: {lost:?}"
+        );
+    }
+    let lost_total: f64 = lost.iter().map(sample_value).sum();
+    let written = prom_query(prom_port, "tracer_recorder_bytes_written_total");
+    assert!(
+        written.first().map(sample_value).unwrap_or(0.0) > 0.0,
+        "{written:?}"
+    );
+    let events = prom_query(prom_port, "tracer_events_total{kind=\"conn_open\"}");
+    assert!(
+        events.first().map(sample_value).unwrap_or(0.0) >= 5.0,
+        "{events:?}"
+    );
+    // Cardinality stays bounded: at most 20 processes and "other".
+    let series = prom_query(prom_port, "count(tracer_process_open_sockets)");
+    assert!(
+        series.first().map(sample_value).unwrap_or(99.0) <= 21.0,
+        "{series:?}"
+    );
+
+    clients.stop();
+    proxy.stop();
+    prom.stop();
+    let recorded = rec.stop();
+    let summary = recorded.stderr.join("\n");
+    if summary.contains("no records lost") {
+        assert_eq!(
+            lost_total, 0.0,
+            "Prometheus saw losses the recorder did not report"
+        );
+    }
+    // The dump names the unit too: the report after the fact.
+    let report = bin.run(
+        &[
+            "report",
+            "--json",
+            "--threshold",
+            "close_wait_min_age_s=2",
+            dump.to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    let doc = report.json();
+    let f = doc["findings"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|f| f["kind"] == "close_wait" && f["comm"] == "proxy")
+        })
+        .unwrap_or_else(|| panic!("no close_wait finding for proxy in the report: {doc}"));
+    assert_eq!(f["unit"], unit.as_str(), "{f}");
+    eprintln!(
+        "fleet: prometheus saw {cw} CLOSE_WAIT, {open} open sockets, {findings} close_wait findings, {lost_total} lost, in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+const CONTAINER_ID: &str = "c0ffee00d15ea5e0c0ffee00d15ea5e0c0ffee00d15ea5e0c0ffee00d15ea5e0";
+const POD_UID: &str = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+const POD_CONTAINER: &str = "feedbeef00000000feedbeef00000000feedbeef00000000feedbeef00000000";
+
+/// Three shells, each in a cgroup named as systemd, docker and the kubelet name theirs, each
+/// SIGTERMing a child: their events, the signal_source findings and the metrics' labels must
+/// carry the unit, the container id and the pod.
+#[test]
+fn processes_are_named_by_unit_container_and_pod() {
+    if !require_root() {
+        return;
+    }
+    let pid = test_pid();
+    let unit = format!("tracer-test-foo-{pid}.service");
+    let cgs = [
+        NamedCgroup::create(&format!("system.slice/{unit}")).expect("unit cgroup"),
+        NamedCgroup::create(&format!("system.slice/docker-{CONTAINER_ID}.scope"))
+            .expect("docker cgroup"),
+        NamedCgroup::create(&format!(
+            "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{POD_CONTAINER}.scope",
+            POD_UID.replace('-', "_")
+        ))
+        .expect("pod cgroup"),
+    ];
+    let metrics_port = free_port();
+    let t = Tracer::for_test(&["--metrics", &format!("127.0.0.1:{metrics_port}")]);
+    let mut shells = Vec::new();
+    for cg in &cgs {
+        let mut c = Command::new("/bin/sh");
+        c.args(["-c", "sleep 30 & kill -TERM $!; wait; sleep 2"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        cg.enter(&mut c);
+        shells.push(Guard::spawn("sh", &mut c, libc::SIGKILL));
+    }
+    let expect: [&[(&str, &str)]; 3] = [
+        &[("unit", unit.as_str())],
+        &[
+            ("container_id", CONTAINER_ID),
+            ("container_runtime", "docker"),
+        ],
+        &[
+            ("container_id", POD_CONTAINER),
+            ("container_runtime", "containerd"),
+            ("pod_uid", POD_UID),
+            ("pod_qos", "burstable"),
+        ],
+    ];
+    for (sh, want) in shells.iter().zip(expect) {
+        let sh_pid = sh.pid();
+        let ev = t.wait_for(&format!("the SIGTERM from sh {sh_pid}"), |e| {
+            e.is("signal", sh_pid) && e.str_of("signal_name") == Some("SIGTERM")
+        });
+        for (k, v) in want {
+            assert_eq!(ev.str_of(k), Some(*v), "event {k}: {ev}");
+        }
+        if !want.iter().any(|(k, _)| *k == "unit") {
+            assert_eq!(
+                ev.str_of("unit"),
+                None,
+                "a container's scope is not a unit: {ev}"
+            );
+        }
+        let f = t
+            .wait_for_finding(|f| {
+                f["kind"] == "signal_source" && f["sender_pid"].as_u64() == Some(sh_pid as u64)
+            })
+            .unwrap_or_else(|| panic!("no signal_source finding for sh {sh_pid}"));
+        for (k, v) in want {
+            assert_eq!(f[k].as_str(), Some(*v), "finding {k}: {f}");
+        }
+    }
+    // The metrics' labels: the SIGTERMed children (dead before or after their exec), in the same cgroups.
+    let text = poll(
+        "the labelled series at /metrics",
+        Duration::from_secs(5),
+        || {
+            let (_, body) = http_get(metrics_port, "/metrics").ok_or("no answer")?;
+            let ok = body.contains(&format!("unit=\"{unit}\""))
+                && body.contains(&format!("container=\"{}\"", &CONTAINER_ID[..12]))
+                && body.contains(&format!("pod_uid=\"{POD_UID}\""));
+            if ok { Ok(body) } else { Err(body) }
+        },
+    );
+    let pod_sleep = text
+        .lines()
+        .filter(|l| l.starts_with("tracer_process_fatal_signals_received_total{"))
+        .find(|l| l.contains(&format!("pod_uid=\"{POD_UID}\"")) && l.ends_with(" 1"))
+        .unwrap_or_else(|| panic!("no series for the pod's SIGTERMed child:\n{text}"));
+    assert!(
+        pod_sleep.contains(&format!("container=\"{}\"", &POD_CONTAINER[..12])),
+        "{pod_sleep}"
+    );
+    assert!(pod_sleep.ends_with(" 1"), "{pod_sleep}");
+    for mut s in shells {
+        s.stop();
+    }
+    t.stop();
+    // Innermost first: the docker scope before the system.slice the unit's cgroup created.
+    for cg in cgs.into_iter().rev() {
+        drop(cg);
+    }
+}
+
+/// The .deb builds from a fresh clone with the README's one command (`scripts/package.sh`, a
+/// dev build here to reuse the test build's dependencies), installs with dpkg -i with the
+/// binary, unit, config, completions and man pages in place; `systemd-analyze verify` accepts
+/// the unit; the unit's own command line runs with the shipped config and tells systemd's
+/// notify socket READY=1 once attached. The package is purged at the end.
+#[test]
+fn the_package_builds_from_a_clone_installs_and_its_unit_verifies() {
+    if !require_root() {
+        return;
+    }
+    let started = Instant::now();
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let path = format!(
+        "{home}/.cargo/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let has_deb = Command::new("cargo")
+        .args(["deb", "--version"])
+        .env("PATH", &path)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_deb {
+        eprintln!("tracer-tests: installing cargo-deb (cargo install --locked cargo-deb)");
+        let ok = Command::new("cargo")
+            .args(["install", "--locked", "--quiet", "cargo-deb"])
+            .env("PATH", &path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            if in_ci() {
+                panic!("CI=true and cargo-deb cannot be installed");
+            }
+            eprintln!("\n*****\nSKIP: cargo-deb cannot be installed\n*****");
+            return;
+        }
+    }
+    let tmp = TempDir::new("fleet-deb");
+    let clone = tmp.join("src");
+    let st = Command::new("git")
+        .args(["clone", "--quiet", "--no-local"])
+        .arg(workspace)
+        .arg(&clone)
+        .status()
+        .expect("git clone");
+    assert!(st.success(), "git clone of {} failed", workspace.display());
+    // The same target directory as the tests (dependencies already built; the clone's own
+    // crates are rebuilt from its committed sources).
+    let out = Command::new("bash")
+        .arg(clone.join("scripts/package.sh"))
+        .args(["-o", tmp.join("deb").to_str().unwrap()])
+        .env("TRACER_PROFILE", "dev")
+        .env("CARGO_TARGET_DIR", &target)
+        .env("PATH", &path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/package.sh");
+    assert!(
+        out.status.success(),
+        "scripts/package.sh failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deb = std::fs::read_dir(tmp.join("deb"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .expect("a .deb in the output directory");
+    let built = started.elapsed();
+
+    struct Purge;
+    impl Drop for Purge {
+        fn drop(&mut self) {
+            let _ = Command::new("dpkg")
+                .args(["--purge", "tracer"])
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+    let st = Command::new("dpkg")
+        .arg("-i")
+        .arg(&deb)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdout(Stdio::null())
+        .status()
+        .expect("dpkg -i");
+    let _purge = Purge;
+    assert!(st.success(), "dpkg -i {} failed", deb.display());
+    for f in [
+        "/usr/bin/tracer",
+        "/lib/systemd/system/tracer.service",
+        "/etc/tracer/tracer.toml",
+        "/etc/tracer/tracer.env",
+        "/usr/share/bash-completion/completions/tracer",
+        "/usr/share/zsh/vendor-completions/_tracer",
+        "/usr/share/fish/vendor_completions.d/tracer.fish",
+        "/usr/share/man/man1/tracer.1.gz",
+        "/usr/share/man/man1/tracer-record.1.gz",
+    ] {
+        assert!(std::path::Path::new(f).is_file(), "{f} not installed");
+    }
+    let v = Command::new("/usr/bin/tracer")
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&v.stdout).starts_with("tracer "),
+        "{v:?}"
+    );
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", "/lib/systemd/system/tracer.service"])
+        .output()
+        .expect("systemd-analyze (package systemd)");
+    assert!(
+        verify.status.success(),
+        "systemd-analyze verify rejects the unit:\n{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+
+    // The unit's ExecStart, with the shipped config, as systemd would run it (TRACER_OPTS
+    // replaced by a free metrics port and this test's pid), under a notify socket.
+    let unit = std::fs::read_to_string("/lib/systemd/system/tracer.service").unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    let metrics_port = free_port();
+    let state = tmp.join("state");
+    let mut argv: Vec<String> = Vec::new();
+    for w in exec.split_whitespace() {
+        match w {
+            "$TRACER_OPTS" => argv.extend([
+                "--metrics".into(),
+                format!("127.0.0.1:{metrics_port}"),
+                "--pid".into(),
+                test_pid().to_string(),
+            ]),
+            "/var/lib/tracer" => argv.push(state.to_str().unwrap().to_owned()),
+            w => argv.push(w.to_owned()),
+        }
+    }
+    let sock_path = tmp.join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut svc = Guard::spawn("tracer.service", &mut cmd, libc::SIGTERM);
+    let mut buf = [0u8; 256];
+    let n = sock
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no readiness from `{}`: {e}", argv.join(" ")));
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg}");
+    let (code, body) = poll("the service's metrics", Duration::from_secs(5), || {
+        http_get(metrics_port, "/metrics").ok_or_else(|| "no answer".to_owned())
+    });
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("tracer_recorder_bytes_written_total"),
+        "{body}"
+    );
+    svc.assert_running();
+    svc.stop();
+    eprintln!(
+        "fleet: package built from a clone in {:.1}s, installed and verified in {:.1}s",
+        built.as_secs_f64(),
+        (started.elapsed() - built).as_secs_f64()
+    );
+}
