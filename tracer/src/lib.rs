@@ -18,6 +18,7 @@ pub mod host;
 pub mod kernel;
 pub mod live;
 pub mod metrics;
+pub mod otlp;
 pub mod output;
 pub mod pipeline;
 pub mod probes;
