@@ -721,8 +721,7 @@ fn attrs(list: &Value) -> std::collections::BTreeMap<String, String> {
 
 fn log_records(reqs: &[(String, Value)]) -> Vec<(Value, Value)> {
     let mut out = Vec::new();
-    for (path, r) in reqs.iter().filter(|(p, _)| p == "/v1/logs") {
-        let _ = path;
+    for (_, r) in reqs.iter().filter(|(p, _)| p == "/v1/logs") {
         for rl in r["resource_logs"].as_array().into_iter().flatten() {
             for sl in rl["scope_logs"].as_array().into_iter().flatten() {
                 for rec in sl["log_records"].as_array().into_iter().flatten() {

@@ -420,10 +420,12 @@ impl Worker {
             self.shared.counters(signal).failures.fetch_add(1, Relaxed);
             let msg = e.to_string();
             if self.last_error.as_deref() != Some(msg.as_str()) {
-                tracing::warn!(
-                    "OTLP {} export: {msg}; retrying with backoff",
-                    signal.name()
-                );
+                let then = if e.retryable() {
+                    "retrying with backoff"
+                } else {
+                    "dropping the batch"
+                };
+                tracing::warn!("OTLP {} export: {msg}; {then}", signal.name());
                 self.last_error = Some(msg);
             }
         }
