@@ -600,3 +600,524 @@ fn the_package_builds_from_a_clone_installs_and_its_unit_verifies() {
         (started.elapsed() - built).as_secs_f64()
     );
 }
+
+// ---- OTLP export ----
+
+/// A venv with the official OpenTelemetry protobuf definitions (the opentelemetry-proto PyPI
+/// package), made on first use and kept in the temp dir. None (after a loud SKIP) when it
+/// cannot be had outside CI; in CI that is a failure.
+fn require_otlp_python() -> Option<std::path::PathBuf> {
+    let venv = std::env::temp_dir().join("tracer-tests-otlp-venv");
+    let python = venv.join("bin/python");
+    let importable = || {
+        Command::new(&python)
+            .args([
+                "-c",
+                "import opentelemetry.proto.collector.logs.v1.logs_service_pb2",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if importable() {
+        return Some(python);
+    }
+    eprintln!(
+        "tracer-tests: installing opentelemetry-proto into {}",
+        venv.display()
+    );
+    let run = |cmd: &mut Command| -> Result<(), String> {
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{cmd:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    };
+    let r = run(Command::new("python3").args(["-m", "venv"]).arg(&venv)).and_then(|()| {
+        run(Command::new(venv.join("bin/pip")).args([
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "opentelemetry-proto",
+        ]))
+    });
+    match r {
+        Ok(()) if importable() => Some(python),
+        r => {
+            let e = format!("opentelemetry-proto for Python is not available: {r:?}");
+            if in_ci() {
+                panic!("CI=true and {e}");
+            }
+            eprintln!("\n*****\nSKIP: {e}\n*****");
+            None
+        }
+    }
+}
+
+/// The receiver (tests/otlp/receiver.py) on `port`, writing what it decoded to `out`.
+fn start_receiver(python: &std::path::Path, port: u16, out: &std::path::Path) -> Guard {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/otlp/receiver.py");
+    let mut g = Guard::spawn(
+        "otlp receiver",
+        Command::new(python)
+            .arg(script)
+            .arg(port.to_string())
+            .arg(out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null()),
+        libc::SIGTERM,
+    );
+    poll(
+        "the OTLP receiver listening",
+        Duration::from_secs(15),
+        || {
+            g.assert_running();
+            TcpStream::connect(("127.0.0.1", port))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        },
+    );
+    g
+}
+
+/// Every request the receiver decoded: (path, request as protobuf JSON).
+fn received(out: &std::path::Path) -> Vec<(String, Value)> {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| {
+            (
+                v["path"].as_str().unwrap_or("").to_owned(),
+                v["request"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// OTLP attributes as a map of key → value as a string (ints are strings in protobuf JSON).
+fn attrs(list: &Value) -> std::collections::BTreeMap<String, String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|kv| {
+            let v = &kv["value"];
+            let s = ["string_value", "int_value", "double_value", "bool_value"]
+                .iter()
+                .find_map(|k| v.get(*k))
+                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))?;
+            Some((kv["key"].as_str()?.to_owned(), s))
+        })
+        .collect()
+}
+
+fn log_records(reqs: &[(String, Value)]) -> Vec<(Value, Value)> {
+    let mut out = Vec::new();
+    for (_, r) in reqs.iter().filter(|(p, _)| p == "/v1/logs") {
+        for rl in r["resource_logs"].as_array().into_iter().flatten() {
+            for sl in rl["scope_logs"].as_array().into_iter().flatten() {
+                for rec in sl["log_records"].as_array().into_iter().flatten() {
+                    out.push((rl["resource"].clone(), rec.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Data points of metric `name` in the latest metrics request that has it: (kind, point).
+fn metric_points(reqs: &[(String, Value)], name: &str) -> Vec<(String, Value)> {
+    for (_, r) in reqs.iter().rev().filter(|(p, _)| p == "/v1/metrics") {
+        for rm in r["resource_metrics"].as_array().into_iter().flatten() {
+            for sm in rm["scope_metrics"].as_array().into_iter().flatten() {
+                for m in sm["metrics"].as_array().into_iter().flatten() {
+                    if m["name"] != name {
+                        continue;
+                    }
+                    for kind in ["gauge", "sum"] {
+                        if let Some(d) = m.get(kind) {
+                            return d["data_points"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .map(|p| (kind.to_owned(), p.clone()))
+                                .collect();
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Vec::new()
+}
+
+fn point_value(p: &Value) -> f64 {
+    p["as_double"].as_f64().unwrap_or(0.0)
+}
+
+/// The leaking proxy again, this time exported over OTLP to a receiver that decodes with the
+/// official protobuf definitions: its close_wait finding must arrive as a log record with the
+/// JSON fields as attributes (and the unit), the severity mapped, the host in the resource; its
+/// series among the metrics.
+#[test]
+fn otlp_export_reaches_a_collector_during_a_leak() {
+    if !require_root() {
+        return;
+    }
+    let Some(python) = require_otlp_python() else {
+        return;
+    };
+    let started = Instant::now();
+    let bin = Bin::pinned();
+    let tmp = TempDir::new("fleet-otlp");
+    let out = tmp.join("received.jsonl");
+    let otlp_port = free_port();
+    let mut receiver = start_receiver(&python, otlp_port, &out);
+    let unit = format!("tracer-test-otlp-proxy-{}.service", test_pid());
+    let unit_cg = NamedCgroup::create(&format!("system.slice/{unit}")).expect("unit cgroup");
+    let mem = MemCgroup::create(256 << 20).expect("memory cgroup");
+    let rec = Recording::start(
+        &bin,
+        &tmp.join("dump"),
+        &[
+            "--pid",
+            &test_pid().to_string(),
+            "--otlp",
+            &format!("http://127.0.0.1:{otlp_port}"),
+            "--otlp-interval",
+            "1s",
+            "--threshold",
+            "close_wait_min_age_s=2",
+        ],
+    );
+
+    let port = free_port();
+    let proxy_bin = named_tracer(&tmp, &bin, "proxy");
+    let clients_bin = named_tracer(&tmp, &bin, "curl");
+    let scenario = |exe: &std::path::Path, role: &str, rate: &str| {
+        let mut c = Command::new(exe);
+        c.args(["scenario", role, "--port", &port.to_string()])
+            .args(["--rate", rate, "--seconds", "40"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        mem.enter(&mut c);
+        c
+    };
+    let mut proxy_cmd = scenario(&proxy_bin, "proxy", "0");
+    unit_cg.enter(&mut proxy_cmd);
+    let mut proxy = Guard::spawn("proxy", &mut proxy_cmd, libc::SIGKILL);
+    thread::sleep(Duration::from_millis(300));
+    let mut clients = Guard::spawn(
+        "clients",
+        &mut scenario(&clients_bin, "http-clients", "5"),
+        libc::SIGKILL,
+    );
+    let proxy_pid = proxy.pid().to_string();
+
+    let (resource, finding) = poll(
+        "the proxy's close_wait finding as an OTLP log record",
+        Duration::from_secs(25),
+        || {
+            proxy.assert_running();
+            receiver.assert_running();
+            let recs = log_records(&received(&out));
+            recs.iter()
+                .find(|(_, r)| {
+                    let a = attrs(&r["attributes"]);
+                    a.get("kind").map(String::as_str) == Some("close_wait")
+                        && a.get("pid") == Some(&proxy_pid)
+                })
+                .cloned()
+                .ok_or_else(|| format!("{} log records", recs.len()))
+        },
+    );
+    let a = attrs(&finding["attributes"]);
+    assert_eq!(
+        a.get("comm").map(String::as_str),
+        Some("proxy"),
+        "{finding}"
+    );
+    assert_eq!(a.get("unit"), Some(&unit), "{finding}");
+    assert_eq!(
+        a.get("type").map(String::as_str),
+        Some("finding"),
+        "{finding}"
+    );
+    assert!(
+        a.get("count")
+            .and_then(|c| c.parse::<u64>().ok())
+            .unwrap_or(0)
+            >= 1,
+        "{finding}"
+    );
+    let sev = a.get("severity").cloned().unwrap_or_default();
+    let want = match sev.as_str() {
+        "info" => "SEVERITY_NUMBER_INFO",
+        "warning" => "SEVERITY_NUMBER_WARN",
+        "critical" => "SEVERITY_NUMBER_ERROR",
+        other => panic!("severity {other:?}: {finding}"),
+    };
+    assert_eq!(finding["severity_number"], want, "{finding}");
+    assert_eq!(finding["severity_text"], sev.as_str(), "{finding}");
+    assert_eq!(finding["event_name"], "tracer.finding", "{finding}");
+    assert_eq!(
+        finding["body"]["string_value"].as_str(),
+        a.get("summary").map(String::as_str),
+        "{finding}"
+    );
+    assert!(finding["time_unix_nano"].as_str().is_some(), "{finding}");
+    let ra = attrs(&resource["attributes"]);
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(
+        ra.get("service.name").map(String::as_str),
+        Some("tracer"),
+        "{resource}"
+    );
+    assert!(ra.contains_key("service.version"), "{resource}");
+    assert_eq!(
+        ra.get("host.name").map(String::as_str),
+        Some(hostname.trim()),
+        "{resource}"
+    );
+    assert_eq!(
+        ra.get("os.type").map(String::as_str),
+        Some("linux"),
+        "{resource}"
+    );
+    assert!(
+        ra.contains_key("host.id") || ra.contains_key("tracer.boot_id"),
+        "{resource}"
+    );
+
+    // The metrics: the culprit's series, labelled with its unit.
+    let cw = poll(
+        "the proxy's CLOSE_WAIT gauge over OTLP",
+        Duration::from_secs(15),
+        || {
+            let reqs = received(&out);
+            let pts = metric_points(&reqs, "tracer_process_close_wait_sockets");
+            pts.iter()
+                .find(|(kind, p)| {
+                    let a = attrs(&p["attributes"]);
+                    kind == "gauge"
+                        && a.get("pid") == Some(&proxy_pid)
+                        && a.get("unit") == Some(&unit)
+                        && point_value(p) >= 5.0
+                })
+                .map(|(_, p)| point_value(p))
+                .ok_or_else(|| format!("{pts:?}"))
+        },
+    );
+    let reqs = received(&out);
+    let findings = metric_points(&reqs, "tracer_findings");
+    assert!(
+        findings.iter().any(|(k, p)| k == "sum"
+            && attrs(&p["attributes"]).get("kind").map(String::as_str) == Some("close_wait")
+            && point_value(p) >= 1.0),
+        "tracer_findings (a sum, _total dropped): {findings:?}"
+    );
+    let dropped = metric_points(&reqs, "tracer_otlp_dropped");
+    assert!(
+        dropped.iter().any(
+            |(_, p)| attrs(&p["attributes"]).get("signal").map(String::as_str) == Some("logs")
+                && point_value(p) == 0.0
+        ),
+        "nothing dropped with a healthy collector: {dropped:?}"
+    );
+
+    clients.stop();
+    proxy.stop();
+    let recorded = rec.stop();
+    receiver.stop();
+    let summary = recorded.stderr.join("\n");
+    assert!(summary.contains("tracer: otlp: sent"), "{summary}");
+    eprintln!(
+        "fleet: OTLP carried the close_wait finding ({sev}) and {cw} CLOSE_WAIT, in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// A line `name{labels} value` of OpenMetrics text: the value.
+fn scraped(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Two recorders exporting every event over OTLP to dead collectors: a port nobody listens on,
+/// and one that accepts and never answers. Under steady load (loopback connections from the
+/// test), both keep recording (events keep counting), their RSS stays flat, the drop counter
+/// rises, and SIGTERM ends them within a few seconds.
+#[test]
+fn otlp_to_a_dead_collector_neither_blocks_nor_grows_memory() {
+    if !require_root() {
+        return;
+    }
+    let started = Instant::now();
+    let bin = Bin::pinned();
+    let tmp = TempDir::new("fleet-otlp-dead");
+    // Accepts, never reads nor answers; holds every connection.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole_port = hole.local_addr().unwrap().port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    {
+        let held = held.clone();
+        thread::spawn(move || {
+            for c in hole.incoming().flatten() {
+                held.lock().unwrap().push(c);
+            }
+        });
+    }
+    let closed_port = free_port();
+    let recorders: Vec<(&str, u16, Recording)> =
+        [("closed port", closed_port), ("black hole", hole_port)]
+            .into_iter()
+            .enumerate()
+            .map(|(i, (what, port))| {
+                let metrics_port = free_port();
+                let rec = Recording::start(
+                    &bin,
+                    &tmp.join(format!("dump{i}")),
+                    &[
+                        "--pid",
+                        &test_pid().to_string(),
+                        "--metrics",
+                        &format!("127.0.0.1:{metrics_port}"),
+                        "--otlp",
+                        &format!("http://127.0.0.1:{port}"),
+                        "--otlp-events",
+                        "--otlp-interval",
+                        "1s",
+                        "--otlp-queue",
+                        "1000",
+                    ],
+                );
+                (what, metrics_port, rec)
+            })
+            .collect();
+
+    // Load: loopback connections, opened and closed, for ~11 s.
+    let sink = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sink_port = sink.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for c in sink.incoming() {
+            drop(c);
+        }
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if TcpStream::connect(("127.0.0.1", sink_port)).is_ok() {
+                    n += 1;
+                }
+                thread::sleep(Duration::from_millis(2));
+            }
+            n
+        })
+    };
+
+    let scrape = |port: u16| {
+        http_get(port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    };
+    let mut rss: Vec<Vec<u64>> = vec![Vec::new(); recorders.len()];
+    let mut first = Vec::new();
+    for s in 0..11 {
+        thread::sleep(Duration::from_secs(1));
+        for (i, (_, mport, rec)) in recorders.iter().enumerate() {
+            rss[i].push(vm_rss_kib(rec.pid()));
+            if s == 2 {
+                first.push(scrape(*mport));
+            }
+        }
+    }
+    let last: Vec<String> = recorders.iter().map(|(_, m, _)| scrape(*m)).collect();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let conns = load.join().unwrap();
+
+    let mut report = Vec::new();
+    for (i, (what, _, _)) in recorders.iter().enumerate() {
+        let series = |text: &str, s: &str| scraped(text, s).unwrap_or(-1.0);
+        let ev = r#"tracer_events_total{kind="conn_open"}"#;
+        let dr = r#"tracer_otlp_dropped_total{signal="logs"}"#;
+        let (e0, e1) = (series(&first[i], ev), series(&last[i], ev));
+        let (d0, d1) = (series(&first[i], dr), series(&last[i], dr));
+        assert!(
+            e1 > e0 && e0 >= 0.0,
+            "{what}: events stopped counting: {e0} then {e1}"
+        );
+        assert!(
+            d1 > d0 && d0 >= 0.0,
+            "{what}: the drop counter did not rise: {d0} then {d1}"
+        );
+        assert!(
+            series(
+                &last[i],
+                r#"tracer_otlp_failed_requests_total{signal="logs"}"#
+            ) >= 1.0,
+            "{what}: no failed request counted:\n{}",
+            last[i]
+        );
+        assert!(
+            series(&last[i], "tracer_otlp_queue_length") <= 1000.0,
+            "{what}: queue beyond its bound"
+        );
+        // Flat after warm-up: with a dead collector nothing accumulates beyond the queue.
+        let base = rss[i][2];
+        let max = *rss[i][2..].iter().max().unwrap();
+        assert!(
+            max.saturating_sub(base) < 12 * 1024,
+            "{what}: RSS grew from {base} to {max} KiB: {:?}",
+            rss[i]
+        );
+        report.push(format!(
+            "{what}: {} events, {} dropped, RSS {base}..{max} KiB",
+            e1, d1
+        ));
+    }
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the black hole was never connected to"
+    );
+    for (what, _, rec) in recorders {
+        let t = Instant::now();
+        let recorded = rec.stop();
+        let took = t.elapsed();
+        assert!(
+            took < Duration::from_secs(6),
+            "{what}: SIGTERM took {took:?}"
+        );
+        let stderr = recorded.stderr.join("\n");
+        assert!(
+            stderr.contains("tracer: otlp: sent 0 log records"),
+            "{what}: {stderr}"
+        );
+        report.push(format!("{what}: stopped in {:.1}s", took.as_secs_f64()));
+    }
+    eprintln!(
+        "fleet: dead collectors ({conns} connections of load): {} in {:.1}s",
+        report.join("; "),
+        started.elapsed().as_secs_f64()
+    );
+}

@@ -10,6 +10,7 @@ use crate::{
     dump::{RecordOptions, Recorder},
     live::{self, TraceArgs},
     metrics::{self, MetricsArgs},
+    otlp::{self, OtlpArgs},
     output::{self, Format, Printer},
     pipeline::Pipeline,
     report, units,
@@ -75,6 +76,8 @@ pub struct LiveArgs {
     pub analysis: AnalysisArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
 }
 
 #[derive(Args, Debug)]
@@ -104,6 +107,8 @@ pub struct RecordArgs {
     pub analysis: AnalysisArgs,
     #[command(flatten)]
     pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
 }
 
 /// Adds the analyses to a pipeline: NEW/UPDATED findings are printed as they appear; the
@@ -132,21 +137,49 @@ pub fn add_engine(
     Ok(handle)
 }
 
-/// The fleet outputs of `live`, `record` (and `top`): the metrics endpoint. Returns what must
-/// stay alive for the session (the endpoint's server).
+/// What the fleet outputs started and must stay alive for the session: the metrics endpoint
+/// and the OTLP exporter.
+pub struct FleetOutputs {
+    pub metrics: metrics::Attached,
+    pub otlp: Option<otlp::Exporter>,
+}
+
+impl FleetOutputs {
+    /// At the end of the session (after the pipeline finished): the exporter's last flush,
+    /// bounded, and its summary on stderr.
+    pub fn finish(&mut self) {
+        if let Some(s) = self.otlp.as_mut().and_then(|e| e.shutdown()) {
+            output::eprint(&s.render());
+        }
+    }
+}
+
+/// The fleet outputs of `live`, `record` (and `top`): the metrics endpoint and the OTLP
+/// exporter.
 pub fn add_fleet_outputs(
     pipeline: &mut Pipeline,
     metrics_args: &MetricsArgs,
+    otlp_args: &OtlpArgs,
     analysis: &AnalysisArgs,
     engine: Option<&Arc<Mutex<Engine>>>,
     recorder: Option<Arc<Mutex<crate::dump::RecordSummary>>>,
-) -> anyhow::Result<metrics::Attached> {
+) -> anyhow::Result<FleetOutputs> {
     let fatal = analysis.load()?.signal_numbers()?;
-    let attached = metrics::attach(pipeline, metrics_args, engine, recorder, fatal, Vec::new())?;
+    let mut exporters = Vec::new();
+    let mut exporter = None;
+    if let Some(s) = otlp::start(pipeline, otlp_args, engine)? {
+        output::eprint(&format!("tracer: exporting OTLP to {}", s.endpoints));
+        exporters.push(s.publisher);
+        exporter = Some(s.exporter);
+    }
+    let attached = metrics::attach(pipeline, metrics_args, engine, recorder, fatal, exporters)?;
     if let Some(a) = attached.addr {
         output::eprint(&format!("tracer: metrics at http://{a}/metrics"));
     }
-    Ok(attached)
+    Ok(FleetOutputs {
+        metrics: attached,
+        otlp: exporter,
+    })
 }
 
 fn init_tracing(verbose: u8) {
@@ -218,9 +251,10 @@ fn run_live(args: LiveArgs) -> anyhow::Result<ExitCode> {
     } else {
         Some(add_findings(&mut pipeline, &args.analysis, args.json)?)
     };
-    let _fleet = add_fleet_outputs(
+    let mut fleet = add_fleet_outputs(
         &mut pipeline,
         &args.metrics,
+        &args.otlp,
         &args.analysis,
         engine.as_ref(),
         None,
@@ -228,6 +262,7 @@ fn run_live(args: LiveArgs) -> anyhow::Result<ExitCode> {
     session.seed(&mut pipeline)?;
     let summary =
         runtime()?.block_on(session.run(&mut pipeline, args.duration, std::future::pending()))?;
+    fleet.finish();
     // The summary for people: the findings report (JSON consumers have had every finding as a
     // line already).
     if let (Some(engine), false) = (engine, args.json)
@@ -267,7 +302,7 @@ fn run_record(args: RecordArgs) -> anyhow::Result<ExitCode> {
     ));
     let recorder_stats = recorder.live_stats();
     pipeline.add_sink(Box::new(recorder));
-    let fleet = args.metrics.metrics.is_some();
+    let fleet = args.metrics.metrics.is_some() || args.otlp.otlp.is_some();
     let mut engine = None;
     if args.print {
         let format = if args.json {
@@ -278,12 +313,13 @@ fn run_record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         pipeline.add_sink(Box::new(Printer::new(format, false)));
         engine = Some(add_findings(&mut pipeline, &args.analysis, args.json)?);
     } else if fleet {
-        // Findings for the metrics, not printed.
+        // Findings for the metrics and the exporter, not printed.
         engine = Some(add_engine(&mut pipeline, &args.analysis, None)?);
     }
-    let _fleet = add_fleet_outputs(
+    let mut fleet = add_fleet_outputs(
         &mut pipeline,
         &args.metrics,
+        &args.otlp,
         &args.analysis,
         engine.as_ref(),
         Some(recorder_stats),
@@ -294,6 +330,7 @@ fn run_record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         args.dump.duration,
         std::future::pending(),
     ))?;
+    fleet.finish();
     output::eprint(&summary.render());
     Ok(ExitCode::SUCCESS)
 }

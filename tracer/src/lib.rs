@@ -19,6 +19,7 @@ pub mod html;
 pub mod kernel;
 pub mod live;
 pub mod metrics;
+pub mod otlp;
 pub mod output;
 pub mod pipeline;
 pub mod probes;
