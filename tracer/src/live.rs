@@ -192,6 +192,8 @@ pub struct Session {
     mounts: CgroupMounts,
     /// Processes whose /proc facts could not be read (gone): not retried.
     unreadable: HashSet<u32>,
+    /// Processes whose /proc facts were read again at their first EMFILE.
+    emfile_reread: HashSet<u32>,
     last_drops: Vec<(Kind, u64)>,
     /// Records copied out of the ring buffers, sorted by time before they are fed.
     arena: Vec<u8>,
@@ -249,6 +251,7 @@ pub fn start(args: &TraceArgs) -> anyhow::Result<(Session, HostInfo, Filter)> {
             loaded,
             mounts,
             unreadable: HashSet::new(),
+            emfile_reread: HashSet::new(),
             last_drops: Vec::new(),
             arena: Vec::with_capacity(1 << 20),
             index: Vec::with_capacity(8192),
@@ -480,8 +483,18 @@ impl Session {
         {
             return Ok(());
         }
-        if pipeline.procs.get(ev.tgid).is_some_and(|p| p.has_info)
-            || self.unreadable.contains(&ev.tgid)
+        // At a process's first EMFILE its limit and fd count are read again: the limit may
+        // have changed before tracer started (or in a way no probe saw).
+        let reread = is_emfile(ev) && !self.emfile_reread.contains(&ev.tgid);
+        if reread {
+            if self.emfile_reread.len() > 65536 {
+                self.emfile_reread.clear();
+            }
+            self.emfile_reread.insert(ev.tgid);
+        }
+        if !reread
+            && (pipeline.procs.get(ev.tgid).is_some_and(|p| p.has_info)
+                || self.unreadable.contains(&ev.tgid))
         {
             return Ok(());
         }
@@ -530,5 +543,15 @@ impl Session {
             feed_user(pipeline, ev)?;
         }
         Ok(())
+    }
+}
+
+/// accept() or socket() failed because the process is at its RLIMIT_NOFILE.
+fn is_emfile(ev: &Event) -> bool {
+    const EMFILE: i32 = 24;
+    match &ev.body {
+        Body::TcpAccept(a) => a.ret == -EMFILE,
+        Body::SocketOpen(s) => s.fd == -EMFILE,
+        _ => false,
     }
 }

@@ -25,6 +25,9 @@ pub struct ProcEntry {
     pub cgroup: String,
     pub mem_limit: Option<u64>,
     pub nofile_limit: Option<u64>,
+    /// The name it had before it renamed itself without exec (prctl PR_SET_NAME...), for the
+    /// evidence: reports use the current name.
+    pub previous_comm: Option<String>,
     /// Boot-time ns of the exit, once exited.
     pub exited_at: Option<u64>,
     /// Whether /proc-only facts (limits, cgroup) are known for the current program image.
@@ -176,6 +179,7 @@ impl ProcTable {
                 cgroup: e.cgroup.clone(),
                 mem_limit: e.mem_limit,
                 nofile_limit: e.nofile_limit,
+                previous_comm: e.previous_comm.clone(),
                 open_fds: None,
                 open_sockets: None,
             })
@@ -198,6 +202,7 @@ impl ProcTable {
                 });
                 child.pid = f.child_pid;
                 child.ppid = ev.tgid;
+                child.previous_comm = None;
                 child.exited_at = None;
                 self.dead.remove(&f.child_pid);
                 self.live.insert(f.child_pid, child);
@@ -213,6 +218,26 @@ impl ProcTable {
                 e.cmdline = x.args.clone();
                 e.uid = ev.uid;
                 e.has_info = false;
+                e.previous_comm = None;
+            }
+            Body::Rlimit(r) if r.resource == tracer_common::process::RLIMIT_NOFILE => {
+                self.touch(ev);
+                if let Some(e) = self.live.get_mut(&r.target_pid) {
+                    e.nofile_limit = Some(r.soft);
+                }
+            }
+            Body::Rename(r) => {
+                self.touch(ev);
+                let new = crate::event::Comm(r.new_comm).to_string();
+                let old = crate::event::Comm(r.old_comm).to_string();
+                // The record's old name, not the table's: /proc may have been read after the
+                // rename already.
+                if let Some(e) = self.live.get_mut(&r.target_pid)
+                    && old != new
+                {
+                    e.comm = new;
+                    e.previous_comm = Some(old);
+                }
             }
             Body::Exit(_) => {
                 if let Some(mut e) = self.live.remove(&ev.tgid) {
@@ -262,6 +287,9 @@ impl ProcTable {
         e.cgroup = info.cgroup.clone();
         e.mem_limit = info.mem_limit;
         e.nofile_limit = info.nofile_limit;
+        if info.previous_comm.is_some() {
+            e.previous_comm = info.previous_comm.clone();
+        }
         e.has_info = true;
     }
 
@@ -312,6 +340,7 @@ mod tests {
             cgroup: "/".into(),
             mem_limit: None,
             nofile_limit: Some(1024),
+            previous_comm: None,
             open_fds: None,
             open_sockets: None,
         }))

@@ -189,6 +189,7 @@ pub fn read_proc(pid: u32, mounts: &CgroupMounts) -> Option<ProcInfo> {
         cgroup,
         mem_limit,
         nofile_limit,
+        previous_comm: None,
         open_fds,
         open_sockets,
     })

@@ -236,6 +236,7 @@ impl Analysis for CloseWaits {
                     remote,
                     never_accepted: unaccepted,
                 }),
+                previous_names: Vec::new(),
             });
         }
         out

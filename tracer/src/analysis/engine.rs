@@ -231,7 +231,8 @@ impl Engine {
             state: &self.state,
         };
         let found = self.analyses[i].findings(now, &cx);
-        for f in found {
+        for mut f in found {
+            f.previous_names = previous_names(&f, ctx.procs);
             self.merge(f, now);
         }
     }
@@ -296,6 +297,22 @@ impl Engine {
             }
         }
     }
+}
+
+/// The earlier names of the processes a finding names, from the process table.
+fn previous_names(
+    f: &Finding,
+    procs: &crate::proc_table::ProcTable,
+) -> Vec<(&'static str, String)> {
+    let culprit = f.pid().map(|p| ("previous_comm", p));
+    culprit
+        .into_iter()
+        .chain(f.other_pids())
+        .filter_map(|(field, pid)| {
+            let old = procs.get(pid)?.previous_comm.clone()?;
+            Some((field, old))
+        })
+        .collect()
 }
 
 fn next_multiple(ts: u64, interval: u64) -> u64 {

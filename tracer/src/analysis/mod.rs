@@ -81,6 +81,10 @@ pub struct Finding {
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
     pub evidence: Evidence,
+    /// Earlier names of the processes the evidence names, for those that renamed themselves
+    /// without exec: (JSON field, name), e.g. `("previous_comm", "stress-ng")`. Filled in by
+    /// the engine from the process table; analyses leave it empty.
+    pub previous_names: Vec<(&'static str, String)>,
 }
 
 /// The evidence of each kind. Serialized with its fields at the top level of the finding, as
@@ -304,6 +308,16 @@ impl Finding {
         }
     }
 
+    /// The processes the evidence names besides the culprit, with the JSON field their
+    /// earlier name goes in.
+    pub fn other_pids(&self) -> Vec<(&'static str, u32)> {
+        match &self.evidence {
+            Evidence::SignalSource(e) => vec![("target_previous_comm", e.target_pid)],
+            Evidence::OomKill(e) => vec![("trigger_previous_comm", e.trigger_pid)],
+            _ => Vec::new(),
+        }
+    }
+
     /// The main figure, whose growth makes an update worth reporting.
     pub fn magnitude(&self) -> f64 {
         match &self.evidence {
@@ -326,6 +340,9 @@ impl Finding {
             Ok(Value::Object(m)) => m,
             _ => Map::new(),
         };
+        for (field, name) in &self.previous_names {
+            m.insert((*field).into(), json!(name));
+        }
         m.insert("severity".into(), json!(self.severity));
         m.insert("summary".into(), json!(self.summary));
         m.insert("first_seen".into(), json!(host.rfc3339(self.first_seen_ns)));

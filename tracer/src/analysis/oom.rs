@@ -92,6 +92,7 @@ impl Analysis for OomKills {
                 victim_growth_window_s: growth.map(|g| round(g.1, 1)),
                 victim_peak_rss_bytes: track.map(|t| t.peak_rss),
             }),
+            previous_names: Vec::new(),
         });
         true
     }

@@ -203,6 +203,7 @@ impl Analysis for Pileups {
                     opened,
                     closed,
                 }),
+                previous_names: Vec::new(),
             });
         }
         out

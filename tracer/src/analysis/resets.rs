@@ -428,6 +428,7 @@ impl Analysis for ResetStorms {
                     cause: STORM_CAUSES[dominant],
                     causes,
                 }),
+                previous_names: Vec::new(),
             });
         }
         self.groups

@@ -272,6 +272,7 @@ impl Analysis for RestartLoops {
                     pids: l.pids.clone(),
                     deaths: l.deaths.clone(),
                 }),
+                previous_names: Vec::new(),
             });
         }
         out

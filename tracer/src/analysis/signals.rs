@@ -180,6 +180,7 @@ impl Analysis for SignalSources {
                     first_seen_ns: g.first_ns,
                     last_seen_ns: g.last_ns,
                     evidence: Evidence::SignalSource(e.clone()),
+                    previous_names: Vec::new(),
                 }
             })
             .collect()
@@ -189,6 +190,24 @@ impl Analysis for SignalSources {
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
+
+    /// A target that renamed itself (prctl) is named by its new name, the old one kept.
+    #[test]
+    fn a_renamed_target_keeps_its_earlier_name_in_the_evidence() {
+        let mut s = Stream::new();
+        s.proc_info(600, 1, "bash", |_| {});
+        s.proc_info(610, 600, "python3", |_| {});
+        s.at(5)
+            .rename(610, "python3", 610, "python3", "worker-main");
+        s.at(10).signal(600, "bash", 15, 0, 610, "worker-main");
+        let e = s.json_of("signal_source");
+        assert_eq!(e["target_comm"], "worker-main");
+        assert_eq!(e["target_previous_comm"], "python3");
+        assert!(
+            e.get("previous_comm").is_none(),
+            "the sender was not renamed"
+        );
+    }
 
     #[test]
     fn names_the_sender_with_its_command_line_and_ancestry() {

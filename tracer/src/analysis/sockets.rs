@@ -200,6 +200,7 @@ impl Analysis for SocketLeaks {
                     rising_intervals: rising_n as u64,
                     intervals: INTERVALS as u64,
                 }),
+                previous_names: Vec::new(),
             });
         }
         self.procs.retain(|_, p| !p.exited);
