@@ -252,3 +252,122 @@ fn stress_ng_workers_have_one_name() {
     );
     k.finish(ev);
 }
+
+/// A supervisor that detaches its service the way monit does: the start program is
+/// `sh -c 'sleep 60 & echo $! > pidfile'` (the service becomes init's child as sh exits), the
+/// stop program `sh -c 'read p < pidfile; /bin/kill -TERM $p'`. restart_loop names the
+/// supervisor script, not init, with the lineage of the latest instance; signal_source says the
+/// kill helpers acted on its behalf.
+#[test]
+fn a_supervisor_whose_service_detaches_is_named() {
+    if !require_root() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tracer-attr-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let script = dir.join("supervise");
+    let pidfile = dir.join("svc.pid");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             start() {{ sh -c '/usr/bin/sleep 60 & echo $! > {p}'; }}\n\
+             stop() {{ sh -c 'read p < {p}; /bin/kill -TERM $p'; }}\n\
+             start\n\
+             for i in 1 2 3 4; do /usr/bin/sleep 0.3; stop; /usr/bin/sleep 0.2; start; done\n\
+             /usr/bin/sleep 0.3; stop\n",
+            p = pidfile.display()
+        ),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    // Every growth of a finding is printed (by default an update waits 10 s).
+    let t = Tracer::for_test(&[
+        "--events",
+        "signal,process",
+        "--threshold",
+        "update_min_interval_s=0.001",
+        "--threshold",
+        "update_growth=0.01",
+    ]);
+    let mut sup = Workload::spawn(&mut Command::new(&script));
+    let sp = sup.pid();
+    let status = sup.wait_within(Duration::from_secs(20));
+    // Whatever happened, no service is left behind.
+    if let Some(p) = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    {
+        // SAFETY: kill has no memory preconditions; at worst the pid is gone (ESRCH).
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    assert!(status.success(), "the supervisor script: {status:?}");
+    let _ = t.wait_for_finding(|f| f.kind() == "restart_loop" && f["restarts"] == 4);
+    let stopped = t.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut k = Checks::new();
+    let rl = stopped
+        .findings
+        .iter()
+        .rev()
+        .find(|f| f.kind() == "restart_loop" && f["program"] == "/usr/bin/sleep 60");
+    match rl {
+        Some(f) => k.fields(
+            "the restart_loop finding",
+            f,
+            json!({"supervisor_pid": sp, "supervisor_comm": "supervise", "restarts": 4}),
+        ),
+        None => k.that(false, "a restart_loop finding for sleep 60"),
+    }
+    if let Some(f) = rl {
+        let lineage: Vec<&str> = f["lineage"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        k.that(
+            lineage.len() == 3
+                && lineage[0].ends_with(" sleep")
+                && lineage[1].ends_with(" sh")
+                && lineage[2] == format!("{sp} supervise"),
+            format!("lineage: sleep, sh, the supervisor: {lineage:?}"),
+        );
+        let deaths = f["deaths"].as_array().cloned().unwrap_or_default();
+        k.that(
+            deaths.iter().all(|d| {
+                d.as_str().is_some_and(|d| {
+                    d.starts_with("SIGTERM from ")
+                        && d.ends_with(&format!(" kill on behalf of {sp} supervise"))
+                })
+            }) && deaths.len() == 4,
+            format!("each death: SIGTERM from a kill on behalf of the supervisor: {deaths:?}"),
+        );
+    }
+    k.that(
+        !stopped
+            .findings
+            .iter()
+            .any(|f| f.kind() == "restart_loop" && f["supervisor_pid"] == 1),
+        "init is not named as the supervisor",
+    );
+    // One finding for all the helpers, in its latest state.
+    let sig: Vec<&serde_json::Value> = stopped
+        .findings
+        .iter()
+        .filter(|f| f.kind() == "signal_source" && f["target_comm"] == "sleep")
+        .collect();
+    match sig.last() {
+        Some(f) => k.fields(
+            "the signal_source finding",
+            f,
+            json!({"on_behalf_of_pid": sp, "on_behalf_of_comm": "supervise",
+                   "sender_comm": "kill", "signal": "SIGTERM", "count": 5}),
+        ),
+        None => k.that(false, "a signal_source finding for sleep"),
+    }
+    k.that(
+        sig.iter().all(|f| f["on_behalf_of_pid"] == sp),
+        "every signal_source update is the supervisor's",
+    );
+    k.finish(&stopped.events);
+}

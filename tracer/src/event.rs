@@ -96,6 +96,9 @@ pub struct ProcInfo {
     /// The name before a rename without exec (the process table's, in a dump's snapshot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_comm: Option<String>,
+    /// The process that forked it, when seen (the process table's, in a dump's snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_by: Option<u32>,
     /// Open file descriptors and, of those, sockets, when this was read from /proc: the
     /// baseline the kernel's socket open/close accounting is added to.
     #[serde(default)]
@@ -625,6 +628,7 @@ mod tests {
                 mem_limit: None,
                 nofile_limit: Some(1024),
                 previous_comm: None,
+                forked_by: None,
                 open_fds: Some(4),
                 open_sockets: Some(1),
             })),

@@ -1111,6 +1111,7 @@ mod golden_tests {
                 mem_limit: Some(1 << 30),
                 nofile_limit: None,
                 previous_comm: None,
+                forked_by: None,
                 open_fds: Some(3),
                 open_sockets: None,
             })),

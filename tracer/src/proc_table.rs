@@ -28,6 +28,9 @@ pub struct ProcEntry {
     /// The name it had before it renamed itself without exec (prctl PR_SET_NAME...), for the
     /// evidence: reports use the current name.
     pub previous_comm: Option<String>,
+    /// The process that forked it (0: not seen), kept when it is reparented to init or a
+    /// subreaper: the fork lineage names the supervisor behind a detached service.
+    pub forked_by: u32,
     /// Boot-time ns of the exit, once exited.
     pub exited_at: Option<u64>,
     /// Whether /proc-only facts (limits, cgroup) are known for the current program image.
@@ -162,6 +165,43 @@ impl ProcTable {
         out
     }
 
+    /// Who forked `pid`, who forked that one... nearest first, at most 32: the fork lineage,
+    /// which reparenting (to init or a subreaper) does not change. Where no fork was seen (a
+    /// process older than the trace) the parent stands in.
+    pub fn lineage(&self, pid: u32) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut cur = pid;
+        for _ in 0..32 {
+            let Some(p) = self.get(cur) else { break };
+            let up = if p.forked_by != 0 {
+                p.forked_by
+            } else {
+                p.ppid
+            };
+            if up == 0 || up == pid || out.contains(&up) {
+                break;
+            }
+            out.push(up);
+            cur = up;
+        }
+        out
+    }
+
+    /// The nearest process that `a` and `b` both descend from by fork (`a` itself counts when
+    /// `b` descends from it), or None. Init (pid 1) counts only when it forked both directly:
+    /// every process descends from it.
+    pub fn common_forebear(&self, a: u32, b: u32) -> Option<u32> {
+        let la = self.lineage(a);
+        let lb = self.lineage(b);
+        let x = std::iter::once(a)
+            .chain(la.iter().copied())
+            .find(|x| *x == b || lb.contains(x))?;
+        if x == 1 && (la.first() != Some(&1) || lb.first() != Some(&1)) {
+            return None;
+        }
+        Some(x)
+    }
+
     /// The live processes as `ProcInfo` records, in pid order: what a dump segment starts with,
     /// so each segment replays on its own. /proc-only counts (open fds, sockets) are not kept
     /// here and are left unknown.
@@ -180,6 +220,7 @@ impl ProcTable {
                 mem_limit: e.mem_limit,
                 nofile_limit: e.nofile_limit,
                 previous_comm: e.previous_comm.clone(),
+                forked_by: (e.forked_by != 0).then_some(e.forked_by),
                 open_fds: None,
                 open_sockets: None,
             })
@@ -203,6 +244,7 @@ impl ProcTable {
                 child.pid = f.child_pid;
                 child.ppid = ev.tgid;
                 child.previous_comm = None;
+                child.forked_by = ev.tgid;
                 child.exited_at = None;
                 self.dead.remove(&f.child_pid);
                 self.live.insert(f.child_pid, child);
@@ -290,6 +332,9 @@ impl ProcTable {
         if info.previous_comm.is_some() {
             e.previous_comm = info.previous_comm.clone();
         }
+        if let Some(f) = info.forked_by {
+            e.forked_by = f;
+        }
         e.has_info = true;
     }
 
@@ -341,6 +386,7 @@ mod tests {
             mem_limit: None,
             nofile_limit: Some(1024),
             previous_comm: None,
+            forked_by: None,
             open_fds: None,
             open_sockets: None,
         }))

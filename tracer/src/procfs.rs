@@ -190,6 +190,7 @@ pub fn read_proc(pid: u32, mounts: &CgroupMounts) -> Option<ProcInfo> {
         mem_limit,
         nofile_limit,
         previous_comm: None,
+        forked_by: None,
         open_fds,
         open_sockets,
     })

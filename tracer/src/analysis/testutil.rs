@@ -118,6 +118,7 @@ impl Stream {
             mem_limit: None,
             nofile_limit: Some(1024),
             previous_comm: None,
+            forked_by: None,
             open_fds: None,
             open_sockets: None,
         };
