@@ -371,3 +371,131 @@ fn a_supervisor_whose_service_detaches_is_named() {
     );
     k.finish(&stopped.events);
 }
+
+/// The brief's first incident with the real program: Debian's monit health-checks a service
+/// over TCP (nothing listens: every check fails), starts it detached with
+/// `sh -c 'sleep 60 & echo $! > pidfile'` and stops it with `sh -c '... /bin/kill -TERM $p'`.
+/// restart_loop names monit (not init, whose child each instance is when it dies), and the
+/// kill helpers' SIGTERMs are sent on monit's behalf.
+#[test]
+fn monit_restarting_a_detached_service_is_named() {
+    if !require_root() {
+        return;
+    }
+    let needed = [Needed {
+        present: || std::path::Path::new("/usr/bin/monit").is_file(),
+        package: "monit",
+    }];
+    if let Err(e) = install_missing(&needed) {
+        if in_ci() {
+            panic!("CI=true and monit is not available: {e}");
+        }
+        eprintln!("\n***\nSKIP: {e}\n***");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tracer-monit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let d = dir.display();
+    let port = tracer_tests::servers::free_port();
+    let rc = dir.join("monitrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "set daemon 1\n\
+             set pidfile {d}/monit.pid\n\
+             set idfile {d}/monit.id\n\
+             set statefile {d}/monit.state\n\
+             set logfile {d}/monit.log\n\
+             check process svc with pidfile {d}/svc.pid\n\
+             \x20 start program = \"/bin/sh -c '/usr/bin/sleep 60 & echo $! > {d}/svc.pid'\" with timeout 1 seconds\n\
+             \x20 stop program = \"/bin/sh -c 'read p < {d}/svc.pid; /bin/kill -TERM $p'\"\n\
+             \x20 if failed host 127.0.0.1 port {port} type tcp then restart\n"
+        ),
+    )
+    .expect("monitrc");
+    // monit refuses a control file others can read.
+    std::fs::set_permissions(&rc, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let t = Tracer::for_test(&[
+        "--events",
+        "signal,process",
+        "--threshold",
+        "update_min_interval_s=0.001",
+        "--threshold",
+        "update_growth=0.01",
+    ]);
+    let mut monit = Workload::spawn(Command::new("/usr/bin/monit").arg("-I").arg("-c").arg(&rc));
+    let mp = monit.pid();
+    let deadline = std::time::Instant::now() + Duration::from_secs(25);
+    while std::time::Instant::now() < deadline
+        && t.wait_for_finding(|f| {
+            f.kind() == "restart_loop" && f["restarts"].as_u64().is_some_and(|n| n >= 3)
+        })
+        .is_none()
+    {}
+    monit.signal(libc::SIGTERM);
+    let _ = monit.wait();
+    if let Some(p) = std::fs::read_to_string(dir.join("svc.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    {
+        // SAFETY: kill has no memory preconditions; at worst the pid is gone (ESRCH).
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    let stopped = t.stop();
+    let log = std::fs::read_to_string(dir.join("monit.log")).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut k = Checks::new();
+    let rl = stopped
+        .findings
+        .iter()
+        .rev()
+        .find(|f| f.kind() == "restart_loop" && f["program"] == "/usr/bin/sleep 60");
+    match rl {
+        Some(f) => {
+            k.fields(
+                "the restart_loop finding",
+                f,
+                json!({"supervisor_pid": mp, "supervisor_comm": "monit"}),
+            );
+            k.that(
+                f["restarts"].as_u64().is_some_and(|n| n >= 3),
+                format!("at least 3 restarts: {f}"),
+            );
+            let lineage: Vec<&str> = f["lineage"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            k.that(
+                lineage.first().is_some_and(|l| l.ends_with(" sleep"))
+                    && lineage.iter().any(|l| l.ends_with(" sh"))
+                    && lineage.last() == Some(&format!("{mp} monit").as_str()),
+                format!("lineage: sleep, sh, ..., monit: {lineage:?}"),
+            );
+        }
+        None => k.that(
+            false,
+            format!("a restart_loop finding; monit's log:\n{log}"),
+        ),
+    }
+    k.that(
+        !stopped
+            .findings
+            .iter()
+            .any(|f| f.kind() == "restart_loop" && f["supervisor_pid"] == 1),
+        "init is not named as the supervisor",
+    );
+    let sig = stopped.findings.iter().rev().find(|f| {
+        f.kind() == "signal_source" && f["target_comm"] == "sleep" && f["signal"] == "SIGTERM"
+    });
+    match sig {
+        Some(f) => k.fields(
+            "the signal_source finding",
+            f,
+            json!({"on_behalf_of_pid": mp, "on_behalf_of_comm": "monit", "sender_comm": "kill",
+                   "signal": "SIGTERM"}),
+        ),
+        None => k.that(false, "a signal_source finding for sleep"),
+    }
+    k.finish(&stopped.events);
+}
