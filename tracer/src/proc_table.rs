@@ -196,7 +196,7 @@ impl ProcTable {
         let x = std::iter::once(a)
             .chain(la.iter().copied())
             .find(|x| *x == b || lb.contains(x))?;
-        if x == 1 && (la.first() != Some(&1) || lb.first() != Some(&1)) {
+        if x == 1 && x != a && x != b && (la.first() != Some(&1) || lb.first() != Some(&1)) {
             return None;
         }
         Some(x)
@@ -509,6 +509,80 @@ mod tests {
         }
         assert_eq!(again.snapshot(), snap);
         assert_eq!(again.get(200).unwrap().cmdline, vec!["a"]);
+    }
+
+    /// The fork lineage survives reparenting (a ProcInfo or exec saying ppid 1), a rename
+    /// keeps the old name until the next exec, and both go into the snapshot.
+    #[test]
+    fn lineage_and_renames_survive_reparenting_and_snapshots() {
+        use tracer_common::process::Rename;
+        let mut t = ProcTable::new();
+        t.apply(&ev(1, 1, "init", info(1, 0, "init")));
+        t.apply(&ev(2, 100, "monit", info(100, 1, "monit")));
+        let fork = |child| {
+            Body::Fork(Fork {
+                child_pid: child,
+                _pad: 0,
+            })
+        };
+        t.apply(&ev(3, 100, "monit", fork(200)));
+        t.apply(&ev(4, 200, "sh", fork(300)));
+        t.apply(&ev(
+            5,
+            200,
+            "sh",
+            Body::Exit(Exit {
+                exit_code: 0,
+                flags: 1,
+            }),
+        ));
+        t.apply(&ev(6, 300, "svc", info(300, 1, "svc")));
+        assert_eq!(t.ppid(300), Some(1));
+        assert_eq!(t.lineage(300), vec![200, 100, 1]);
+        assert_eq!(t.common_forebear(300, 100), Some(100));
+        assert_eq!(t.common_forebear(100, 1), Some(1));
+        t.apply(&ev(7, 300, "svc", fork(301)));
+        assert_eq!(t.common_forebear(301, 300), Some(300));
+        let rename = Body::Rename(Rename {
+            target_pid: 300,
+            _pad: 0,
+            old_comm: Comm::new("svc").0,
+            new_comm: Comm::new("svc-worker").0,
+        });
+        t.apply(&ev(8, 300, "svc", rename));
+        assert_eq!(t.get(300).unwrap().comm, "svc-worker");
+        assert_eq!(t.get(300).unwrap().previous_comm.as_deref(), Some("svc"));
+        let mut again = ProcTable::new();
+        for p in t.snapshot() {
+            again.apply(&ev(9, p.pid, &p.comm, Body::ProcInfo(Box::new(p.clone()))));
+        }
+        assert_eq!(
+            again.lineage(300),
+            vec![200],
+            "sh exited: not in a snapshot"
+        );
+        assert_eq!(
+            again.get(300).unwrap().previous_comm.as_deref(),
+            Some("svc")
+        );
+        assert_eq!(again.get(301).unwrap().forked_by, 300);
+        t.apply(&ev(
+            10,
+            300,
+            "svc-worker",
+            Body::Exec(Box::new(Exec {
+                old_pid: 300,
+                ppid: 1,
+                filename: "/bin/other".into(),
+                args: vec!["other".into()],
+            })),
+        ));
+        assert_eq!(
+            t.get(300).unwrap().previous_comm,
+            None,
+            "exec starts afresh"
+        );
+        assert_eq!(t.lineage(300), vec![200, 100, 1], "exec keeps the lineage");
     }
 
     #[test]
