@@ -34,6 +34,8 @@ pub enum Kind {
     Fork = 21,
     Exec = 22,
     Exit = 23,
+    Rlimit = 24,
+    Rename = 25,
     OomKill = 40,
     Mmap = 60,
     Munmap = 61,
@@ -45,7 +47,7 @@ pub enum Kind {
 pub const MAX_KIND: u32 = 64;
 
 impl Kind {
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 22] = [
         Kind::TcpState,
         Kind::TcpAccept,
         Kind::TcpReset,
@@ -61,6 +63,8 @@ impl Kind {
         Kind::Fork,
         Kind::Exec,
         Kind::Exit,
+        Kind::Rlimit,
+        Kind::Rename,
         Kind::OomKill,
         Kind::Mmap,
         Kind::Munmap,
@@ -90,6 +94,8 @@ impl Kind {
             Kind::Fork => "fork",
             Kind::Exec => "exec",
             Kind::Exit => "exit",
+            Kind::Rlimit => "rlimit",
+            Kind::Rename => "rename",
             Kind::OomKill => "oom_kill",
             Kind::Mmap => "mmap",
             Kind::Munmap => "munmap",
@@ -112,7 +118,7 @@ impl Kind {
             | Kind::ConnClose
             | Kind::ConnStatus => Family::Tcp,
             Kind::Signal => Family::Signal,
-            Kind::Fork | Kind::Exec | Kind::Exit => Family::Process,
+            Kind::Fork | Kind::Exec | Kind::Exit | Kind::Rlimit | Kind::Rename => Family::Process,
             Kind::OomKill => Family::Oom,
             Kind::Mmap | Kind::Munmap | Kind::Brk | Kind::MemSample => Family::Memory,
         }
@@ -255,6 +261,8 @@ mod layout {
             process::Fork,
             process::Exec,
             process::Exit,
+            process::Rlimit,
+            process::Rename,
             oom::OomKill,
             memory::Mmap,
             memory::Munmap,

@@ -47,3 +47,40 @@ pub struct Exit {
 impl Payload for Exit {
     const KIND: Kind = Kind::Exit;
 }
+
+/// `RLIMIT_NOFILE`, the only resource followed.
+pub const RLIMIT_NOFILE: u32 = 7;
+/// `RLIM_INFINITY`.
+pub const RLIM_INFINITY: u64 = u64::MAX;
+
+/// A successful setrlimit()/prlimit64() that set a new limit. The header is the caller; the
+/// limit is the target process's (the caller itself unless an operator ran `prlimit --pid`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rlimit {
+    /// prlimit64's pid argument, the caller's tgid when it was 0 (or setrlimit).
+    pub target_pid: u32,
+    /// `RLIMIT_*` number (only [`RLIMIT_NOFILE`] is emitted today).
+    pub resource: u32,
+    /// New soft and hard limits ([`RLIM_INFINITY`]: unlimited).
+    pub soft: u64,
+    pub hard: u64,
+}
+impl Payload for Rlimit {
+    const KIND: Kind = Kind::Rlimit;
+}
+
+/// A thread-group leader was renamed without exec (prctl PR_SET_NAME, pthread_setname_np on
+/// the main thread, a write to /proc/PID/comm). The header is the task that did it (the process
+/// itself, or the writer of /proc/PID/comm); its `comm` may be either name.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rename {
+    pub target_pid: u32,
+    pub _pad: u32,
+    pub old_comm: [u8; crate::COMM_LEN],
+    pub new_comm: [u8; crate::COMM_LEN],
+}
+impl Payload for Rename {
+    const KIND: Kind = Kind::Rename;
+}

@@ -1,18 +1,18 @@
 //! Process tree: fork (BTF tracepoint, to tell processes from threads), exec and exit.
 use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel_str_bytes, generated::bpf_probe_read_user},
+    helpers::{bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, generated},
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
     Family,
     config::FILTER_PID,
-    process::{EXEC_ARGS_LEN, EXIT_CODE_KNOWN, Exec, Exit, Fork},
+    process::{EXEC_ARGS_LEN, EXIT_CODE_KNOWN, Exec, Exit, Fork, RLIMIT_NOFILE, Rename, Rlimit},
 };
 
 use crate::common::{
     TRACKED, conf, current, current_allowed, current_task_ptr, emit, family_enabled, field, kread,
-    off, reserve, task_off, tracked,
+    off, other_allowed, reserve, save_args, sys_arg, sys_ret, take_args, task_off, tracked,
 };
 
 #[btf_tracepoint(function = "sched_process_fork")]
@@ -96,7 +96,8 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Option<()> {
             n
         };
         let dst = rec.payload.args.as_mut_ptr() as *mut core::ffi::c_void;
-        if unsafe { bpf_probe_read_user(dst, n, start as *const core::ffi::c_void) } == 0 {
+        if unsafe { generated::bpf_probe_read_user(dst, n, start as *const core::ffi::c_void) } == 0
+        {
             rec.payload.args_len = n as u16;
         }
     }
@@ -146,4 +147,144 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
         },
     );
     Some(())
+}
+
+/// Marks a saved setrlimit/prlimit64 in ARGS (the other families use 1..=11).
+const TAG_RLIMIT: u64 = 20;
+
+/// Saves a new RLIMIT_NOFILE (read from the caller's memory now: it may change before the
+/// exit) for the exit to emit if the call succeeds.
+#[inline(always)]
+fn rlimit_enter(target: u64, resource: u64, new: u64) -> Option<()> {
+    if resource != RLIMIT_NOFILE as u64 || new == 0 || !family_enabled(Family::Process) {
+        return None;
+    }
+    let cur = current()?;
+    if !current_allowed(&cur) {
+        return None;
+    }
+    // struct rlimit64 { rlim_cur, rlim_max } (struct rlimit has the same layout on 64-bit).
+    let lim: [u64; 2] = unsafe { bpf_probe_read_user(new as *const [u64; 2]) }.ok()?;
+    let target = if target == 0 { cur.tgid as u64 } else { target };
+    save_args(cur.pid, [TAG_RLIMIT, target, lim[0], lim[1]]);
+    Some(())
+}
+
+#[inline(always)]
+fn rlimit_exit(ctx: &TracePointContext) -> Option<()> {
+    let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
+    let args = take_args(tid)?;
+    if args[0] != TAG_RLIMIT || sys_ret(ctx)? != 0 {
+        return None;
+    }
+    let cur = current()?;
+    emit(
+        &cur,
+        Rlimit {
+            target_pid: args[1] as u32,
+            resource: RLIMIT_NOFILE,
+            soft: args[2],
+            hard: args[3],
+        },
+    );
+    Some(())
+}
+
+#[tracepoint]
+pub fn sys_enter_prlimit64(ctx: TracePointContext) -> u32 {
+    // prlimit64(pid, resource, new_rlim, old_rlim); pid 0 is the caller.
+    if let (Some(pid), Some(res), Some(new)) =
+        (sys_arg(&ctx, 0), sys_arg(&ctx, 1), sys_arg(&ctx, 2))
+    {
+        let _ = rlimit_enter(pid & 0xffff_ffff, res, new);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_prlimit64(ctx: TracePointContext) -> u32 {
+    let _ = rlimit_exit(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_setrlimit(ctx: TracePointContext) -> u32 {
+    // setrlimit(resource, rlim): always the caller.
+    if let (Some(res), Some(new)) = (sys_arg(&ctx, 0), sys_arg(&ctx, 1)) {
+        let _ = rlimit_enter(0, res, new);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_setrlimit(ctx: TracePointContext) -> u32 {
+    let _ = rlimit_exit(&ctx);
+    0
+}
+
+/// `task_rename(task, comm)`: fires before the new name is copied in, so `task->comm` is still
+/// the old one. exec renames through the same function: those are told apart by the new
+/// program's mm, whose arguments are not laid out yet (`arg_start` 0) when exec renames.
+#[btf_tracepoint(function = "task_rename")]
+pub fn task_rename(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_task_rename(&ctx);
+    0
+}
+
+fn try_task_rename(ctx: &BtfTracePointContext) -> Option<()> {
+    if !family_enabled(Family::Process) {
+        return None;
+    }
+    let task: u64 = ctx.arg::<*const u8>(0) as u64;
+    let comm: u64 = ctx.arg::<*const u8>(1) as u64;
+    let tgid: u32 = kread(task, task_off!(task_tgid))?;
+    let pid: u32 = kread(task, task_off!(task_pid))?;
+    if tgid != pid {
+        return None; // a thread's name, not the process's
+    }
+    let mm: u64 = kread(task, task_off!(task_mm))?;
+    let arg_start: u64 = kread(mm, task_off!(mm_arg_start))?;
+    if arg_start == 0 {
+        return None; // exec (or a kernel thread: no mm)
+    }
+    let cur = current()?;
+    let old: [u8; 16] = kread(task, task_off!(task_comm))?;
+    let mut new = [0u8; 16];
+    let _ = unsafe { bpf_probe_read_kernel_str_bytes(comm as *const u8, &mut new) };
+    if same_comm(&old, &new) {
+        return None; // stress-ng and others set the name they already have, again and again
+    }
+    let allowed = if tgid == cur.tgid {
+        current_allowed(&cur)
+    } else {
+        other_allowed(tgid, &old, 0)
+    };
+    if !allowed {
+        return None;
+    }
+    let mut e = reserve::<Rename>(&cur)?;
+    let rec = unsafe { &mut *e.as_mut_ptr() };
+    rec.payload.target_pid = tgid;
+    rec.payload._pad = 0;
+    rec.payload.old_comm = old;
+    rec.payload.new_comm = new;
+    e.submit(crate::common::submit_flags::<Rename>());
+    Some(())
+}
+
+/// Two comms equal up to their first NUL (the kernel pads `task->comm` with NULs; the new name
+/// read here is NUL-terminated, zero-filled after).
+#[inline(always)]
+fn same_comm(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    let mut i = 0;
+    while i < 16 {
+        if a[i] != b[i] {
+            return false;
+        }
+        if a[i] == 0 {
+            return true;
+        }
+        i += 1;
+    }
+    true
 }

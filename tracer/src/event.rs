@@ -109,6 +109,12 @@ pub struct ProcInfo {
     /// Soft RLIMIT_NOFILE.
     #[serde(default)]
     pub nofile_limit: Option<u64>,
+    /// The name before a rename without exec (the process table's, in a dump's snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_comm: Option<String>,
+    /// The process that forked it, when seen (the process table's, in a dump's snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_by: Option<u32>,
     /// Open file descriptors and, of those, sockets, when this was read from /proc: the
     /// baseline the kernel's socket open/close accounting is added to.
     #[serde(default)]
@@ -150,6 +156,8 @@ pub enum Body {
     Fork(process::Fork),
     Exec(Box<Exec>),
     Exit(process::Exit),
+    Rlimit(process::Rlimit),
+    Rename(process::Rename),
     OomKill(oom::OomKill),
     Mmap(memory::Mmap),
     Munmap(memory::Munmap),
@@ -215,6 +223,8 @@ impl Body {
             Body::Fork(_) => Kind::Fork,
             Body::Exec(_) => Kind::Exec,
             Body::Exit(_) => Kind::Exit,
+            Body::Rlimit(_) => Kind::Rlimit,
+            Body::Rename(_) => Kind::Rename,
             Body::OomKill(_) => Kind::OomKill,
             Body::Mmap(_) => Kind::Mmap,
             Body::Munmap(_) => Kind::Munmap,
@@ -350,6 +360,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
                 }))
             }
             Kind::Exit => Body::Exit(payload(k, p)?),
+            Kind::Rlimit => Body::Rlimit(payload(k, p)?),
+            Kind::Rename => Body::Rename(payload(k, p)?),
             Kind::OomKill => Body::OomKill(payload(k, p)?),
             Kind::Mmap => Body::Mmap(payload(k, p)?),
             Kind::Munmap => Body::Munmap(payload(k, p)?),
@@ -635,6 +647,8 @@ mod tests {
                 cgroup: "/".into(),
                 mem_limit: None,
                 nofile_limit: Some(1024),
+                previous_comm: None,
+                forked_by: None,
                 open_fds: Some(4),
                 open_sockets: Some(1),
                 ..ProcInfo::default()

@@ -178,6 +178,8 @@ pub struct Session {
     unreadable: HashSet<u32>,
     /// (process, cgroup) pairs whose facts were read again for the cgroup: once each.
     cgroup_reread: HashSet<(u32, u64)>,
+    /// Processes whose /proc facts were read again at their first EMFILE.
+    emfile_reread: HashSet<u32>,
     last_drops: Vec<(Kind, u64)>,
     /// Records copied out of the ring buffers, sorted by time before they are fed.
     arena: Vec<u8>,
@@ -229,6 +231,7 @@ pub fn start(args: &TraceArgs) -> anyhow::Result<(Session, HostInfo, Filter)> {
             mounts,
             unreadable: HashSet::new(),
             cgroup_reread: HashSet::new(),
+            emfile_reread: HashSet::new(),
             last_drops: Vec::new(),
             arena: Vec::with_capacity(1 << 20),
             index: Vec::with_capacity(8192),
@@ -468,7 +471,17 @@ impl Session {
         let entry = pipeline.procs.get(ev.tgid);
         let moved = entry.is_some_and(|p| p.cgroup_v2.last().is_some_and(|c| *c != ev.cgroup_id))
             && self.cgroup_reread.insert((ev.tgid, ev.cgroup_id));
+        // At a process's first EMFILE its limit and fd count are read again: the limit may
+        // have changed before tracer started (or in a way no probe saw).
+        let reread = is_emfile(ev) && !self.emfile_reread.contains(&ev.tgid);
+        if reread {
+            if self.emfile_reread.len() > 65536 {
+                self.emfile_reread.clear();
+            }
+            self.emfile_reread.insert(ev.tgid);
+        }
         if !moved
+            && !reread
             && (matches!(ev.body, Body::Exec(_))
                 || entry.is_some_and(|p| p.has_info)
                 || self.unreadable.contains(&ev.tgid))
@@ -523,5 +536,15 @@ impl Session {
             feed_user(pipeline, ev)?;
         }
         Ok(())
+    }
+}
+
+/// accept() or socket() failed because the process is at its RLIMIT_NOFILE.
+fn is_emfile(ev: &Event) -> bool {
+    const EMFILE: i32 = 24;
+    match &ev.body {
+        Body::TcpAccept(a) => a.ret == -EMFILE,
+        Body::SocketOpen(s) => s.fd == -EMFILE,
+        _ => false,
     }
 }

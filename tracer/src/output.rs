@@ -298,6 +298,19 @@ impl Serialize for EventJson<'_> {
                 m.serialize_entry("signal", &sig)?;
                 m.serialize_entry("signal_name", &sig.map(signal_name))?;
             }
+            Body::Rlimit(r) => {
+                let limit = |v: u64| (v != tracer_common::process::RLIM_INFINITY).then_some(v);
+                m.serialize_entry("target_pid", &r.target_pid)?;
+                m.serialize_entry("resource", rlimit_name(r.resource))?;
+                // null: unlimited (RLIM_INFINITY).
+                m.serialize_entry("soft", &limit(r.soft))?;
+                m.serialize_entry("hard", &limit(r.hard))?;
+            }
+            Body::Rename(r) => {
+                m.serialize_entry("target_pid", &r.target_pid)?;
+                m.serialize_entry("old_comm", &Str(Comm(r.old_comm)))?;
+                m.serialize_entry("new_comm", &Str(Comm(r.new_comm)))?;
+            }
             Body::OomKill(o) => {
                 m.serialize_entry("victim_pid", &o.victim_pid)?;
                 m.serialize_entry("victim_comm", &Str(Comm(o.victim_comm)))?;
@@ -388,6 +401,14 @@ pub fn prot_string(p: u32) -> String {
     });
     s.push(if p & memory::PROT_EXEC != 0 { 'x' } else { '-' });
     s
+}
+
+/// The name of an `RLIMIT_*` resource (only RLIMIT_NOFILE is traced today).
+fn rlimit_name(r: u32) -> &'static str {
+    match r {
+        tracer_common::process::RLIMIT_NOFILE => "nofile",
+        _ => "other",
+    }
 }
 
 fn who(pid: u32, ctx: &Ctx<'_>) -> String {
@@ -520,6 +541,28 @@ pub fn to_line(ev: &Event, ctx: &Ctx<'_>) -> String {
             (_, Some(s)) => format!("killed by {}", signal_name(s)),
             _ => String::new(),
         },
+        Body::Rlimit(r) => {
+            let limit = |v: u64| {
+                if v == tracer_common::process::RLIM_INFINITY {
+                    "unlimited".to_owned()
+                } else {
+                    v.to_string()
+                }
+            };
+            format!(
+                "{} {}:{} for {}",
+                rlimit_name(r.resource),
+                limit(r.soft),
+                limit(r.hard),
+                who(r.target_pid, ctx)
+            )
+        }
+        Body::Rename(r) => format!(
+            "{} renamed {} -> {}",
+            r.target_pid,
+            escape_controls(&Comm(r.old_comm).to_string()),
+            escape_controls(&Comm(r.new_comm).to_string())
+        ),
         Body::OomKill(o) => format!(
             "victim {}({}) rss {}",
             o.victim_pid,
@@ -712,7 +755,7 @@ mod render_tests {
             x
         };
         let sizes = [
-            56, 56, 56, 16, 8, 16, 32, 8, 56, 96, 96, 40, 8, 528, 8, 72, 32, 16, 16, 48,
+            56, 56, 56, 16, 8, 16, 32, 8, 56, 96, 96, 40, 8, 528, 8, 24, 40, 72, 32, 16, 16, 48,
         ];
         let mut decoded = 0;
         for round in 0..2000 {
@@ -1072,6 +1115,8 @@ mod golden_tests {
                 cgroup: "/sys/fs".into(),
                 mem_limit: Some(1 << 30),
                 nofile_limit: None,
+                previous_comm: None,
+                forked_by: None,
                 open_fds: Some(3),
                 open_sockets: None,
                 ..ProcInfo::default()

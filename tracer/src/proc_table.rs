@@ -33,6 +33,12 @@ pub struct ProcEntry {
     pub cgroup_v2: Vec<u64>,
     /// Systemd unit, container, pod (inherited through fork, read again after exec).
     pub workload: Option<Workload>,
+    /// The name it had before it renamed itself without exec (prctl PR_SET_NAME...), for the
+    /// evidence: reports use the current name.
+    pub previous_comm: Option<String>,
+    /// The process that forked it (0: not seen), kept when it is reparented to init or a
+    /// subreaper: the fork lineage names the supervisor behind a detached service.
+    pub forked_by: u32,
     /// Boot-time ns of the exit, once exited.
     pub exited_at: Option<u64>,
     /// Whether /proc-only facts (limits, cgroup) are known for the current program image.
@@ -167,6 +173,43 @@ impl ProcTable {
         out
     }
 
+    /// Who forked `pid`, who forked that one... nearest first, at most 32: the fork lineage,
+    /// which reparenting (to init or a subreaper) does not change. Where no fork was seen (a
+    /// process older than the trace) the parent stands in.
+    pub fn lineage(&self, pid: u32) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut cur = pid;
+        for _ in 0..32 {
+            let Some(p) = self.get(cur) else { break };
+            let up = if p.forked_by != 0 {
+                p.forked_by
+            } else {
+                p.ppid
+            };
+            if up == 0 || up == pid || out.contains(&up) {
+                break;
+            }
+            out.push(up);
+            cur = up;
+        }
+        out
+    }
+
+    /// The nearest process that `a` and `b` both descend from by fork (`a` itself counts when
+    /// `b` descends from it), or None. Init (pid 1) counts only when it forked both directly:
+    /// every process descends from it.
+    pub fn common_forebear(&self, a: u32, b: u32) -> Option<u32> {
+        let la = self.lineage(a);
+        let lb = self.lineage(b);
+        let x = std::iter::once(a)
+            .chain(la.iter().copied())
+            .find(|x| *x == b || lb.contains(x))?;
+        if x == 1 && x != a && x != b && (la.first() != Some(&1) || lb.first() != Some(&1)) {
+            return None;
+        }
+        Some(x)
+    }
+
     /// The live processes as `ProcInfo` records, in pid order: what a dump segment starts with,
     /// so each segment replays on its own. /proc-only counts (open fds, sockets) are not kept
     /// here and are left unknown.
@@ -186,6 +229,8 @@ impl ProcTable {
                 nofile_limit: e.nofile_limit,
                 cgroup_v2_path: e.cgroup_v2_path.clone(),
                 cgroup_v2: e.cgroup_v2.clone(),
+                previous_comm: e.previous_comm.clone(),
+                forked_by: (e.forked_by != 0).then_some(e.forked_by),
                 open_fds: None,
                 open_sockets: None,
                 workload: e.workload.clone(),
@@ -209,6 +254,8 @@ impl ProcTable {
                 });
                 child.pid = f.child_pid;
                 child.ppid = ev.tgid;
+                child.previous_comm = None;
+                child.forked_by = ev.tgid;
                 child.exited_at = None;
                 self.dead.remove(&f.child_pid);
                 self.live.insert(f.child_pid, child);
@@ -224,6 +271,26 @@ impl ProcTable {
                 e.cmdline = x.args.clone();
                 e.uid = ev.uid;
                 e.has_info = false;
+                e.previous_comm = None;
+            }
+            Body::Rlimit(r) if r.resource == tracer_common::process::RLIMIT_NOFILE => {
+                self.touch(ev);
+                if let Some(e) = self.live.get_mut(&r.target_pid) {
+                    e.nofile_limit = Some(r.soft);
+                }
+            }
+            Body::Rename(r) => {
+                self.touch(ev);
+                let new = crate::event::Comm(r.new_comm).to_string();
+                let old = crate::event::Comm(r.old_comm).to_string();
+                // The record's old name, not the table's: /proc may have been read after the
+                // rename already.
+                if let Some(e) = self.live.get_mut(&r.target_pid)
+                    && old != new
+                {
+                    e.comm = new;
+                    e.previous_comm = Some(old);
+                }
             }
             Body::Exit(_) => {
                 if let Some(mut e) = self.live.remove(&ev.tgid) {
@@ -282,6 +349,12 @@ impl ProcTable {
             .workload
             .clone()
             .or_else(|| Workload::from_path(&info.cgroup));
+        if info.previous_comm.is_some() {
+            e.previous_comm = info.previous_comm.clone();
+        }
+        if let Some(f) = info.forked_by {
+            e.forked_by = f;
+        }
         e.has_info = true;
     }
 
@@ -332,6 +405,8 @@ mod tests {
             cgroup: "/".into(),
             mem_limit: None,
             nofile_limit: Some(1024),
+            previous_comm: None,
+            forked_by: None,
             open_fds: None,
             open_sockets: None,
             ..ProcInfo::default()
@@ -455,6 +530,80 @@ mod tests {
         }
         assert_eq!(again.snapshot(), snap);
         assert_eq!(again.get(200).unwrap().cmdline, vec!["a"]);
+    }
+
+    /// The fork lineage survives reparenting (a ProcInfo or exec saying ppid 1), a rename
+    /// keeps the old name until the next exec, and both go into the snapshot.
+    #[test]
+    fn lineage_and_renames_survive_reparenting_and_snapshots() {
+        use tracer_common::process::Rename;
+        let mut t = ProcTable::new();
+        t.apply(&ev(1, 1, "init", info(1, 0, "init")));
+        t.apply(&ev(2, 100, "monit", info(100, 1, "monit")));
+        let fork = |child| {
+            Body::Fork(Fork {
+                child_pid: child,
+                _pad: 0,
+            })
+        };
+        t.apply(&ev(3, 100, "monit", fork(200)));
+        t.apply(&ev(4, 200, "sh", fork(300)));
+        t.apply(&ev(
+            5,
+            200,
+            "sh",
+            Body::Exit(Exit {
+                exit_code: 0,
+                flags: 1,
+            }),
+        ));
+        t.apply(&ev(6, 300, "svc", info(300, 1, "svc")));
+        assert_eq!(t.ppid(300), Some(1));
+        assert_eq!(t.lineage(300), vec![200, 100, 1]);
+        assert_eq!(t.common_forebear(300, 100), Some(100));
+        assert_eq!(t.common_forebear(100, 1), Some(1));
+        t.apply(&ev(7, 300, "svc", fork(301)));
+        assert_eq!(t.common_forebear(301, 300), Some(300));
+        let rename = Body::Rename(Rename {
+            target_pid: 300,
+            _pad: 0,
+            old_comm: Comm::new("svc").0,
+            new_comm: Comm::new("svc-worker").0,
+        });
+        t.apply(&ev(8, 300, "svc", rename));
+        assert_eq!(t.get(300).unwrap().comm, "svc-worker");
+        assert_eq!(t.get(300).unwrap().previous_comm.as_deref(), Some("svc"));
+        let mut again = ProcTable::new();
+        for p in t.snapshot() {
+            again.apply(&ev(9, p.pid, &p.comm, Body::ProcInfo(Box::new(p.clone()))));
+        }
+        assert_eq!(
+            again.lineage(300),
+            vec![200],
+            "sh exited: not in a snapshot"
+        );
+        assert_eq!(
+            again.get(300).unwrap().previous_comm.as_deref(),
+            Some("svc")
+        );
+        assert_eq!(again.get(301).unwrap().forked_by, 300);
+        t.apply(&ev(
+            10,
+            300,
+            "svc-worker",
+            Body::Exec(Box::new(Exec {
+                old_pid: 300,
+                ppid: 1,
+                filename: "/bin/other".into(),
+                args: vec!["other".into()],
+            })),
+        ));
+        assert_eq!(
+            t.get(300).unwrap().previous_comm,
+            None,
+            "exec starts afresh"
+        );
+        assert_eq!(t.lineage(300), vec![200, 100, 1], "exec keeps the lineage");
     }
 
     #[test]

@@ -218,6 +218,8 @@ pub fn read_proc(pid: u32, mounts: &CgroupMounts) -> Option<ProcInfo> {
         cgroup_v2_path,
         cgroup_v2,
         nofile_limit,
+        previous_comm: None,
+        forked_by: None,
         open_fds,
         open_sockets,
         workload,

@@ -85,6 +85,7 @@ fn main() -> ExitCode {
         "mmap" => mmap(rest),
         "brk" => brk(rest),
         "reexec" => reexec(rest),
+        "rename" => rename(rest),
         _ => usage(),
     }
 }
@@ -286,21 +287,34 @@ fn tcp_server(args: &[String]) -> ExitCode {
 fn accept_emfile(args: &[String]) -> ExitCode {
     let bind = parse_bind(args);
     let nofile = opt_num(args, "--nofile", Some(16));
-    // The limit first, as a program (or its supervisor) sets it at start-up.
-    let lim = libc::rlimit {
-        rlim_cur: nofile,
-        rlim_max: nofile,
+    let late = args.iter().any(|a| a == "--late-limit");
+    if let Some(name) = opt(args, "--rename") {
+        set_name(&name);
+    }
+    let set_limit = || {
+        let lim = libc::rlimit {
+            rlim_cur: nofile,
+            rlim_max: nofile,
+        };
+        // SAFETY: plain syscall on a live struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } < 0 {
+            fail("setrlimit");
+        }
     };
-    // SAFETY: plain syscall on a live struct.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } < 0 {
-        fail("setrlimit");
+    // The limit first, as a program (or its supervisor) sets it at start-up; or (--late-limit)
+    // once the tracer knows the process with the limit it had at exec.
+    if !late {
+        set_limit();
     }
     let (lfd, local) = listen_on(&bind, 4);
-    if args.iter().any(|a| a == "--sync") {
+    if late || args.iter().any(|a| a == "--sync") {
         // Let the test see the tracer take in this process before the burst below.
         say(json!({"event": "listening", "fd": lfd, "port": local.port()}));
         let mut line = String::new();
         let _ = io::stdin().lock().read_line(&mut line);
+    }
+    if late {
+        set_limit();
     }
     // A connection waiting in the backlog, so that accept() has something to fail on.
     let client = tcp_socket(&local);
@@ -353,6 +367,32 @@ fn accept_emfile(args: &[String]) -> ExitCode {
 }
 
 // ---- processes --------------------------------------------------------------------------
+
+/// Renames this process without exec, as daemons do (prctl PR_SET_NAME on the main thread).
+fn set_name(name: &str) {
+    let c = CString::new(name).expect("no NUL in the name");
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    if unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr() as libc::c_ulong, 0, 0, 0) } < 0 {
+        fail("prctl(PR_SET_NAME)");
+    }
+}
+
+/// `rename --name NAME`: renames itself, says so, then idles until a signal or stdin EOF.
+fn rename(args: &[String]) -> ExitCode {
+    let Some(name) = opt(args, "--name") else {
+        eprintln!("workload: --name is required");
+        return ExitCode::from(2);
+    };
+    set_name(&name);
+    say(json!({"event": "renamed", "pid": std::process::id(), "name": name}));
+    watchdog(60);
+    for line in io::stdin().lock().lines() {
+        if line.is_err() {
+            break;
+        }
+    }
+    ExitCode::SUCCESS
+}
 
 /// Bounds the lifetime of a waiting workload: SIGALRM (default action: terminate).
 fn watchdog(secs: u64) {

@@ -237,6 +237,7 @@ workload: None,
                     remote,
                     never_accepted: unaccepted,
                 }),
+                previous_names: Vec::new(),
             });
         }
         out

@@ -239,6 +239,7 @@ impl Engine {
                 .pid()
                 .and_then(|p| ctx.procs.get(p))
                 .and_then(|p| p.workload.clone());
+            f.previous_names = previous_names(&f, ctx.procs);
             self.merge(f, now);
         }
     }
@@ -304,6 +305,22 @@ impl Engine {
             }
         }
     }
+}
+
+/// The earlier names of the processes a finding names, from the process table.
+fn previous_names(
+    f: &Finding,
+    procs: &crate::proc_table::ProcTable,
+) -> Vec<(&'static str, String)> {
+    let culprit = f.pid().map(|p| ("previous_comm", p));
+    culprit
+        .into_iter()
+        .chain(f.other_pids())
+        .filter_map(|(field, pid)| {
+            let old = procs.get(pid)?.previous_comm.clone()?;
+            Some((field, old))
+        })
+        .collect()
 }
 
 fn next_multiple(ts: u64, interval: u64) -> u64 {

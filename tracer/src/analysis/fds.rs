@@ -225,6 +225,7 @@ impl Analysis for FdLimits {
                     open_fds,
                     local_port: p.local_port,
                 }),
+                previous_names: Vec::new(),
             });
         }
         self.procs.retain(|_, p| !p.exited);
@@ -257,6 +258,57 @@ mod tests {
         assert_eq!(e["open_fds"], 1024);
         assert_eq!(e["local_port"], 3000);
         assert_eq!(e["severity"], "critical");
+    }
+
+    /// The process lowered its own limit after exec: the limit is the new one, not /proc's
+    /// at first sight.
+    #[test]
+    fn a_limit_set_at_run_time_is_the_limit() {
+        let mut s = Stream::new();
+        s.proc_info(510, 1, "svc", |i| {
+            i.nofile_limit = Some(20000);
+            i.open_fds = Some(3);
+        });
+        s.at(10).rlimit(510, "svc", 510, 64, 64);
+        for k in 0..5 {
+            s.at(1000 + k * 10).accept_failed(510, "svc", 24, 8080);
+        }
+        let e = s.json_of("fd_exhaustion");
+        assert_eq!(e["fd_limit"], 64);
+        assert_eq!(e["open_fds"], 64);
+        assert!(e["summary"].as_str().unwrap().contains("limit 64"));
+    }
+
+    /// An operator's `prlimit --pid` changes another process's limit; its own is untouched.
+    #[test]
+    fn a_limit_set_by_another_process_is_the_targets() {
+        let mut s = Stream::new();
+        s.proc_info(520, 1, "svc", |i| i.nofile_limit = Some(1024));
+        s.proc_info(530, 1, "prlimit", |i| i.nofile_limit = Some(1024));
+        s.at(10).rlimit(530, "prlimit", 520, 32, 32);
+        assert_eq!(s.procs.get(520).unwrap().nofile_limit, Some(32));
+        assert_eq!(s.procs.get(530).unwrap().nofile_limit, Some(1024));
+        s.at(20).accept_failed(520, "svc", 24, 80);
+        assert_eq!(s.json_of("fd_exhaustion")["fd_limit"], 32);
+    }
+
+    /// A process that renamed itself is reported under its new name, the old one kept.
+    #[test]
+    fn a_renamed_process_has_one_name_and_keeps_the_old_one_in_the_evidence() {
+        let mut s = Stream::new();
+        s.proc_info(540, 1, "stress-ng", |_| {});
+        s.at(5)
+            .rename(540, "stress-ng", 540, "stress-ng", "stress-ng-vm");
+        s.at(10).accept_failed(540, "stress-ng-vm", 24, 80);
+        let e = s.json_of("fd_exhaustion");
+        assert_eq!(e["comm"], "stress-ng-vm");
+        assert_eq!(e["previous_comm"], "stress-ng");
+        assert!(
+            e["summary"]
+                .as_str()
+                .unwrap()
+                .contains("540 (stress-ng-vm)")
+        );
     }
 
     #[test]

@@ -263,6 +263,7 @@ impl Analysis for Runaways {
                     seconds_to_limit: to_limit.map(|s| round(s, 1)),
                     early_warning: g.early,
                 }),
+                previous_names: Vec::new(),
             });
         }
         out

@@ -93,6 +93,7 @@ workload: None,
                 victim_growth_window_s: growth.map(|g| round(g.1, 1)),
                 victim_peak_rss_bytes: track.map(|t| t.peak_rss),
             }),
+            previous_names: Vec::new(),
         });
         true
     }

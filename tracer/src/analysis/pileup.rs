@@ -204,6 +204,7 @@ workload: None,
                     opened,
                     closed,
                 }),
+                previous_names: Vec::new(),
             });
         }
         out

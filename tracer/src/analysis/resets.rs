@@ -429,6 +429,7 @@ workload: None,
                     cause: STORM_CAUSES[dominant],
                     causes,
                 }),
+                previous_names: Vec::new(),
             });
         }
         self.groups

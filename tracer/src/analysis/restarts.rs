@@ -2,6 +2,11 @@
 //! new process of the same program shortly after, again and again: a supervisor (monit,
 //! systemd, pm2, a process manager) restarting a failing service.
 //!
+//! The supervisor is the nearest process that both the dead instance and the new one descend
+//! from by fork (the process table's lineage, kept through reparenting): monit running
+//! `sh -c 'svc &'` is named although each svc is a child of init by the time it dies, and so is
+//! a service that daemonizes itself (fork, setsid, fork).
+//!
 //! A death counts when the process received a fatal signal, was killed by one, or exited with
 //! a non-zero status: a shell loop running short commands that succeed is not a restart loop.
 //! The new instance is recognised at exec (a supervisor forks, then execs the program) or, for
@@ -14,7 +19,7 @@ use tracer_common::{process::EXIT_CODE_KNOWN, signal::SIGCHLD};
 
 use super::{
     Analysis, AnalysisConfig, Cx, Evidence, Finding, RestartLoop, Severity, comm_of, ns,
-    push_capped, secs,
+    on_behalf_of, push_capped, secs,
 };
 use crate::{
     event::{Body, Event},
@@ -58,6 +63,8 @@ struct Death {
 
 struct Loop {
     supervisor_comm: String,
+    /// The latest instance up to the supervisor, by fork.
+    lineage: Vec<String>,
     program: String,
     /// Restart times within the window.
     recent: VecDeque<u64>,
@@ -76,8 +83,8 @@ pub struct RestartLoops {
     min_count: u64,
     /// pid → (time, "SIGTERM from 4242 monit"): the last fatal signal it received.
     signaled: HashMap<u32, (u64, String)>,
-    /// (parent, program) → recent abnormal deaths of its children.
-    deaths: HashMap<(u32, String), Vec<Death>>,
+    /// program → recent abnormal deaths of its processes.
+    deaths: HashMap<String, Vec<Death>>,
     loops: BTreeMap<(u32, String), Loop>,
 }
 
@@ -94,26 +101,36 @@ impl RestartLoops {
         }
     }
 
-    /// A new process `pid` of `entry`'s program under `ppid` at `ts`: a restart if a sibling of
-    /// the same program died shortly before.
-    fn started(&mut self, pid: u32, ppid: u32, entry: &ProcEntry, ts: u64, cx: &Cx<'_>) -> bool {
-        let key = (ppid, program_key(entry));
-        let Some(list) = self.deaths.get_mut(&key) else {
+    /// A new process `pid` of `entry`'s program at `ts`: a restart if a process of the same
+    /// program that shares a forebear with it (its supervisor) died shortly before.
+    fn started(&mut self, pid: u32, entry: &ProcEntry, ts: u64, cx: &Cx<'_>) -> bool {
+        let program = program_key(entry);
+        let Some(list) = self.deaths.get_mut(&program) else {
             return false;
         };
         let within = self.within_ns;
-        let Some(i) = list
-            .iter()
-            .rposition(|d| d.ts_ns <= ts && ts - d.ts_ns <= within)
-        else {
+        let Some((i, sup)) = list.iter().enumerate().rev().find_map(|(i, d)| {
+            if d.ts_ns > ts || ts - d.ts_ns > within {
+                return None;
+            }
+            let sup = cx.procs.common_forebear(pid, d.pid)?;
+            (sup != pid && sup != d.pid).then_some((i, sup))
+        }) else {
             return false;
         };
         let death = list.remove(i);
         if list.is_empty() {
-            self.deaths.remove(&key);
+            self.deaths.remove(&program);
         }
+        let key = (sup, program);
+        let lineage = std::iter::once(pid)
+            .chain(cx.procs.lineage(pid).into_iter().take_while(|p| *p != sup))
+            .chain([sup])
+            .map(|p| format!("{p} {}", comm_of(cx.procs, p, "?")))
+            .collect();
         let l = self.loops.entry(key.clone()).or_insert_with(|| Loop {
-            supervisor_comm: comm_of(cx.procs, ppid, "?"),
+            supervisor_comm: comm_of(cx.procs, sup, "?"),
+            lineage: Vec::new(),
             program: entry.cmdline_string(),
             recent: VecDeque::new(),
             peak: 0,
@@ -124,6 +141,7 @@ impl RestartLoops {
             last_ns: ts,
         });
         l.program = entry.cmdline_string();
+        l.lineage = lineage;
         l.total += 1;
         l.last_ns = l.last_ns.max(ts);
         l.recent.push_back(ts);
@@ -160,8 +178,11 @@ impl Analysis for RestartLoops {
                 let from = if crate::vocab::signal_from_kernel(s.code) {
                     "the kernel".to_owned()
                 } else {
+                    let behalf = on_behalf_of(cx.procs, ev.tgid, s.target_pid as u32)
+                        .map(|b| format!(" on behalf of {b} {}", comm_of(cx.procs, b, "?")))
+                        .unwrap_or_default();
                     format!(
-                        "{} {}",
+                        "{} {}{behalf}",
                         ev.tgid,
                         comm_of(cx.procs, ev.tgid, &ev.comm.to_string())
                     )
@@ -192,7 +213,7 @@ impl Analysis for RestartLoops {
                 if p.ppid == 0 {
                     return false;
                 }
-                let list = self.deaths.entry((p.ppid, program_key(p))).or_default();
+                let list = self.deaths.entry(program_key(p)).or_default();
                 let within = self.within_ns;
                 list.retain(|d| d.ts_ns.saturating_add(within) >= ev.ts_ns);
                 list.push(Death {
@@ -206,10 +227,7 @@ impl Analysis for RestartLoops {
                 let Some(p) = cx.procs.get(ev.tgid) else {
                     return false;
                 };
-                if p.ppid == 0 {
-                    return false;
-                }
-                self.started(ev.tgid, p.ppid, &p.clone(), ev.ts_ns, cx)
+                self.started(ev.tgid, &p.clone(), ev.ts_ns, cx)
             }
             Body::Fork(f) => {
                 // Pre-fork servers: the new worker runs its parent's program without exec.
@@ -219,7 +237,7 @@ impl Analysis for RestartLoops {
                 let Some(child) = cx.procs.get(f.child_pid) else {
                     return false;
                 };
-                self.started(f.child_pid, ev.tgid, &child.clone(), ev.ts_ns, cx)
+                self.started(f.child_pid, &child.clone(), ev.ts_ns, cx)
             }
             _ => false,
         }
@@ -272,7 +290,9 @@ impl Analysis for RestartLoops {
                     restarts: l.total,
                     pids: l.pids.clone(),
                     deaths: l.deaths.clone(),
+                    lineage: l.lineage.clone(),
                 }),
+                previous_names: Vec::new(),
             });
         }
         out
@@ -325,6 +345,147 @@ mod tests {
         let sig = s.json_of("signal_source");
         assert_eq!(sig["count"], 4);
         assert_eq!(sig["sender_comm"], "monit");
+    }
+
+    /// monit as Debian runs it: the start program `sh -c 'svc &'` forks the service and exits
+    /// (the service is then init's child), the stop program `sh -c '/bin/kill -TERM PID'`.
+    fn detached_loop(s: &mut Stream, cycles: u32) -> Vec<u32> {
+        s.proc_info(1, 0, "systemd", |_| {});
+        s.proc_info(4242, 1, "monit", |i| {
+            i.cmdline = vec!["/usr/bin/monit".into(), "-I".into()]
+        });
+        let start = |s: &mut Stream, t: u64, base: u32| {
+            s.at(t).fork(4242, "monit", base);
+            s.at(t + 1)
+                .exec(base, "sh", "/bin/sh", &["sh", "-c", "svc &"]);
+            s.at(t + 2).fork(base, "sh", base + 1);
+            s.at(t + 3).exit(base, "sh", 0);
+            s.at(t + 4)
+                .exec(base + 1, "svc", "/usr/bin/svc", &["/usr/bin/svc"]);
+            // Reparented to init, as /proc then says.
+            s.proc_info(base + 1, 1, "svc", |i| {
+                i.cmdline = vec!["/usr/bin/svc".into()]
+            });
+            base + 1
+        };
+        let stop = |s: &mut Stream, t: u64, base: u32, svc: u32| {
+            s.at(t).fork(4242, "monit", base);
+            s.at(t + 1)
+                .exec(base, "sh", "/bin/sh", &["sh", "-c", "/bin/kill -TERM"]);
+            s.at(t + 2).fork(base, "sh", base + 1);
+            s.at(t + 3)
+                .exec(base + 1, "kill", "/bin/kill", &["/bin/kill", "-TERM"]);
+            s.at(t + 4).signal(base + 1, "kill", 15, 0, svc, "svc");
+            s.at(t + 5).exit(svc, "svc", 15);
+            s.at(t + 6).exit(base + 1, "kill", 0);
+            s.at(t + 7).exit(base, "sh", 0);
+        };
+        let mut svc = start(s, 1000, 5000);
+        let mut pids = vec![svc];
+        for c in 0..cycles {
+            let t = 10_000 + c as u64 * 10_000;
+            let base = 6000 + c * 10;
+            stop(s, t, base, svc);
+            svc = start(s, t + 1000, base + 2);
+            pids.push(svc);
+        }
+        pids
+    }
+
+    #[test]
+    fn a_supervisor_whose_service_detaches_is_named_through_the_fork_lineage() {
+        let mut s = Stream::new();
+        let pids = detached_loop(&mut s, 4);
+        let e = s.json_of("restart_loop");
+        assert_eq!(e["supervisor_pid"], 4242, "{e}");
+        assert_eq!(e["supervisor_comm"], "monit");
+        assert_eq!(e["restarts"], 4);
+        assert_eq!(e["pids"], serde_json::json!(pids));
+        let last = pids.last().unwrap();
+        assert_eq!(
+            e["lineage"],
+            serde_json::json!([
+                format!("{last} svc"),
+                format!("{} sh", last - 1),
+                "4242 monit"
+            ])
+        );
+        assert_eq!(
+            e["deaths"][0],
+            "SIGTERM from 6001 kill on behalf of 4242 monit"
+        );
+        assert!(
+            s.findings_of("restart_loop")
+                .iter()
+                .all(|f| f.pid() != Some(1)),
+            "init is not the supervisor"
+        );
+        // The kill helpers acted for monit: one signal_source finding for all of them.
+        let sigs = s.findings_of("signal_source");
+        assert_eq!(sigs.len(), 1, "{sigs:?}");
+        let sig = s.json_of("signal_source");
+        assert_eq!(sig["on_behalf_of_pid"], 4242);
+        assert_eq!(sig["on_behalf_of_comm"], "monit");
+        assert_eq!(sig["count"], 4);
+        assert_eq!(sig["sender_comm"], "kill");
+        assert_eq!(sig["sender_pid"], 6031, "the latest helper");
+        assert!(
+            sig["summary"]
+                .as_str()
+                .unwrap()
+                .contains("on behalf of 4242 (monit)"),
+            "{sig}"
+        );
+    }
+
+    /// A service that daemonizes itself (fork, setsid, fork; the first two exit): the daemon
+    /// never execs, and its supervisor is still found.
+    #[test]
+    fn a_self_daemonizing_service_is_restarted_by_its_supervisor() {
+        let mut s = Stream::new();
+        s.proc_info(1, 0, "systemd", |_| {});
+        s.proc_info(4242, 1, "monit", |_| {});
+        let mut daemon = 0;
+        for c in 0..5u32 {
+            let t = c as u64 * 10_000;
+            let b = 7000 + c * 10;
+            if daemon != 0 {
+                s.at(t).fork(4242, "monit", b + 5);
+                s.at(t + 1)
+                    .exec(b + 5, "kill", "/bin/kill", &["/bin/kill", "-TERM"]);
+                s.at(t + 2).signal(b + 5, "kill", 15, 0, daemon, "svcd");
+                s.at(t + 3).exit(daemon, "svcd", 15);
+                s.at(t + 4).exit(b + 5, "kill", 0);
+            }
+            s.at(t + 100).fork(4242, "monit", b);
+            s.at(t + 101)
+                .exec(b, "svcd", "/usr/sbin/svcd", &["/usr/sbin/svcd"]);
+            s.at(t + 102).fork(b, "svcd", b + 1);
+            s.at(t + 103).exit(b, "svcd", 0);
+            s.at(t + 104).fork(b + 1, "svcd", b + 2);
+            s.at(t + 105).exit(b + 1, "svcd", 0);
+            daemon = b + 2;
+        }
+        let e = s.json_of("restart_loop");
+        assert_eq!(e["supervisor_pid"], 4242, "{e}");
+        assert_eq!(e["restarts"], 4);
+    }
+
+    /// A signal between two processes that only share init (an operator's shell killing a
+    /// daemon) is not sent on anyone's behalf.
+    #[test]
+    fn an_operator_kill_is_on_nobodys_behalf() {
+        let mut s = Stream::new();
+        s.proc_info(1, 0, "systemd", |_| {});
+        s.proc_info(400, 1, "sshd", |_| {});
+        s.proc_info(401, 400, "bash", |_| {});
+        s.proc_info(900, 1, "svcd", |_| {});
+        s.at(10).fork(401, "bash", 402);
+        s.at(11).exec(402, "kill", "/bin/kill", &["kill", "900"]);
+        s.at(12).signal(402, "kill", 15, 0, 900, "svcd");
+        let sig = s.json_of("signal_source");
+        assert_eq!(sig["on_behalf_of_pid"], serde_json::Value::Null, "{sig}");
+        assert_eq!(sig["sender_pid"], 402);
     }
 
     #[test]

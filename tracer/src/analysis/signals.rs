@@ -12,7 +12,7 @@ use tracer_common::signal::{SI_KERNEL, SIGCHLD};
 
 use super::{
     Analysis, AnalysisConfig, Cx, Evidence, Finding, Severity, SignalSource, ancestry, comm_of,
-    push_capped,
+    on_behalf_of, push_capped,
 };
 use crate::{
     event::{Body, Comm, Event},
@@ -59,8 +59,14 @@ impl Analysis for SignalSources {
             Body::Signal(s) if Self::is_reported(&self.fatal, s.sig, s.result) => {
                 let kernel = signal_from_kernel(s.code);
                 let target_comm = Comm(s.target_comm).to_string();
+                let target_pid = s.target_pid.max(0) as u32;
+                let behalf = if kernel {
+                    None
+                } else {
+                    on_behalf_of(cx.procs, ev.tgid, target_pid)
+                };
                 let key = (
-                    if kernel { 0 } else { ev.tgid },
+                    if kernel { 0 } else { behalf.unwrap_or(ev.tgid) },
                     kernel,
                     target_comm.clone(),
                     s.sig,
@@ -68,7 +74,6 @@ impl Analysis for SignalSources {
                 if !self.groups.contains_key(&key) && self.groups.len() >= MAX_GROUPS {
                     return false;
                 }
-                let target_pid = s.target_pid.max(0) as u32;
                 let g = self.groups.entry(key).or_insert_with(|| {
                     let sender = cx.procs.get(ev.tgid);
                     Group {
@@ -80,6 +85,8 @@ impl Analysis for SignalSources {
                                 .unwrap_or_else(|| format!("[{}]", ev.comm)),
                             sender_ancestry: ancestry(cx.procs, ev.tgid),
                             sender_uid: ev.uid,
+                            on_behalf_of_pid: behalf,
+                            on_behalf_of_comm: behalf.map(|b| comm_of(cx.procs, b, "?")),
                             from_kernel: kernel,
                             reason: None,
                             target_pid,
@@ -101,6 +108,15 @@ impl Analysis for SignalSources {
                     // The kernel works in whatever task is current: keep the latest.
                     g.ev.sender_pid = ev.tgid;
                     g.ev.sender_comm = ev.comm.to_string();
+                } else if behalf.is_some() && g.ev.sender_pid != ev.tgid {
+                    // A new helper acting for the same process: name the latest.
+                    let sender = cx.procs.get(ev.tgid);
+                    g.ev.sender_pid = ev.tgid;
+                    g.ev.sender_comm = comm_of(cx.procs, ev.tgid, &ev.comm.to_string());
+                    g.ev.sender_cmdline = sender
+                        .map(|p| p.cmdline_string())
+                        .unwrap_or_else(|| format!("[{}]", ev.comm));
+                    g.ev.sender_ancestry = ancestry(cx.procs, ev.tgid);
                 }
                 if kernel && g.ev.reason.as_deref() != Some("oom") {
                     let why = if s.code == SI_KERNEL {
@@ -154,8 +170,13 @@ impl Analysis for SignalSources {
                         .get(1)
                         .map(|p| format!(", child of {p}"))
                         .unwrap_or_default();
+                    let behalf = match (e.on_behalf_of_pid, &e.on_behalf_of_comm) {
+                        (Some(p), Some(c)) => format!(" on behalf of {p} ({c})"),
+                        (Some(p), None) => format!(" on behalf of {p}"),
+                        _ => String::new(),
+                    };
                     format!(
-                        "{} ({}: {}{parent})",
+                        "{} ({}: {}{parent}){behalf}",
                         e.sender_pid, e.sender_comm, e.sender_cmdline
                     )
                 };
@@ -181,6 +202,7 @@ impl Analysis for SignalSources {
                     first_seen_ns: g.first_ns,
                     last_seen_ns: g.last_ns,
                     evidence: Evidence::SignalSource(e.clone()),
+                    previous_names: Vec::new(),
                 }
             })
             .collect()
@@ -190,6 +212,24 @@ impl Analysis for SignalSources {
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
+
+    /// A target that renamed itself (prctl) is named by its new name, the old one kept.
+    #[test]
+    fn a_renamed_target_keeps_its_earlier_name_in_the_evidence() {
+        let mut s = Stream::new();
+        s.proc_info(600, 1, "bash", |_| {});
+        s.proc_info(610, 600, "python3", |_| {});
+        s.at(5)
+            .rename(610, "python3", 610, "python3", "worker-main");
+        s.at(10).signal(600, "bash", 15, 0, 610, "worker-main");
+        let e = s.json_of("signal_source");
+        assert_eq!(e["target_comm"], "worker-main");
+        assert_eq!(e["target_previous_comm"], "python3");
+        assert!(
+            e.get("previous_comm").is_none(),
+            "the sender was not renamed"
+        );
+    }
 
     #[test]
     fn names_the_sender_with_its_command_line_and_ancestry() {

@@ -201,6 +201,7 @@ workload: None,
                     rising_intervals: rising_n as u64,
                     intervals: INTERVALS as u64,
                 }),
+                previous_names: Vec::new(),
             });
         }
         self.procs.retain(|_, p| !p.exited);

@@ -306,6 +306,8 @@ fn garbage_streams_never_panic() {
             Kind::Fork => size_of::<process::Fork>(),
             Kind::Exec => size_of::<process::Exec>(),
             Kind::Exit => size_of::<process::Exit>(),
+            Kind::Rlimit => size_of::<process::Rlimit>(),
+            Kind::Rename => size_of::<process::Rename>(),
             Kind::OomKill => size_of::<oom::OomKill>(),
             Kind::Mmap => size_of::<memory::Mmap>(),
             Kind::Munmap => size_of::<memory::Munmap>(),

@@ -117,6 +117,8 @@ impl Stream {
             cgroup: "/".into(),
             mem_limit: None,
             nofile_limit: Some(1024),
+            previous_comm: None,
+            forked_by: None,
             open_fds: None,
             open_sockets: None,
             ..ProcInfo::default()
@@ -460,6 +462,48 @@ impl Stream {
         e.args[..a.len()].copy_from_slice(&a);
         e.args_len = a.len() as u16;
         self.kernel(pid, comm, e)
+    }
+
+    /// A successful setrlimit/prlimit of RLIMIT_NOFILE by `caller` on `target`.
+    pub fn rlimit(
+        &mut self,
+        caller: u32,
+        comm: &str,
+        target: u32,
+        soft: u64,
+        hard: u64,
+    ) -> &mut Stream {
+        self.kernel(
+            caller,
+            comm,
+            process::Rlimit {
+                target_pid: target,
+                resource: process::RLIMIT_NOFILE,
+                soft,
+                hard,
+            },
+        )
+    }
+
+    /// `target` renamed from `old` to `new` without exec, by `caller` (whose comm is `comm`).
+    pub fn rename(
+        &mut self,
+        caller: u32,
+        comm: &str,
+        target: u32,
+        old: &str,
+        new: &str,
+    ) -> &mut Stream {
+        self.kernel(
+            caller,
+            comm,
+            process::Rename {
+                target_pid: target,
+                _pad: 0,
+                old_comm: Comm::new(old).0,
+                new_comm: Comm::new(new).0,
+            },
+        )
     }
 
     /// Exit with a kernel wait status (`code << 8`, or the signal number).

@@ -747,7 +747,7 @@ fn load(
 }
 
 /// The sys_enter tracepoints the programs read, with their first argument's name.
-const SYSCALL_ENTERS: [(&str, &str); 9] = [
+const SYSCALL_ENTERS: [(&str, &str); 11] = [
     ("sys_enter_accept", "fd"),
     ("sys_enter_accept4", "fd"),
     ("sys_enter_socket", "family"),
@@ -757,14 +757,18 @@ const SYSCALL_ENTERS: [(&str, &str); 9] = [
     ("sys_enter_mmap", "addr"),
     ("sys_enter_munmap", "addr"),
     ("sys_enter_brk", "brk"),
+    ("sys_enter_prlimit64", "pid"),
+    ("sys_enter_setrlimit", "resource"),
 ];
-const SYSCALL_EXITS: [&str; 6] = [
+const SYSCALL_EXITS: [&str; 8] = [
     "sys_exit_accept",
     "sys_exit_accept4",
     "sys_exit_socket",
     "sys_exit_connect",
     "sys_exit_mmap",
     "sys_exit_brk",
+    "sys_exit_prlimit64",
+    "sys_exit_setrlimit",
 ];
 
 #[cfg(test)]

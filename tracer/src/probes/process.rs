@@ -28,4 +28,41 @@ pub const PROBES: &[ProbeSpec] = &[
         what: "exit",
         fallback_for: None,
     },
+    // Limits set at run time (setrlimit, prlimit, `prlimit --pid`): fd_exhaustion's limit.
+    ProbeSpec {
+        program: "sys_enter_prlimit64",
+        attach: Tracepoint("syscalls", "sys_enter_prlimit64"),
+        family: Process,
+        what: "prlimit64() new RLIMIT_NOFILE",
+        fallback_for: None,
+    },
+    ProbeSpec {
+        program: "sys_exit_prlimit64",
+        attach: Tracepoint("syscalls", "sys_exit_prlimit64"),
+        family: Process,
+        what: "prlimit64() results",
+        fallback_for: None,
+    },
+    ProbeSpec {
+        program: "sys_enter_setrlimit",
+        attach: Tracepoint("syscalls", "sys_enter_setrlimit"),
+        family: Process,
+        what: "setrlimit() new RLIMIT_NOFILE",
+        fallback_for: None,
+    },
+    ProbeSpec {
+        program: "sys_exit_setrlimit",
+        attach: Tracepoint("syscalls", "sys_exit_setrlimit"),
+        family: Process,
+        what: "setrlimit() results",
+        fallback_for: None,
+    },
+    // BTF: the renamed task (a writer of /proc/PID/comm is not the task renamed).
+    ProbeSpec {
+        program: "task_rename",
+        attach: BtfTracepoint("task_rename"),
+        family: Process,
+        what: "renames without exec (prctl PR_SET_NAME)",
+        fallback_for: None,
+    },
 ];
