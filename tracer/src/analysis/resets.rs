@@ -35,11 +35,12 @@ use crate::event::{Body, Event};
 /// Why a reset was sent or received.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Cause {
-    /// Sent by the closing process's own close() with unread data, SO_LINGER 0, or a
-    /// disconnect with data queued: usually benign.
+    /// The closing process's own doing: sent by its close() (or exit) with unread data,
+    /// SO_LINGER 0 or a disconnect with data queued, or for the peer's data arriving after it
+    /// closed (the socket orphaned or in TIME_WAIT): usually benign.
     AbortOnClose,
-    /// Sent for a packet that has no socket (a connection refused by a closed port) or for a
-    /// segment of a connection that is gone (closed, or in TIME_WAIT).
+    /// Sent for a packet that has no socket: a connection refused by a closed port, or a
+    /// segment of a connection that is gone.
     NoSocket,
     /// Received on a connection: the peer reset it.
     Received,
@@ -80,18 +81,36 @@ pub fn cause(r: &TcpReset) -> Cause {
     }
     let closed = r.state == state::CLOSE as u32;
     match reset_reason_name(r.reason) {
-        Some("NO_SOCKET" | "TCP_TIMEWAIT_SOCKET" | "TCP_ABORT_ON_DATA") => Cause::NoSocket,
-        Some("TCP_ABORT_ON_CLOSE" | "TCP_ABORT_ON_LINGER" | "TCP_DISCONNECT_WITH_DATA") => {
-            Cause::AbortOnClose
-        }
+        Some("NO_SOCKET") => Cause::NoSocket,
+        Some(
+            "TCP_ABORT_ON_CLOSE"
+            | "TCP_ABORT_ON_LINGER"
+            | "TCP_DISCONNECT_WITH_DATA"
+            // The peer's data after this end closed: wrk ending a run while nginx answers.
+            | "TCP_ABORT_ON_DATA"
+            | "TCP_TIMEWAIT_SOCKET",
+        ) => Cause::AbortOnClose,
         // tcp_disconnect() (SO_LINGER 0 close, connect(AF_UNSPEC)) moves the socket to CLOSE
         // first; tcp_abort() (SOCK_DESTROY, `ss -K`) does not.
         Some("TCP_STATE") if closed => Cause::AbortOnClose,
         Some(_) => Cause::Other,
         None if r.sk == 0 => Cause::NoSocket,
-        None if closed => Cause::AbortOnClose,
+        None if closed || after_close(r.state) => Cause::AbortOnClose,
         None => Cause::Other,
     }
+}
+
+/// States a socket is in once its process closed it (and the peer may still send).
+fn after_close(st: u32) -> bool {
+    [
+        state::FIN_WAIT1,
+        state::FIN_WAIT2,
+        state::CLOSING,
+        state::LAST_ACK,
+        state::TIME_WAIT,
+    ]
+    .iter()
+    .any(|&s| u32::from(s) == st)
 }
 
 /// Keys with no reset for this long are forgotten (their finding, if any, stays raised).
@@ -189,13 +208,16 @@ impl ResetStorms {
         }
     }
 
-    /// The service end of a reset's connection: a port that was listened on here, else the
-    /// lower one.
+    /// The service end of a reset's connection: a port that was listened on here; for a reset
+    /// sent without a socket, the port that had none (a refused connection's), so the
+    /// refusals of one port group together whichever ephemeral ports their clients drew;
+    /// else the lower port.
     fn service_port(&self, r: &TcpReset) -> u16 {
         let listened = |p: u16| p != 0 && self.listened[p as usize / 64] & (1 << (p % 64)) != 0;
         match (listened(r.sport), listened(r.dport)) {
             (true, false) => r.sport,
             (false, true) => r.dport,
+            (false, false) if r.direction == RESET_SENT && r.sk == 0 => r.sport,
             _ => service_port(r.sport, r.dport),
         }
     }
@@ -484,9 +506,10 @@ mod tests {
         // tcp_abort() (`ss -K`) resets an established socket.
         assert_eq!(sent(7, CLOSE, "TCP_STATE"), Cause::AbortOnClose);
         assert_eq!(sent(7, ESTABLISHED, "TCP_STATE"), Cause::Other);
-        // Data for a connection its process closed, a segment for a TIME_WAIT remnant.
-        assert_eq!(sent(7, CLOSE, "TCP_ABORT_ON_DATA"), Cause::NoSocket);
-        assert_eq!(sent(7, 0, "TCP_TIMEWAIT_SOCKET"), Cause::NoSocket);
+        // Data for a connection its process closed, a segment for a TIME_WAIT remnant: the
+        // closer's own doing.
+        assert_eq!(sent(7, FIN_WAIT1, "TCP_ABORT_ON_DATA"), Cause::AbortOnClose);
+        assert_eq!(sent(7, 0, "TCP_TIMEWAIT_SOCKET"), Cause::AbortOnClose);
         // The reason wins over the socket's state.
         assert_eq!(sent(7, CLOSE, "TCP_KEEPALIVE_TIMEOUT"), Cause::Other);
         assert_eq!(sent(7, CLOSE, "TCP_ABORT_ON_MEMORY"), Cause::Other);
@@ -512,7 +535,12 @@ mod tests {
         assert_eq!(sent(0, LISTEN), Cause::NoSocket);
         assert_eq!(sent(7, CLOSE), Cause::AbortOnClose);
         assert_eq!(sent(7, ESTABLISHED), Cause::Other);
-        assert_eq!(sent(7, FIN_WAIT1), Cause::Other);
+        // Orphaned after its process closed it: the peer's late data.
+        assert_eq!(sent(7, FIN_WAIT1), Cause::AbortOnClose);
+        assert_eq!(
+            sent(7, tracer_common::tcp::state::LAST_ACK),
+            Cause::AbortOnClose
+        );
         assert_eq!(sent(7, 0), Cause::Other);
         // NOT_SPECIFIED is no reason.
         assert_eq!(
@@ -828,7 +856,7 @@ mod tests {
                 40000,
                 5432,
                 CLOSE,
-                code("TCP_ABORT_ON_DATA"),
+                code("NO_SOCKET"),
             );
         }
         let all = s.all_json();
@@ -915,7 +943,7 @@ mod tests {
                 100,
             );
             // The reset wrk's host sends for nginx's late segment, and nginx receiving it.
-            let mut sent = rst(0, RESET_SENT, 0, "TCP_TIMEWAIT_SOCKET");
+            let mut sent = rst(0, RESET_SENT, 0, "NO_SOCKET");
             (sent.saddr, sent.daddr, sent.sport, sent.dport) = (addr(1), addr(2), cport, 8080);
             let mut got = rst(0x7000 + u64::from(k), RESET_RECEIVED, 0, "");
             (got.saddr, got.daddr, got.sport, got.dport) = (sent.daddr, sent.saddr, 8080, cport);
@@ -934,7 +962,7 @@ mod tests {
         for k in 0..60u16 {
             let cport = 42000 + k;
             let t = 1000 + u64::from(k);
-            let mut sent = rst(0, RESET_SENT, 0, "TCP_TIMEWAIT_SOCKET");
+            let mut sent = rst(0, RESET_SENT, 0, "NO_SOCKET");
             (sent.saddr, sent.daddr, sent.sport, sent.dport) = (addr(1), addr(2), cport, 8080);
             let mut got = rst(0x7000 + u64::from(k), RESET_RECEIVED, 0, "");
             (got.saddr, got.daddr, got.sport, got.dport) = (sent.daddr, sent.saddr, 8080, cport);
@@ -942,5 +970,22 @@ mod tests {
             s.at(t + 1).reset_record(0, "swapper/0", got);
         }
         assert!(!s.findings_of("reset_storm").is_empty());
+    }
+
+    /// Refused connections to an unlistened port above the clients' ephemeral ports: the
+    /// refusals group on the refused port, not on each client's (it was flaky by port draw).
+    #[test]
+    fn refusals_group_on_the_refused_port_whatever_the_client_ports() {
+        let mut s = Stream::new();
+        for k in 0..40u16 {
+            let mut sent = rst(0, RESET_SENT, 0, "NO_SOCKET");
+            (sent.sport, sent.dport) = (48569, 45000 + k);
+            s.at(1000 + u64::from(k)).reset_record(0, "swapper/0", sent);
+        }
+        let all = s.all_json();
+        let storms: Vec<_> = all.iter().filter(|f| f["kind"] == "reset_storm").collect();
+        assert_eq!(storms.len(), 1, "{storms:?}");
+        assert_eq!(storms[0]["port"], 48569);
+        assert_eq!(storms[0]["sent"], 40);
     }
 }
