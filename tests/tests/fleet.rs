@@ -253,7 +253,18 @@ fn prometheus_scrapes_the_recorder_during_a_leak() {
     );
     // Loss counters: one series per kind, both rings.
     let lost = prom_query(prom_port, "tracer_records_lost_total");
-    assert_eq!(lost.len(), 20, "one loss counter per kind: {lost:?}");
+    assert_eq!(
+        lost.len(),
+        tracer_common::Kind::ALL.len(),
+        "one loss counter per kind: {lost:?}"
+    );
+    for k in tracer_common::Kind::ALL {
+        assert!(
+            lost.iter().any(|s| s["metric"]["kind"] == k.name()),
+            "no loss counter for {}: {lost:?}",
+            k.name()
+        );
+    }
     for ring in ["critical", "bulk"] {
         assert!(
             lost.iter().any(|s| s["metric"]["ring"] == ring),
