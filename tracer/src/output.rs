@@ -109,6 +109,22 @@ fn owner(tgid: u32) -> Option<u32> {
     (tgid != 0).then_some(tgid)
 }
 
+/// A TCP record's family, addresses and ports, in the order every such kind writes them.
+fn endpoints<M: SerializeMap>(
+    m: &mut M,
+    family: u16,
+    saddr: &[u8; 16],
+    sport: u16,
+    daddr: &[u8; 16],
+    dport: u16,
+) -> Result<(), M::Error> {
+    m.serialize_entry("family", family_name(family))?;
+    m.serialize_entry("saddr", &Str(Ip(family, saddr)))?;
+    m.serialize_entry("sport", &sport)?;
+    m.serialize_entry("daddr", &Str(Ip(family, daddr)))?;
+    m.serialize_entry("dport", &dport)
+}
+
 /// Milliseconds from boot-clock `since` to `now`; None when `since` is 0 (never, or unknown).
 fn ms_since(now: u64, since: u64) -> Option<u64> {
     (since != 0).then(|| now.saturating_sub(since) / 1_000_000)
@@ -155,11 +171,7 @@ impl Serialize for EventJson<'_> {
             Body::TcpState(t) => {
                 m.serialize_entry("old_state", tcp_state_name(t.old_state))?;
                 m.serialize_entry("new_state", tcp_state_name(t.new_state))?;
-                m.serialize_entry("family", family_name(t.family))?;
-                m.serialize_entry("saddr", &Str(Ip(t.family, &t.saddr)))?;
-                m.serialize_entry("sport", &t.sport)?;
-                m.serialize_entry("daddr", &Str(Ip(t.family, &t.daddr)))?;
-                m.serialize_entry("dport", &t.dport)?;
+                endpoints(&mut m, t.family, &t.saddr, t.sport, &t.daddr, t.dport)?;
                 m.serialize_entry("owner_pid", &owner(t.owner_tgid))?;
                 m.serialize_entry("sk", &Str(format_args!("{:#x}", t.skaddr)))?;
             }
@@ -191,11 +203,7 @@ impl Serialize for EventJson<'_> {
                 if let Some(reason) = tcp::reset_reason_name(r.reason) {
                     m.serialize_entry("reason", reason)?;
                 }
-                m.serialize_entry("family", family_name(r.family))?;
-                m.serialize_entry("saddr", &Str(Ip(r.family, &r.saddr)))?;
-                m.serialize_entry("sport", &r.sport)?;
-                m.serialize_entry("daddr", &Str(Ip(r.family, &r.daddr)))?;
-                m.serialize_entry("dport", &r.dport)?;
+                endpoints(&mut m, r.family, &r.saddr, r.sport, &r.daddr, r.dport)?;
                 m.serialize_entry("owner_pid", &owner(r.owner_tgid))?;
             }
             Body::SocketOpen(x) => {
@@ -233,11 +241,7 @@ impl Serialize for EventJson<'_> {
                 if c.ret < 0 && c.ret != -EINPROGRESS {
                     m.serialize_entry("error", &errno_name(c.ret))?;
                 }
-                m.serialize_entry("family", family_name(c.family))?;
-                m.serialize_entry("saddr", &Str(Ip(c.family, &c.saddr)))?;
-                m.serialize_entry("sport", &c.sport)?;
-                m.serialize_entry("daddr", &Str(Ip(c.family, &c.daddr)))?;
-                m.serialize_entry("dport", &c.dport)?;
+                endpoints(&mut m, c.family, &c.saddr, c.sport, &c.daddr, c.dport)?;
                 m.serialize_entry("sk", &Str(format_args!("{:#x}", c.sk)))?;
             }
             Body::ConnClose(c) => {
@@ -245,11 +249,7 @@ impl Serialize for EventJson<'_> {
                 m.serialize_entry("fd", &c.fd)?;
                 m.serialize_entry("state", tcp_state_name(u16::from(c.state)))?;
                 m.serialize_entry("closed_first", closed_by(c.state))?;
-                m.serialize_entry("family", family_name(c.family))?;
-                m.serialize_entry("saddr", &Str(Ip(c.family, &c.saddr)))?;
-                m.serialize_entry("sport", &c.sport)?;
-                m.serialize_entry("daddr", &Str(Ip(c.family, &c.daddr)))?;
-                m.serialize_entry("dport", &c.dport)?;
+                endpoints(&mut m, c.family, &c.saddr, c.sport, &c.daddr, c.dport)?;
                 m.serialize_entry("duration_ms", &ms_since(ev.ts_ns, c.open_ns))?;
                 m.serialize_entry("bytes_in", &c.bytes_in)?;
                 m.serialize_entry("bytes_out", &c.bytes_out)?;
@@ -262,11 +262,7 @@ impl Serialize for EventJson<'_> {
                 m.serialize_entry("for_ms", &ms_since(ev.ts_ns, c.since_ns))?;
                 m.serialize_entry("state", tcp_state_name(u16::from(c.state)))?;
                 m.serialize_entry("role", role_name(c.role))?;
-                m.serialize_entry("family", family_name(c.family))?;
-                m.serialize_entry("saddr", &Str(Ip(c.family, &c.saddr)))?;
-                m.serialize_entry("sport", &c.sport)?;
-                m.serialize_entry("daddr", &Str(Ip(c.family, &c.daddr)))?;
-                m.serialize_entry("dport", &c.dport)?;
+                endpoints(&mut m, c.family, &c.saddr, c.sport, &c.daddr, c.dport)?;
                 m.serialize_entry("age_ms", &ms_since(ev.ts_ns, c.open_ns))?;
                 m.serialize_entry("bytes_in", &c.bytes_in)?;
                 m.serialize_entry("bytes_out", &c.bytes_out)?;

@@ -17,6 +17,7 @@ use tracer_common::{
 };
 
 use super::series::{Merge, Series};
+use crate::analysis::slope;
 use crate::{
     analysis::{FindingUpdate, restarts::program_key, signals::SignalSources},
     event::{Body, Comm, Event, socket_addr},
@@ -364,22 +365,6 @@ impl Proc {
         });
         v
     }
-}
-
-/// Least-squares slope of `(seconds, value)` points.
-fn slope(points: &[(f64, f64)]) -> Option<f64> {
-    if points.len() < 2 {
-        return None;
-    }
-    let n = points.len() as f64;
-    let mt = points.iter().map(|p| p.0).sum::<f64>() / n;
-    let mv = points.iter().map(|p| p.1).sum::<f64>() / n;
-    let (mut num, mut den) = (0.0, 0.0);
-    for (t, v) in points {
-        num += (t - mt) * (v - mv);
-        den += (t - mt) * (t - mt);
-    }
-    (den > 0.0).then(|| num / den)
 }
 
 /// One line of the process table, computed from a [`Proc`] at a moment.
