@@ -15,115 +15,191 @@ pub mod process;
 pub mod signal;
 pub mod tcp;
 
-/// Stable event kind ids. Grouped by family; never renumbered, never reused.
-#[repr(u16)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    TcpState = 1,
-    TcpAccept = 2,
-    TcpReset = 3,
-    SocketOpen = 4,
-    SocketClose = 5,
-    SockOwner = 6,
-    TcpConnect = 7,
-    TcpListen = 8,
-    ConnOpen = 9,
-    ConnClose = 10,
-    ConnStatus = 11,
-    Signal = 20,
-    Fork = 21,
-    Exec = 22,
-    Exit = 23,
-    Rlimit = 24,
-    Rename = 25,
-    OomKill = 40,
-    Mmap = 60,
-    Munmap = 61,
-    Brk = 62,
-    MemSample = 63,
+/// The kind table: every record kind, once. Each kernel kind is `Variant = id, "name", Family,
+/// payload type, storage` (storage says how the collector keeps the decoded payload: `inline`,
+/// `boxed` for large ones, or `custom` when it turns the payload into another type); each
+/// collector kind (records the collector writes itself, never the kernel) is
+/// `Variant = id, "name"`.
+///
+/// Everything else about kinds follows from this table: [`Kind`] and [`CollectorKind`], their
+/// names, families, `ALL`, [`Payload`] for each payload type, and the compile-time checks
+/// (ids unique, kernel ids below [`MAX_KIND`], collector ids at or above it, payloads without
+/// implicit padding). The collector's `Body` and decoder are generated from it too (`tracer`'s
+/// `event.rs`, through [`kind_table!`]). Ids are stable forever: a dump written today decodes
+/// next year, so an id is never renumbered or reused, and a payload never changes shape.
+///
+/// Adding a kind: one entry here, its kernel program, and its rendering.
+#[macro_export]
+macro_rules! kind_table {
+    ($($then:tt)+) => {
+        $($then)+! {
+            kernel {
+                TcpState = 1, "tcp_state", Tcp, $crate::tcp::TcpState, inline;
+                TcpAccept = 2, "tcp_accept", Tcp, $crate::tcp::TcpAccept, inline;
+                TcpReset = 3, "tcp_reset", Tcp, $crate::tcp::TcpReset, inline;
+                SocketOpen = 4, "socket_open", Tcp, $crate::tcp::SocketOpen, inline;
+                SocketClose = 5, "socket_close", Tcp, $crate::tcp::SocketClose, inline;
+                SockOwner = 6, "sock_owner", Tcp, $crate::tcp::SockOwner, inline;
+                TcpConnect = 7, "tcp_connect", Tcp, $crate::tcp::TcpConnect, inline;
+                TcpListen = 8, "tcp_listen", Tcp, $crate::tcp::TcpListen, inline;
+                ConnOpen = 9, "conn_open", Tcp, $crate::tcp::ConnOpen, inline;
+                ConnClose = 10, "conn_close", Tcp, $crate::tcp::ConnClose, boxed;
+                ConnStatus = 11, "conn_status", Tcp, $crate::tcp::ConnStatus, boxed;
+                FdDup = 12, "fd_dup", Tcp, $crate::tcp::FdDup, inline;
+                Signal = 20, "signal", Signal, $crate::signal::Signal, inline;
+                Fork = 21, "fork", Process, $crate::process::Fork, inline;
+                Exec = 22, "exec", Process, $crate::process::Exec, custom;
+                Exit = 23, "exit", Process, $crate::process::Exit, inline;
+                Rlimit = 24, "rlimit", Process, $crate::process::Rlimit, inline;
+                Rename = 25, "rename", Process, $crate::process::Rename, inline;
+                OomKill = 40, "oom_kill", Oom, $crate::oom::OomKill, inline;
+                Mmap = 60, "mmap", Memory, $crate::memory::Mmap, inline;
+                Munmap = 61, "munmap", Memory, $crate::memory::Munmap, inline;
+                Brk = 62, "brk", Memory, $crate::memory::Brk, inline;
+                MemSample = 63, "mem_sample", Memory, $crate::memory::MemSample, inline;
+            }
+            collector {
+                /// A process's facts read from /proc (JSON payload).
+                ProcInfo = 200, "proc_info";
+                /// Cumulative records lost in the kernel, per kind (JSON payload).
+                Drops = 201, "drops";
+                /// The collector's clock: one a second live, so analyses are evaluated on a
+                /// quiet host too, and replay does the same (empty payload).
+                Tick = 202, "tick";
+                /// Records the recorder received but could not store (disk full, write errors,
+                /// queue full), written when writing works again (JSON payload).
+                RecorderGap = 203, "recorder_gap";
+            }
+        }
+    };
 }
 
-/// Size of the per-kind drop counter array; every kind id is below it.
+/// Size of the per-kind drop counter array: every kernel kind id is below it, every collector
+/// kind id at or above it (checked at compile time).
 pub const MAX_KIND: u32 = 64;
 
+/// Whether a record kind id belongs to the collector (written by userspace, never the kernel).
+pub const fn is_collector_kind(id: u16) -> bool {
+    id as u32 >= MAX_KIND
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! define_kinds {
+    (
+        kernel { $( $k:ident = $kid:literal, $kname:literal, $fam:ident, $ty:ty, $store:ident; )* }
+        collector { $( $(#[$cdoc:meta])* $c:ident = $cid:literal, $cname:literal; )* }
+    ) => {
+        /// Kernel event kinds (see [`kind_table!`]). Grouped by family; never renumbered,
+        /// never reused.
+        #[repr(u16)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Kind {
+            $( $k = $kid, )*
+        }
+
+        impl Kind {
+            pub const ALL: [Kind; [$(Kind::$k),*].len()] = [$(Kind::$k),*];
+
+            pub const fn from_u16(v: u16) -> Option<Kind> {
+                match v {
+                    $( $kid => Some(Kind::$k), )*
+                    _ => None,
+                }
+            }
+
+            /// The name used in JSON output (`kind` field) and on the command line.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $( Kind::$k => $kname, )*
+                }
+            }
+
+            pub const fn family(self) -> Family {
+                match self {
+                    $( Kind::$k => Family::$fam, )*
+                }
+            }
+
+            /// The payload's size in bytes, as the record header's `payload_len` says.
+            pub const fn payload_len(self) -> usize {
+                match self {
+                    $( Kind::$k => core::mem::size_of::<$ty>(), )*
+                }
+            }
+        }
+
+        $(
+            impl Payload for $ty {
+                const KIND: Kind = Kind::$k;
+            }
+            // No implicit padding: a payload is a multiple of 8 bytes, so Record<T> is the
+            // header followed by exactly the payload (kernel and userspace agree byte for byte).
+            const _: () = assert!(
+                core::mem::size_of::<$ty>() % 8 == 0
+                    && core::mem::size_of::<Record<$ty>>() == HEADER_LEN + core::mem::size_of::<$ty>()
+                    && core::mem::size_of::<$ty>() <= u16::MAX as usize,
+                concat!("payload of ", $kname, " has implicit padding or is too large")
+            );
+        )*
+
+        /// Record kinds the collector writes itself (see [`kind_table!`]).
+        #[repr(u16)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum CollectorKind {
+            $( $(#[$cdoc])* $c = $cid, )*
+        }
+
+        impl CollectorKind {
+            pub const ALL: [CollectorKind; [$(CollectorKind::$c),*].len()] =
+                [$(CollectorKind::$c),*];
+
+            pub const fn from_u16(v: u16) -> Option<CollectorKind> {
+                match v {
+                    $( $cid => Some(CollectorKind::$c), )*
+                    _ => None,
+                }
+            }
+
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $( CollectorKind::$c => $cname, )*
+                }
+            }
+        }
+
+        /// Every id of the table, kernel kinds first.
+        const ALL_IDS: &[u16] = &[$($kid,)* $($cid,)*];
+        const _: () = {
+            let mut i = 0;
+            while i < ALL_IDS.len() {
+                let mut j = i + 1;
+                while j < ALL_IDS.len() {
+                    assert!(ALL_IDS[i] != ALL_IDS[j], "a kind id is used twice");
+                    j += 1;
+                }
+                i += 1;
+            }
+            $( assert!(!is_collector_kind($kid) && $kid != 0, concat!($kname, ": a kernel kind id must be 1..MAX_KIND")); )*
+            $( assert!(is_collector_kind($cid), concat!($cname, ": a collector kind id must be at least MAX_KIND")); )*
+        };
+    };
+}
+
+kind_table!(define_kinds);
+
+/// The stable name of a record kind id, kernel or collector.
+pub const fn kind_name(id: u16) -> Option<&'static str> {
+    if let Some(k) = Kind::from_u16(id) {
+        return Some(k.name());
+    }
+    match CollectorKind::from_u16(id) {
+        Some(c) => Some(c.name()),
+        None => None,
+    }
+}
+
 impl Kind {
-    pub const ALL: [Kind; 22] = [
-        Kind::TcpState,
-        Kind::TcpAccept,
-        Kind::TcpReset,
-        Kind::SocketOpen,
-        Kind::SocketClose,
-        Kind::SockOwner,
-        Kind::TcpConnect,
-        Kind::TcpListen,
-        Kind::ConnOpen,
-        Kind::ConnClose,
-        Kind::ConnStatus,
-        Kind::Signal,
-        Kind::Fork,
-        Kind::Exec,
-        Kind::Exit,
-        Kind::Rlimit,
-        Kind::Rename,
-        Kind::OomKill,
-        Kind::Mmap,
-        Kind::Munmap,
-        Kind::Brk,
-        Kind::MemSample,
-    ];
-
-    pub fn from_u16(v: u16) -> Option<Kind> {
-        Kind::ALL.iter().copied().find(|k| *k as u16 == v)
-    }
-
-    /// The name used in JSON output (`kind` field) and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::TcpState => "tcp_state",
-            Kind::TcpAccept => "tcp_accept",
-            Kind::TcpReset => "tcp_reset",
-            Kind::SocketOpen => "socket_open",
-            Kind::SocketClose => "socket_close",
-            Kind::SockOwner => "sock_owner",
-            Kind::TcpConnect => "tcp_connect",
-            Kind::TcpListen => "tcp_listen",
-            Kind::ConnOpen => "conn_open",
-            Kind::ConnClose => "conn_close",
-            Kind::ConnStatus => "conn_status",
-            Kind::Signal => "signal",
-            Kind::Fork => "fork",
-            Kind::Exec => "exec",
-            Kind::Exit => "exit",
-            Kind::Rlimit => "rlimit",
-            Kind::Rename => "rename",
-            Kind::OomKill => "oom_kill",
-            Kind::Mmap => "mmap",
-            Kind::Munmap => "munmap",
-            Kind::Brk => "brk",
-            Kind::MemSample => "mem_sample",
-        }
-    }
-
-    pub fn family(self) -> Family {
-        match self {
-            Kind::TcpState
-            | Kind::TcpAccept
-            | Kind::TcpReset
-            | Kind::SocketOpen
-            | Kind::SocketClose
-            | Kind::SockOwner
-            | Kind::TcpConnect
-            | Kind::TcpListen
-            | Kind::ConnOpen
-            | Kind::ConnClose
-            | Kind::ConnStatus => Family::Tcp,
-            Kind::Signal => Family::Signal,
-            Kind::Fork | Kind::Exec | Kind::Exit | Kind::Rlimit | Kind::Rename => Family::Process,
-            Kind::OomKill => Family::Oom,
-            Kind::Mmap | Kind::Munmap | Kind::Brk | Kind::MemSample => Family::Memory,
-        }
-    }
-
     /// Critical kinds go to their own ring buffer so a flood of bulk events cannot crowd them out.
     pub fn is_critical(self) -> bool {
         matches!(
@@ -236,39 +312,9 @@ mod layout {
     }
 
     #[test]
-    fn payloads_have_no_tail_padding() {
-        // A payload's size must be a multiple of 8 so Record<T> has no implicit padding.
-        macro_rules! check {
-            ($($t:ty),*) => {$(
-                assert_eq!(size_of::<$t>() % 8, 0, stringify!($t));
-                assert_eq!(size_of::<Record<$t>>(), HEADER_LEN + size_of::<$t>(), stringify!($t));
-            )*};
-        }
-        check!(
-            tcp::TcpState,
-            tcp::TcpAccept,
-            tcp::TcpReset,
-            tcp::SocketOpen,
-            tcp::SocketClose,
-            tcp::SockOwner,
-            tcp::TcpConnect,
-            tcp::TcpListen,
-            tcp::ConnOpen,
-            tcp::ConnClose,
-            tcp::ConnStatus,
-            tcp::ConnInfo,
-            signal::Signal,
-            process::Fork,
-            process::Exec,
-            process::Exit,
-            process::Rlimit,
-            process::Rename,
-            oom::OomKill,
-            memory::Mmap,
-            memory::Munmap,
-            memory::Brk,
-            memory::MemSample
-        );
+    fn conn_info_has_no_tail_padding() {
+        // Payloads are checked at compile time by the kind table; ConnInfo is a map value.
+        assert_eq!(size_of::<tcp::ConnInfo>() % 8, 0);
     }
 
     #[test]
@@ -283,12 +329,36 @@ mod layout {
     }
 
     #[test]
-    fn kind_ids_round_trip_and_are_below_max() {
+    fn kind_ids_and_names_round_trip() {
         for k in Kind::ALL {
             assert_eq!(Kind::from_u16(k as u16), Some(k));
-            assert!((k as u32) < MAX_KIND);
+            assert!((k as u32) < MAX_KIND && !is_collector_kind(k as u16));
+            assert_eq!(kind_name(k as u16), Some(k.name()));
+            assert_eq!(<tcp::TcpState as Payload>::KIND, Kind::TcpState);
+        }
+        for c in CollectorKind::ALL {
+            assert_eq!(CollectorKind::from_u16(c as u16), Some(c));
+            assert!(is_collector_kind(c as u16));
+            assert_eq!(kind_name(c as u16), Some(c.name()));
+        }
+        let names: [&str; Kind::ALL.len() + CollectorKind::ALL.len()] = core::array::from_fn(|i| {
+            Kind::ALL.get(i).map_or_else(
+                || CollectorKind::ALL[i - Kind::ALL.len()].name(),
+                |k| k.name(),
+            )
+        });
+        for (i, a) in names.iter().enumerate() {
+            assert!(!names[i + 1..].contains(a), "{a} named twice");
         }
         assert_eq!(Kind::from_u16(0), None);
         assert_eq!(Kind::from_u16(9999), None);
+        assert_eq!(kind_name(199), None);
+        // Ids are stable forever: dumps written before the table existed use these.
+        assert_eq!(Kind::MemSample as u16, 63);
+        assert_eq!(CollectorKind::ProcInfo as u16, 200);
+        assert_eq!(CollectorKind::Drops as u16, 201);
+        assert_eq!(CollectorKind::Tick as u16, 202);
+        assert_eq!(CollectorKind::RecorderGap as u16, 203);
+        assert_eq!(Kind::Exec.payload_len(), size_of::<process::Exec>());
     }
 }

@@ -1,6 +1,5 @@
 //! Memory: large mappings, brk moves, and per-process RSS / mapped-bytes samples aggregated in
 //! the kernel.
-use crate::{Kind, Payload};
 
 pub const PROT_READ: u32 = 1;
 pub const PROT_WRITE: u32 = 2;
@@ -20,9 +19,6 @@ pub struct Mmap {
     pub fd: i32,
     pub _pad: u32,
 }
-impl Payload for Mmap {
-    const KIND: Kind = Kind::Mmap;
-}
 
 /// munmap() of at least the large-mapping threshold.
 #[repr(C)]
@@ -30,9 +26,6 @@ impl Payload for Mmap {
 pub struct Munmap {
     pub addr: u64,
     pub len: u64,
-}
-impl Payload for Munmap {
-    const KIND: Kind = Kind::Munmap;
 }
 
 /// The program break moved by at least the large-mapping threshold since the last brk event of
@@ -42,9 +35,6 @@ impl Payload for Munmap {
 pub struct Brk {
     pub brk: u64,
     pub prev: u64,
-}
-impl Payload for Brk {
-    const KIND: Kind = Kind::Brk;
 }
 
 /// A memory sample is due when RSS (or mapped bytes) moved by 1/32 of its current value
@@ -80,9 +70,6 @@ pub struct MemSample {
     pub swap_bytes: u64,
     /// `mm->total_vm` in bytes (0 when unknown).
     pub mapped_bytes: u64,
-}
-impl Payload for MemSample {
-    const KIND: Kind = Kind::MemSample;
 }
 
 #[cfg(test)]

@@ -1,5 +1,4 @@
 //! OOM kills from `oom/mark_victim`: the header is the task whose allocation triggered it.
-use crate::{Kind, Payload};
 
 /// Fields this kernel's `mark_victim` provides (older kernels have only the pid).
 pub const OOM_HAS_COMM: u32 = 1;
@@ -19,7 +18,4 @@ pub struct OomKill {
     pub oom_score_adj: i16,
     pub _pad: u16,
     pub flags: u32,
-}
-impl Payload for OomKill {
-    const KIND: Kind = Kind::OomKill;
 }

@@ -1,5 +1,4 @@
 //! Process tree: fork, exec, exit.
-use crate::{Kind, Payload};
 
 /// A new process (not a thread). The header is the parent.
 #[repr(C)]
@@ -7,9 +6,6 @@ use crate::{Kind, Payload};
 pub struct Fork {
     pub child_pid: u32,
     pub _pad: u32,
-}
-impl Payload for Fork {
-    const KIND: Kind = Kind::Fork;
 }
 
 pub const EXEC_FILENAME_LEN: usize = 256;
@@ -29,9 +25,6 @@ pub struct Exec {
     pub filename: [u8; EXEC_FILENAME_LEN],
     pub args: [u8; EXEC_ARGS_LEN],
 }
-impl Payload for Exec {
-    const KIND: Kind = Kind::Exec;
-}
 
 /// `exit_code` is known (read from the task through BTF).
 pub const EXIT_CODE_KNOWN: u32 = 1;
@@ -43,9 +36,6 @@ pub const EXIT_CODE_KNOWN: u32 = 1;
 pub struct Exit {
     pub exit_code: i32,
     pub flags: u32,
-}
-impl Payload for Exit {
-    const KIND: Kind = Kind::Exit;
 }
 
 /// `RLIMIT_NOFILE`, the only resource followed.
@@ -66,9 +56,6 @@ pub struct Rlimit {
     pub soft: u64,
     pub hard: u64,
 }
-impl Payload for Rlimit {
-    const KIND: Kind = Kind::Rlimit;
-}
 
 /// A thread-group leader was renamed without exec (prctl PR_SET_NAME, pthread_setname_np on
 /// the main thread, a write to /proc/PID/comm). The header is the task that did it (the process
@@ -80,7 +67,4 @@ pub struct Rename {
     pub _pad: u32,
     pub old_comm: [u8; crate::COMM_LEN],
     pub new_comm: [u8; crate::COMM_LEN],
-}
-impl Payload for Rename {
-    const KIND: Kind = Kind::Rename;
 }

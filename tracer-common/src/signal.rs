@@ -1,5 +1,4 @@
 //! Signals, from `signal/signal_generate`: the header is the sender (the current task).
-use crate::{Kind, Payload};
 
 /// `si_code` of a signal sent by the kernel itself (SI_KERNEL).
 pub const SI_KERNEL: i32 = 0x80;
@@ -17,7 +16,4 @@ pub struct Signal {
     pub group: i32,
     pub errno: i32,
     pub target_comm: [u8; 16],
-}
-impl Payload for Signal {
-    const KIND: Kind = Kind::Signal;
 }

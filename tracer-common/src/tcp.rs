@@ -1,5 +1,4 @@
 //! TCP lifecycle, resets, accept results and socket fd accounting.
-use crate::{Kind, Payload};
 
 /// Kernel TCP states (`include/net/tcp_states.h`).
 pub mod state {
@@ -40,9 +39,6 @@ pub struct TcpState {
 /// connections from the model records, not from state changes (which they do for dumps written
 /// before the model existed, whose state records have no flag).
 pub const STATE_FLAG_MODEL: u16 = 1;
-impl Payload for TcpState {
-    const KIND: Kind = Kind::TcpState;
-}
 
 /// Result of accept()/accept4(): `ret` is the new fd, or a negative errno.
 #[repr(C)]
@@ -58,9 +54,6 @@ pub struct TcpAccept {
     pub _pad: u16,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
-}
-impl Payload for TcpAccept {
-    const KIND: Kind = Kind::TcpAccept;
 }
 
 pub const RESET_SENT: u8 = 0;
@@ -87,9 +80,6 @@ pub struct TcpReset {
     pub state: u32,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
-}
-impl Payload for TcpReset {
-    const KIND: Kind = Kind::TcpReset;
 }
 
 /// Names of [`TcpReset::reason`] values: the index is tracer's code, frozen once given (the
@@ -157,9 +147,6 @@ pub struct SocketOpen {
     pub protocol: i32,
     pub _pad: u32,
 }
-impl Payload for SocketOpen {
-    const KIND: Kind = Kind::SocketOpen;
-}
 
 /// close() of an fd this tracer saw being opened as a socket (by socket() or accept()).
 #[repr(C)]
@@ -169,9 +156,22 @@ pub struct SocketClose {
     pub family: u16,
     pub sock_type: u16,
 }
-impl Payload for SocketClose {
-    const KIND: Kind = Kind::SocketClose;
+
+/// dup(), dup2(), dup3() or fcntl(F_DUPFD/F_DUPFD_CLOEXEC) of an fd this tracer saw being
+/// opened as a socket: `newfd` is one more fd for the same socket. Its close() is a
+/// `socket_close` (one fd fewer), never the connection's close.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdDup {
+    pub oldfd: i32,
+    pub newfd: i32,
+    pub family: u16,
+    pub sock_type: u16,
+    /// [`DUP_REPLACED`]: `newfd` was itself a socket fd, closed by dup2()/dup3() first.
+    pub flags: u32,
 }
+/// [`FdDup::flags`]: the socket fd `newfd` named before was closed by the dup.
+pub const DUP_REPLACED: u32 = 1;
 
 /// First sighting (or change) of the process that sends or receives on a TCP socket. The
 /// header is the owner; `prev_tgid` is the previous owner (0 if none).
@@ -181,9 +181,6 @@ pub struct SockOwner {
     pub sk: u64,
     pub prev_tgid: u32,
     pub _pad: u32,
-}
-impl Payload for SockOwner {
-    const KIND: Kind = Kind::SockOwner;
 }
 
 /// connect() result on an inet socket: `ret` is 0 or a negative errno (-EINPROGRESS for
@@ -198,9 +195,6 @@ pub struct TcpConnect {
     pub _pad: u32,
     pub daddr: [u8; 16],
 }
-impl Payload for TcpConnect {
-    const KIND: Kind = Kind::TcpConnect;
-}
 
 /// listen() on a socket fd.
 #[repr(C)]
@@ -208,9 +202,6 @@ impl Payload for TcpConnect {
 pub struct TcpListen {
     pub fd: i32,
     pub backlog: i32,
-}
-impl Payload for TcpListen {
-    const KIND: Kind = Kind::TcpListen;
 }
 
 /// Who opened a connection: this host's process called connect() (active) or accept()ed it
@@ -237,9 +228,6 @@ pub struct ConnOpen {
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
 }
-impl Payload for ConnOpen {
-    const KIND: Kind = Kind::ConnOpen;
-}
 
 /// close() of a connection's fd, with what the kernel counted over its life. `state` is the
 /// TCP state when close() was called: ESTABLISHED means this end closed first, CLOSE_WAIT the
@@ -264,9 +252,6 @@ pub struct ConnClose {
     pub _pad: u32,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
-}
-impl Payload for ConnClose {
-    const KIND: Kind = Kind::ConnClose;
 }
 
 /// [`ConnStatus::status`] values.
@@ -304,9 +289,6 @@ pub struct ConnStatus {
     pub _pad3: u32,
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
-}
-impl Payload for ConnStatus {
-    const KIND: Kind = Kind::ConnStatus;
 }
 
 /// [`ConnInfo::flags`].

@@ -11,7 +11,7 @@ compile_error!(
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use tracer_common::{COMM_LEN, HEADER_LEN, Header, Kind, memory, oom, process, signal, tcp};
+use tracer_common::{COMM_LEN, CollectorKind, HEADER_LEN, Header, Kind, process};
 
 /// The address a TCP record carries (`family`, 16 address bytes, port) as a socket address:
 /// IPv4 in the first 4 bytes unless the family is AF_INET6.
@@ -23,14 +23,6 @@ pub fn socket_addr(family: u16, a: &[u8; 16], port: u16) -> std::net::SocketAddr
     };
     std::net::SocketAddr::new(ip, port)
 }
-
-/// Kind ids of records the collector itself produces (never by the kernel). Stable forever,
-/// like the kernel kinds.
-pub const KIND_PROC_INFO: u16 = 200;
-pub const KIND_DROPS: u16 = 201;
-/// The collector's clock: live writes one a second, so analyses are evaluated on a quiet host
-/// (a socket ageing in CLOSE_WAIT with nothing else happening), and replay does the same.
-pub const KIND_TICK: u16 = 202;
 
 /// A process or task name, as the kernel keeps it: up to 16 bytes, NUL padded.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
@@ -121,6 +113,11 @@ pub struct ProcInfo {
     pub open_fds: Option<u32>,
     #[serde(default)]
     pub open_sockets: Option<u32>,
+    /// When (boot-time ns) those counts were read: the process's socket opens and closes
+    /// recorded up to then are in them already (the read comes after the event that asked
+    /// for it). Absent in dumps written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fds_read_ns: Option<u64>,
     /// Its systemd unit, container or pod, from its cgroup paths (absent in dumps written
     /// before attribution existed: then derived from `cgroup` on replay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,40 +130,115 @@ pub struct Drops {
     pub per_kind: Vec<(String, u64)>,
 }
 
+/// What the recorder could not store: `lost` records between `first_ns` and `last_ns` (boot
+/// clock, of the records lost), and `lost_total` since the recording started, so the newest
+/// gap says the whole run's loss even after retention deleted the segments of older gaps.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecorderGap {
+    pub lost: u64,
+    pub lost_total: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    #[serde(default)]
+    pub reason: String,
+}
+
 impl Drops {
     pub fn total(&self) -> u64 {
         self.per_kind.iter().map(|(_, n)| n).sum()
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum Body {
-    TcpState(tcp::TcpState),
-    TcpAccept(tcp::TcpAccept),
-    TcpReset(tcp::TcpReset),
-    SocketOpen(tcp::SocketOpen),
-    SocketClose(tcp::SocketClose),
-    SockOwner(tcp::SockOwner),
-    TcpConnect(tcp::TcpConnect),
-    TcpListen(tcp::TcpListen),
-    ConnOpen(tcp::ConnOpen),
-    ConnClose(Box<tcp::ConnClose>),
-    ConnStatus(Box<tcp::ConnStatus>),
-    Signal(signal::Signal),
-    Fork(process::Fork),
-    Exec(Box<Exec>),
-    Exit(process::Exit),
-    Rlimit(process::Rlimit),
-    Rename(process::Rename),
-    OomKill(oom::OomKill),
-    Mmap(memory::Mmap),
-    Munmap(memory::Munmap),
-    Brk(memory::Brk),
-    MemSample(memory::MemSample),
-    ProcInfo(Box<ProcInfo>),
-    Drops(Box<Drops>),
-    /// See [`KIND_TICK`]. Not printed.
-    Tick,
+/// How the decoder keeps a kernel payload in [`Body`], per the kind table's storage column.
+macro_rules! stored {
+    (inline, $ty:ty) => { $ty };
+    (boxed, $ty:ty) => { Box<$ty> };
+    (custom, $ty:ty) => { Box<<$ty as CustomPayload>::Decoded> };
+}
+
+/// Turns a checked payload into what [`Body`] keeps, per the storage column.
+macro_rules! store {
+    (inline, $p:expr) => {
+        $p
+    };
+    (boxed, $p:expr) => {
+        Box::new($p)
+    };
+    (custom, $p:expr) => {
+        Box::new(CustomPayload::decoded($p))
+    };
+}
+
+/// A kernel payload the decoder turns into another type (the table's `custom` storage).
+pub trait CustomPayload: Copy {
+    type Decoded;
+    fn decoded(self) -> Self::Decoded;
+}
+
+impl CustomPayload for process::Exec {
+    type Decoded = Exec;
+    fn decoded(self) -> Exec {
+        let fl = (self.filename_len as usize).min(self.filename.len());
+        let al = (self.args_len as usize).min(self.args.len());
+        Exec {
+            old_pid: self.old_pid,
+            ppid: self.ppid,
+            filename: lossy(&self.filename[..fl]),
+            args: split_args(&self.args[..al]),
+        }
+    }
+}
+
+/// [`Body`], [`Body::kind`] and the kernel half of [`decode`], from the kind table.
+macro_rules! define_body {
+    (
+        kernel { $( $k:ident = $kid:literal, $kname:literal, $fam:ident, $ty:ty, $store:ident; )* }
+        collector { $( $(#[$cdoc:meta])* $c:ident = $cid:literal, $cname:literal; )* }
+    ) => {
+        /// A decoded record's payload: one variant per kernel kind, then the collector's own.
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum Body {
+            $( $k(stored!($store, $ty)), )*
+            ProcInfo(Box<ProcInfo>),
+            Drops(Box<Drops>),
+            RecorderGap(Box<RecorderGap>),
+            /// See [`CollectorKind::Tick`]. Not printed.
+            Tick,
+        }
+
+        impl Body {
+            /// The kernel kind, for records that come from the kernel.
+            pub fn kind(&self) -> Option<Kind> {
+                match self {
+                    $( Body::$k(_) => Some(Kind::$k), )*
+                    Body::ProcInfo(_) | Body::Drops(_) | Body::RecorderGap(_) | Body::Tick => None,
+                }
+            }
+        }
+
+        /// Decodes a kernel kind's payload.
+        fn decode_kernel(kind: Kind, p: &[u8]) -> Result<Body, DecodeError> {
+            let k = kind as u16;
+            Ok(match kind {
+                $( Kind::$k => Body::$k(store!($store, payload::<$ty>(k, p)?)), )*
+            })
+        }
+    };
+}
+
+tracer_common::kind_table!(define_body);
+
+impl Body {
+    /// The collector kind, for records the collector writes itself.
+    pub fn collector_kind(&self) -> Option<CollectorKind> {
+        match self {
+            Body::ProcInfo(_) => Some(CollectorKind::ProcInfo),
+            Body::Drops(_) => Some(CollectorKind::Drops),
+            Body::Tick => Some(CollectorKind::Tick),
+            Body::RecorderGap(_) => Some(CollectorKind::RecorderGap),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -193,45 +265,30 @@ pub struct Event {
 }
 
 impl Event {
-    /// The stable name of this event's kind, as in JSON output.
-    pub fn kind_name(&self) -> &'static str {
-        match &self.body {
-            Body::ProcInfo(_) => "proc_info",
-            Body::Drops(_) => "drops",
-            Body::Tick => "tick",
-            b => b.kind().map(Kind::name).unwrap_or("unknown"),
+    /// A record the collector writes itself (tick, drops, recorder gap): stamped with the
+    /// collector's own pid and name, so every such record looks alike in a dump.
+    pub fn collector(ts_ns: u64, body: Body) -> Event {
+        Event {
+            ts_ns,
+            cpu: 0,
+            tgid: std::process::id(),
+            tid: std::process::id(),
+            uid: 0,
+            cgroup_id: 0,
+            comm: Comm::new("tracer"),
+            body,
         }
     }
-}
 
-impl Body {
-    /// The kernel kind, for records that come from the kernel.
-    pub fn kind(&self) -> Option<Kind> {
-        Some(match self {
-            Body::TcpState(_) => Kind::TcpState,
-            Body::TcpAccept(_) => Kind::TcpAccept,
-            Body::TcpReset(_) => Kind::TcpReset,
-            Body::SocketOpen(_) => Kind::SocketOpen,
-            Body::SocketClose(_) => Kind::SocketClose,
-            Body::SockOwner(_) => Kind::SockOwner,
-            Body::TcpConnect(_) => Kind::TcpConnect,
-            Body::TcpListen(_) => Kind::TcpListen,
-            Body::ConnOpen(_) => Kind::ConnOpen,
-            Body::ConnClose(_) => Kind::ConnClose,
-            Body::ConnStatus(_) => Kind::ConnStatus,
-            Body::Signal(_) => Kind::Signal,
-            Body::Fork(_) => Kind::Fork,
-            Body::Exec(_) => Kind::Exec,
-            Body::Exit(_) => Kind::Exit,
-            Body::Rlimit(_) => Kind::Rlimit,
-            Body::Rename(_) => Kind::Rename,
-            Body::OomKill(_) => Kind::OomKill,
-            Body::Mmap(_) => Kind::Mmap,
-            Body::Munmap(_) => Kind::Munmap,
-            Body::Brk(_) => Kind::Brk,
-            Body::MemSample(_) => Kind::MemSample,
-            Body::ProcInfo(_) | Body::Drops(_) | Body::Tick => return None,
-        })
+    /// The stable name of this event's kind, as in JSON output.
+    pub fn kind_name(&self) -> &'static str {
+        match self.body.kind() {
+            Some(k) => k.name(),
+            None => self
+                .body
+                .collector_kind()
+                .map_or("unknown", CollectorKind::name),
+        }
     }
 }
 
@@ -320,54 +377,23 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     }
     let p = &bytes[HEADER_LEN..end];
     let k = h.kind;
-    let body = match h.kind {
-        KIND_PROC_INFO => Body::ProcInfo(Box::new(serde_json::from_slice(p).map_err(|e| {
-            DecodeError::BadPayload {
-                kind: k,
-                msg: e.to_string(),
-            }
-        })?)),
-        KIND_DROPS => Body::Drops(Box::new(serde_json::from_slice(p).map_err(|e| {
-            DecodeError::BadPayload {
-                kind: k,
-                msg: e.to_string(),
-            }
-        })?)),
-        KIND_TICK => Body::Tick,
-        _ => match Kind::from_u16(h.kind).ok_or(DecodeError::UnknownKind(h.kind))? {
-            Kind::TcpState => Body::TcpState(payload(k, p)?),
-            Kind::TcpAccept => Body::TcpAccept(payload(k, p)?),
-            Kind::TcpReset => Body::TcpReset(payload(k, p)?),
-            Kind::SocketOpen => Body::SocketOpen(payload(k, p)?),
-            Kind::SocketClose => Body::SocketClose(payload(k, p)?),
-            Kind::SockOwner => Body::SockOwner(payload(k, p)?),
-            Kind::TcpConnect => Body::TcpConnect(payload(k, p)?),
-            Kind::TcpListen => Body::TcpListen(payload(k, p)?),
-            Kind::ConnOpen => Body::ConnOpen(payload(k, p)?),
-            Kind::ConnClose => Body::ConnClose(Box::new(payload(k, p)?)),
-            Kind::ConnStatus => Body::ConnStatus(Box::new(payload(k, p)?)),
-            Kind::Signal => Body::Signal(payload(k, p)?),
-            Kind::Fork => Body::Fork(payload(k, p)?),
-            Kind::Exec => {
-                let e: process::Exec = payload(k, p)?;
-                let fl = (e.filename_len as usize).min(e.filename.len());
-                let al = (e.args_len as usize).min(e.args.len());
-                Body::Exec(Box::new(Exec {
-                    old_pid: e.old_pid,
-                    ppid: e.ppid,
-                    filename: lossy(&e.filename[..fl]),
-                    args: split_args(&e.args[..al]),
-                }))
-            }
-            Kind::Exit => Body::Exit(payload(k, p)?),
-            Kind::Rlimit => Body::Rlimit(payload(k, p)?),
-            Kind::Rename => Body::Rename(payload(k, p)?),
-            Kind::OomKill => Body::OomKill(payload(k, p)?),
-            Kind::Mmap => Body::Mmap(payload(k, p)?),
-            Kind::Munmap => Body::Munmap(payload(k, p)?),
-            Kind::Brk => Body::Brk(payload(k, p)?),
-            Kind::MemSample => Body::MemSample(payload(k, p)?),
-        },
+    let json = |e: serde_json::Error| DecodeError::BadPayload {
+        kind: k,
+        msg: e.to_string(),
+    };
+    let body = match (Kind::from_u16(k), CollectorKind::from_u16(k)) {
+        (Some(kind), _) => decode_kernel(kind, p)?,
+        (None, Some(CollectorKind::ProcInfo)) => {
+            Body::ProcInfo(Box::new(serde_json::from_slice(p).map_err(json)?))
+        }
+        (None, Some(CollectorKind::Drops)) => {
+            Body::Drops(Box::new(serde_json::from_slice(p).map_err(json)?))
+        }
+        (None, Some(CollectorKind::Tick)) => Body::Tick,
+        (None, Some(CollectorKind::RecorderGap)) => {
+            Body::RecorderGap(Box::new(serde_json::from_slice(p).map_err(json)?))
+        }
+        (None, None) => return Err(DecodeError::UnknownKind(k)),
     };
     Ok(Event {
         ts_ns: h.ts_ns,
@@ -397,9 +423,13 @@ pub fn header_bytes(ev_header: &Header) -> [u8; HEADER_LEN] {
 /// the kernel wrote them).
 pub fn encode_user_record(ev: &Event) -> Option<Vec<u8>> {
     let (kind, json) = match &ev.body {
-        Body::ProcInfo(p) => (KIND_PROC_INFO, proc_info_json(p)?),
-        Body::Drops(d) => (KIND_DROPS, serde_json::to_vec(d).ok()?),
-        Body::Tick => (KIND_TICK, Vec::new()),
+        Body::ProcInfo(p) => (CollectorKind::ProcInfo as u16, proc_info_json(p)?),
+        Body::Drops(d) => (CollectorKind::Drops as u16, serde_json::to_vec(d).ok()?),
+        Body::Tick => (CollectorKind::Tick as u16, Vec::new()),
+        Body::RecorderGap(g) => (
+            CollectorKind::RecorderGap as u16,
+            serde_json::to_vec(g).ok()?,
+        ),
         _ => return None,
     };
     let len = u16::try_from(json.len()).ok()?;
@@ -509,6 +539,7 @@ pub struct EventHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tracer_common::{signal, tcp};
 
     fn hdr() -> EventHeader {
         EventHeader {
