@@ -1,0 +1,234 @@
+//! Standard output through a bounded queue and a thread of its own, so that a reader that stops
+//! reading (`tracer live | less`, paused) never stops the collector draining the rings or
+//! recording. Lines are handed over in batches; the thread does the blocking writes.
+//!
+//! Live modes are *lossy*: when the queue already holds [`CAP`] bytes, a new batch is dropped
+//! and its lines counted (see [`unprinted`]). Other commands (replay, report) wait instead:
+//! there nothing is lost by waiting for the reader.
+use std::{
+    collections::VecDeque,
+    io::{self, Write},
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+/// Bytes queued for the writer thread before a batch is dropped (lossy) or waited on.
+pub const CAP: usize = 8 << 20;
+/// A batch is handed over once it is this big, even without a flush.
+const BATCH: usize = 64 << 10;
+
+#[derive(Default)]
+struct Pending {
+    bufs: VecDeque<Vec<u8>>,
+    bytes: usize,
+    /// Lines of the buffer the thread is writing now.
+    in_flight: u64,
+    lossy: bool,
+    /// The reader went away (EPIPE) or writing failed: nothing more is written.
+    broken: bool,
+    /// Lines dropped: queue full, output broken, or still queued at exit.
+    unprinted: u64,
+    thread: bool,
+    /// Batches written so far, and the count when [`Queued::finish`] last gave up on a reader
+    /// that made no progress (the next finish does not wait for it again).
+    written: u64,
+    gave_up_at: Option<u64>,
+}
+
+struct Shared {
+    p: Mutex<Pending>,
+    /// Wakes the writer thread (work) and waiters (progress).
+    work: Condvar,
+    progress: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.p.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn shared() -> &'static Arc<Shared> {
+    static S: OnceLock<Arc<Shared>> = OnceLock::new();
+    S.get_or_init(|| {
+        Arc::new(Shared {
+            p: Mutex::new(Pending::default()),
+            work: Condvar::new(),
+            progress: Condvar::new(),
+        })
+    })
+}
+
+/// Set while the lossy queue is full (until it drains to half), so the printer can count a
+/// line as not printed without formatting it.
+static SATURATED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a line printed now would be dropped; if so, it is counted as not printed.
+pub fn skip_line() -> bool {
+    if !SATURATED.load(Ordering::Relaxed) {
+        return false;
+    }
+    shared().lock().unprinted += 1;
+    true
+}
+
+fn lines(b: &[u8]) -> u64 {
+    b.iter().filter(|&&c| c == b'\n').count() as u64
+}
+
+/// Drops rather than waits once [`CAP`] bytes are queued (live and record).
+pub fn set_lossy(on: bool) {
+    shared().lock().lossy = on;
+}
+
+/// Lines not printed so far.
+pub fn unprinted() -> u64 {
+    shared().lock().unprinted
+}
+
+/// The process's one stdout writer; [`crate::output`] holds it behind its own lock.
+#[derive(Default)]
+pub struct Queued {
+    cur: Vec<u8>,
+}
+
+impl Queued {
+    /// Hands the current batch to the writer thread.
+    fn hand_over(&mut self) -> io::Result<()> {
+        if self.cur.is_empty() {
+            return if shared().lock().broken {
+                Err(io::ErrorKind::BrokenPipe.into())
+            } else {
+                Ok(())
+            };
+        }
+        let s = shared();
+        let mut p = s.lock();
+        if !p.thread {
+            p.thread = true;
+            let s2 = s.clone();
+            if thread::Builder::new()
+                .name("stdout".into())
+                .spawn(move || run(&s2))
+                .is_err()
+            {
+                p.thread = false;
+                drop(p);
+                // No thread: write here, as before.
+                let r = io::stdout().lock().write_all(&self.cur);
+                self.cur.clear();
+                return r;
+            }
+        }
+        while !p.lossy && !p.broken && p.bytes >= CAP {
+            p = s.progress.wait(p).unwrap_or_else(|e| e.into_inner());
+        }
+        if p.broken {
+            p.unprinted += lines(&self.cur);
+            self.cur.clear();
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        if p.bytes + self.cur.len() > CAP {
+            SATURATED.store(true, Ordering::Relaxed);
+            p.unprinted += lines(&self.cur);
+            self.cur.clear();
+            return Ok(());
+        }
+        p.bytes += self.cur.len();
+        let next = Vec::with_capacity(self.cur.capacity().min(BATCH * 2));
+        p.bufs.push_back(std::mem::replace(&mut self.cur, next));
+        s.work.notify_one();
+        Ok(())
+    }
+
+    /// Waits until everything queued is written; in lossy mode, only while the reader makes
+    /// progress (gives up after `stall` without any), and what is still queued then is counted
+    /// as not printed. Returns the lines not printed in all.
+    pub fn finish(&mut self, stall: Duration) -> u64 {
+        let _ = self.hand_over();
+        let s = shared();
+        let mut p = s.lock();
+        let mut deadline = Instant::now() + stall;
+        let mut seen = p.written;
+        while p.thread && !p.broken && (p.bytes > 0 || p.in_flight > 0) {
+            let now = Instant::now();
+            if p.written != seen {
+                seen = p.written;
+                deadline = now + stall;
+            }
+            if p.lossy && (now >= deadline || p.gave_up_at == Some(p.written)) {
+                p.gave_up_at = Some(p.written);
+                let left: u64 = p.bufs.iter().map(|b| lines(b)).sum::<u64>() + p.in_flight;
+                p.unprinted += left;
+                p.bufs.clear();
+                p.bytes = 0;
+                // The thread may still finish its write: it no longer counts it.
+                p.in_flight = 0;
+                break;
+            }
+            p = s
+                .progress
+                .wait_timeout(
+                    p,
+                    deadline
+                        .saturating_duration_since(now)
+                        .max(Duration::from_millis(1)),
+                )
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        p.unprinted
+    }
+}
+
+impl Write for Queued {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.cur.extend_from_slice(buf);
+        if self.cur.len() >= BATCH {
+            self.hand_over()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.hand_over()
+    }
+}
+
+/// The writer thread: blocking writes, one queued batch at a time.
+fn run(s: &Shared) {
+    let mut out = io::stdout().lock();
+    loop {
+        let mut p = s.lock();
+        let buf = loop {
+            if let Some(b) = p.bufs.pop_front() {
+                break b;
+            }
+            p = s.work.wait(p).unwrap_or_else(|e| e.into_inner());
+        };
+        p.bytes -= buf.len();
+        if p.bytes <= CAP / 2 {
+            SATURATED.store(false, Ordering::Relaxed);
+        }
+        p.in_flight = lines(&buf);
+        drop(p);
+        let r = out.write_all(&buf).and_then(|()| out.flush());
+        let mut p = s.lock();
+        p.in_flight = 0;
+        p.written += 1;
+        if r.is_err() {
+            // EPIPE (`| head`) or a failing device: stop writing, count the rest.
+            p.broken = true;
+            p.unprinted += lines(&buf) + p.bufs.iter().map(|b| lines(b)).sum::<u64>();
+            p.bufs.clear();
+            p.bytes = 0;
+            // The next line must reach the printer's broken-pipe path, not be skipped.
+            SATURATED.store(false, Ordering::Relaxed);
+        }
+        s.progress.notify_all();
+    }
+}
