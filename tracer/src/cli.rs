@@ -3,17 +3,20 @@ use std::{process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 
-use std::sync::{Arc, Mutex};
+use anyhow::Context as _;
 
 use crate::{
-    analysis::{AnalysisArgs, Engine},
-    dump::{RecordOptions, Recorder},
+    analysis::AnalysisArgs,
+    driver::Driver,
+    dump::{RecordOptions, Recorder, cmd::DumpSource},
     live::{self, TraceArgs},
-    metrics::{self, MetricsArgs},
-    otlp::{self, OtlpArgs},
-    output::{self, Format, Printer},
+    metrics::MetricsArgs,
+    otlp::OtlpArgs,
+    output::{self, Format},
     pipeline::Pipeline,
-    report, units,
+    report,
+    sinks::{self, Findings, Spec},
+    units,
 };
 
 #[derive(Parser, Debug)]
@@ -111,77 +114,6 @@ pub struct RecordArgs {
     pub otlp: OtlpArgs,
 }
 
-/// Adds the analyses to a pipeline: NEW/UPDATED findings are printed as they appear; the
-/// returned handle gives the report at the end.
-pub fn add_findings(
-    pipeline: &mut Pipeline,
-    args: &AnalysisArgs,
-    json: bool,
-) -> anyhow::Result<Arc<Mutex<Engine>>> {
-    add_engine(pipeline, args, Some(json))
-}
-
-/// Adds the analyses to a pipeline; `print`: NEW/UPDATED findings are printed (as JSON lines
-/// with `Some(true)`), None: they only go to subscribers (metrics, exporters).
-pub fn add_engine(
-    pipeline: &mut Pipeline,
-    args: &AnalysisArgs,
-    print: Option<bool>,
-) -> anyhow::Result<Arc<Mutex<Engine>>> {
-    let mut engine = Engine::new(args.load()?)?;
-    if let Some(json) = print {
-        engine.on_update(move |u, host| report::print_update(u, host, json));
-    }
-    let (sink, handle) = engine.into_shared();
-    pipeline.add_sink(Box::new(sink));
-    Ok(handle)
-}
-
-/// What the fleet outputs started and must stay alive for the session: the metrics endpoint
-/// and the OTLP exporter.
-pub struct FleetOutputs {
-    pub metrics: metrics::Attached,
-    pub otlp: Option<otlp::Exporter>,
-}
-
-impl FleetOutputs {
-    /// At the end of the session (after the pipeline finished): the exporter's last flush,
-    /// bounded, and its summary on stderr.
-    pub fn finish(&mut self) {
-        if let Some(s) = self.otlp.as_mut().and_then(|e| e.shutdown()) {
-            output::eprint(&s.render());
-        }
-    }
-}
-
-/// The fleet outputs of `live`, `record` (and `top`): the metrics endpoint and the OTLP
-/// exporter.
-pub fn add_fleet_outputs(
-    pipeline: &mut Pipeline,
-    metrics_args: &MetricsArgs,
-    otlp_args: &OtlpArgs,
-    analysis: &AnalysisArgs,
-    engine: Option<&Arc<Mutex<Engine>>>,
-    recorder: Option<Arc<Mutex<crate::dump::RecordSummary>>>,
-) -> anyhow::Result<FleetOutputs> {
-    let fatal = analysis.load()?.signal_numbers()?;
-    let mut exporters = Vec::new();
-    let mut exporter = None;
-    if let Some(s) = otlp::start(pipeline, otlp_args, engine)? {
-        output::eprint(&format!("tracer: exporting OTLP to {}", s.endpoints));
-        exporters.push(s.publisher);
-        exporter = Some(s.exporter);
-    }
-    let attached = metrics::attach(pipeline, metrics_args, engine, recorder, fatal, exporters)?;
-    if let Some(a) = attached.addr {
-        output::eprint(&format!("tracer: metrics at http://{a}/metrics"));
-    }
-    Ok(FleetOutputs {
-        metrics: attached,
-        otlp: exporter,
-    })
-}
-
 fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -196,12 +128,6 @@ fn init_tracing(verbose: u8) {
         .with_target(false)
         .without_time()
         .try_init();
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
 }
 
 pub fn main() -> ExitCode {
@@ -227,7 +153,8 @@ pub fn main() -> ExitCode {
         Command::Scenario(a) => crate::scenario::run(&a).map(|()| ExitCode::SUCCESS),
         Command::GenerateAssets(a) => crate::assets::generate(&a).map(|()| ExitCode::SUCCESS),
     };
-    output::flush_stdout();
+    // Replay and report wait for their reader; live modes gave up on it already.
+    output::finish_stdout(std::time::Duration::from_secs(1));
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -237,39 +164,32 @@ pub fn main() -> ExitCode {
     }
 }
 
+fn format(json: bool) -> Format {
+    if json { Format::Json } else { Format::Human }
+}
+
 fn run_live(args: LiveArgs) -> anyhow::Result<ExitCode> {
     let (mut session, host, filter) = live::start(&args.trace)?;
     let mut pipeline = Pipeline::new(host, filter);
-    let format = if args.json {
-        Format::Json
-    } else {
-        Format::Human
-    };
-    pipeline.add_sink(Box::new(Printer::new(format, false)));
-    let engine = if args.no_findings {
-        None
-    } else {
-        Some(add_findings(&mut pipeline, &args.analysis, args.json)?)
-    };
-    let mut fleet = add_fleet_outputs(
-        &mut pipeline,
-        &args.metrics,
-        &args.otlp,
-        &args.analysis,
-        engine.as_ref(),
-        None,
-    )?;
-    session.seed(&mut pipeline)?;
-    let summary =
-        runtime()?.block_on(session.run(&mut pipeline, args.duration, std::future::pending()))?;
-    fleet.finish();
+    let mut spec = Spec::new(&args.analysis);
+    spec.printer = Some(format(args.json));
+    if !args.no_findings {
+        spec.findings = Findings::Print { json: args.json };
+    }
+    spec.metrics = Some(&args.metrics);
+    spec.otlp = Some(&args.otlp);
+    let mut sinks = sinks::build(&mut pipeline, spec)?;
+    let mut drv = Driver::new(pipeline, "from the kernel");
+    session.seed(&mut drv)?;
+    let summary = session.run(&mut drv, args.duration, std::future::pending())?;
+    sinks.fleet.finish();
     // The summary for people: the findings report (JSON consumers have had every finding as a
     // line already).
-    if let (Some(engine), false) = (engine, args.json)
+    if let (Some(engine), false) = (sinks.engine, args.json)
         && let Ok(engine) = engine.lock()
     {
         output::print("");
-        output::print(report::text(&engine, &pipeline.host).trim_end());
+        output::print(report::text(&engine, &drv.pipeline.host).trim_end());
     }
     output::eprint(&summary.render());
     Ok(ExitCode::SUCCESS)
@@ -280,9 +200,12 @@ fn run_report(args: ReportCmd) -> anyhow::Result<ExitCode> {
         crate::html::run(&args.paths, &args.filter, &args.report, out)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let engine = Engine::new(args.report.analysis.load()?)?;
-    let (sink, engine) = engine.into_shared();
-    let outcome = crate::dump::cmd::run(&args.paths, &args.filter, vec![Box::new(sink)])?;
+    let (source, mut pipeline) = DumpSource::open(&args.paths, &args.filter)?;
+    let mut spec = Spec::new(&args.report.analysis);
+    spec.findings = Findings::Quiet;
+    let sinks = sinks::build(&mut pipeline, spec)?;
+    let outcome = source.run(pipeline)?;
+    let engine = sinks.engine.context("the report needs the analyses")?;
     let engine = engine
         .lock()
         .map_err(|_| anyhow::anyhow!("analysis engine poisoned"))?;
@@ -300,37 +223,22 @@ fn run_record(args: RecordArgs) -> anyhow::Result<ExitCode> {
         "tracer: recording to {}",
         args.dump.output.display()
     ));
-    let recorder_stats = recorder.live_stats();
-    pipeline.add_sink(Box::new(recorder));
-    let fleet = args.metrics.metrics.is_some() || args.otlp.otlp.is_some();
-    let mut engine = None;
+    let mut spec = Spec::new(&args.analysis);
+    spec.recorder = Some(recorder);
+    spec.metrics = Some(&args.metrics);
+    spec.otlp = Some(&args.otlp);
     if args.print {
-        let format = if args.json {
-            Format::Json
-        } else {
-            Format::Human
-        };
-        pipeline.add_sink(Box::new(Printer::new(format, false)));
-        engine = Some(add_findings(&mut pipeline, &args.analysis, args.json)?);
-    } else if fleet {
+        spec.printer = Some(format(args.json));
+        spec.findings = Findings::Print { json: args.json };
+    } else if args.metrics.metrics.is_some() || args.otlp.otlp.is_some() {
         // Findings for the metrics and the exporter, not printed.
-        engine = Some(add_engine(&mut pipeline, &args.analysis, None)?);
+        spec.findings = Findings::Quiet;
     }
-    let mut fleet = add_fleet_outputs(
-        &mut pipeline,
-        &args.metrics,
-        &args.otlp,
-        &args.analysis,
-        engine.as_ref(),
-        Some(recorder_stats),
-    )?;
-    session.seed(&mut pipeline)?;
-    let summary = runtime()?.block_on(session.run(
-        &mut pipeline,
-        args.dump.duration,
-        std::future::pending(),
-    ))?;
-    fleet.finish();
+    let mut sinks = sinks::build(&mut pipeline, spec)?;
+    let mut drv = Driver::new(pipeline, "from the kernel");
+    session.seed(&mut drv)?;
+    let summary = session.run(&mut drv, args.dump.duration, std::future::pending())?;
+    sinks.fleet.finish();
     output::eprint(&summary.render());
     Ok(ExitCode::SUCCESS)
 }

@@ -13,14 +13,15 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
 use crate::{
-    analysis::{AnalysisArgs, AnalysisConfig, Engine},
+    analysis::AnalysisArgs,
+    driver::Driver,
     dump::{RecordOptions, Recorder},
     live::{self, TraceArgs},
     output,
     pipeline::Pipeline,
     report,
     sandbox::MemCgroup,
-    scenario,
+    scenario, sinks,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -68,13 +69,13 @@ pub const DEMO_THRESHOLDS: &[&str] = &[
     "reset_min_count=10",
 ];
 
-fn demo_config(args: &AnalysisArgs) -> anyhow::Result<AnalysisConfig> {
+fn demo_analysis(args: &AnalysisArgs) -> AnalysisArgs {
     let mut a = args.clone();
     // The user's own --threshold values win over the demo's.
     let mut t: Vec<String> = DEMO_THRESHOLDS.iter().map(|s| s.to_string()).collect();
     t.append(&mut a.thresholds);
     a.thresholds = t;
-    Ok(a.load()?)
+    a
 }
 
 /// A free loopback port (bound then released).
@@ -183,7 +184,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.only.iter().copied().collect()
     };
-    let cfg = demo_config(&args.analysis)?;
+    let analysis = demo_analysis(&args.analysis);
+    // A bad --threshold is said before anything starts.
+    analysis.load()?;
     // Trace only what the demo starts: its descendants (the collector itself is never traced).
     let mut trace = TraceArgs::defaults();
     trace.pids = vec![std::process::id()];
@@ -197,17 +200,19 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut children = Children { list: Vec::new() };
 
     let mut pipeline = Pipeline::new(host, filter);
-    let mut engine = Engine::new(cfg)?;
-    let json = args.json;
-    engine.on_update(move |u, host| report::print_update(u, host, json));
-    let (sink, engine) = engine.into_shared();
-    pipeline.add_sink(Box::new(sink));
+    let mut spec = sinks::Spec::new(&analysis);
+    spec.findings = sinks::Findings::Print { json: args.json };
     if let Some(dir) = &args.record {
         let mut rec = Recorder::new(&RecordOptions::new(dir), pipeline.host.clone())?;
         rec.set_print_summary(true);
-        pipeline.add_sink(Box::new(rec));
+        spec.recorder = Some(rec);
     }
-    session.seed(&mut pipeline)?;
+    let engine = sinks::build(&mut pipeline, spec)?
+        .engine
+        .context("the demo needs the analyses")?;
+    let json = args.json;
+    let mut drv = Driver::new(pipeline, "from the kernel");
+    session.seed(&mut drv)?;
 
     if !json {
         output::print(&format!(
@@ -313,10 +318,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         // Let the last events (exits, resets) arrive.
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let summary = rt.block_on(session.run(&mut pipeline, None, stop));
+    let summary = session.run(&mut drv, None, stop);
     if let Ok(mut c) = children.lock() {
         c.stop_all();
     }

@@ -13,7 +13,6 @@ use std::{
 
 use anyhow::Context as _;
 use plotters::prelude::*;
-use serde_json::Value;
 
 use crate::{
     analysis::{Engine, Evidence, Finding, Severity},
@@ -27,7 +26,6 @@ use crate::{
         series::Series,
         view::{clock, size},
     },
-    units::bytes_human,
 };
 
 /// Culprits charted at most.
@@ -289,30 +287,8 @@ fn finding_html(o: &mut String, rank: usize, f: &Finding, host: &HostInfo) {
         esc(f.kind()),
         esc(&f.summary)
     );
-    if let Ok(Value::Object(m)) = serde_json::to_value(&f.evidence) {
-        for (k, v) in m {
-            if k == "kind" || v.is_null() {
-                continue;
-            }
-            let shown = match &v {
-                Value::String(s) => s.clone(),
-                Value::Number(n) if k.ends_with("_bytes") => bytes_human(n.as_u64().unwrap_or(0)),
-                Value::Number(n) if k.ends_with("_bytes_per_sec") => {
-                    format!("{}/s", bytes_human(n.as_u64().unwrap_or(0)))
-                }
-                Value::Array(a) => a
-                    .iter()
-                    .map(|x| {
-                        x.as_str()
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| x.to_string())
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                other => other.to_string(),
-            };
-            let _ = write!(o, "<span><b>{}</b> {}</span>", esc(&k), esc(&shown));
-        }
+    for (k, shown, _) in crate::report::evidence_fields(f) {
+        let _ = write!(o, "<span><b>{}</b> {}</span>", esc(&k), esc(&shown));
     }
     let _ = writeln!(
         o,

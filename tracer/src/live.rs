@@ -12,11 +12,11 @@ use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 use tracer_common::Kind;
 
 use crate::{
+    driver::{Driver, Source, record_ts},
     event::{self, Body, Comm, Drops, Event, ProcInfo},
     filter::{CgroupSel, Filter, FilterSpec},
     host::{self, HostInfo},
     kernel::tracefs::Tracefs,
-    pipeline::Pipeline,
     probes::{self, Loaded, TraceConfig},
     procfs::{self, CgroupMounts},
     units,
@@ -123,6 +123,8 @@ pub struct Summary {
     pub drops: Vec<(Kind, u64)>,
     pub decode_errors: u64,
     pub duration: Duration,
+    /// Lines stdout did not take (see [`crate::stdout`]).
+    pub unprinted: u64,
 }
 
 impl Summary {
@@ -145,7 +147,7 @@ impl Summary {
             } else {
                 format!(" ({})", kinds.join(", "))
             },
-            if self.total_drops() == 0 {
+            if self.total_drops() == 0 && self.unprinted == 0 {
                 "; no records lost".to_owned()
             } else {
                 String::new()
@@ -161,6 +163,12 @@ impl Summary {
                 "; LOST {} records (ring buffer full): {}",
                 self.total_drops(),
                 d.join(", ")
+            ));
+        }
+        if self.unprinted > 0 {
+            s.push_str(&format!(
+                "; {} lines NOT printed (stdout was not read fast enough)",
+                self.unprinted
             ));
         }
         if self.decode_errors > 0 {
@@ -244,20 +252,6 @@ pub fn start(args: &TraceArgs) -> anyhow::Result<(Session, HostInfo, Filter)> {
     ))
 }
 
-/// The collector's clock tick, stored in dumps (see [`event::KIND_TICK`]).
-fn tick_event(ts_ns: u64) -> Event {
-    Event {
-        ts_ns,
-        cpu: 0,
-        tgid: std::process::id(),
-        tid: std::process::id(),
-        uid: 0,
-        cgroup_id: 0,
-        comm: Comm::new("tracer"),
-        body: Body::Tick,
-    }
-}
-
 fn proc_event(info: ProcInfo, ts_ns: u64) -> Event {
     Event {
         ts_ns,
@@ -271,22 +265,6 @@ fn proc_event(info: ProcInfo, ts_ns: u64) -> Event {
     }
 }
 
-/// Feeds a collector-made record (process info, drops) through the pipeline with its framing.
-fn feed_user(pipeline: &mut Pipeline, ev: Event) -> anyhow::Result<()> {
-    match event::encode_user_record(&ev) {
-        Some(raw) => pipeline.feed(&ev, &raw),
-        None => {
-            // Cannot happen for the records we make (they are cut to fit); never store an
-            // empty record in their place.
-            tracing::warn!(
-                pid = ev.tgid,
-                "a collector record could not be encoded; skipped"
-            );
-            Ok(())
-        }
-    }
-}
-
 /// How often drop counters are read.
 const DROP_POLL: Duration = Duration::from_secs(1);
 /// How often the rings are drained without a wakeup: the kernel writes records without waking
@@ -297,10 +275,10 @@ pub const BULK_DRAIN: Duration = Duration::from_millis(50);
 impl Session {
     /// Feeds the /proc snapshot (taken after attaching, so every process is either in it or
     /// seen forking).
-    pub fn seed(&mut self, pipeline: &mut Pipeline) -> anyhow::Result<()> {
+    pub fn seed(&mut self, drv: &mut Driver) -> anyhow::Result<()> {
         let now = host::boot_ns();
         for info in procfs::snapshot(&self.mounts) {
-            feed_user(pipeline, proc_event(info, now))?;
+            drv.user(proc_event(info, now))?;
         }
         crate::output::eprint(&self.ready);
         // Under systemd (Type=notify): ready once the probes are attached and the snapshot fed.
@@ -310,13 +288,37 @@ impl Session {
 
     /// Runs until Ctrl-C, SIGTERM, `duration`, or a sink error (a closed stdout ends quietly).
     /// `stop` ends the session when it completes (use `std::future::pending()` for never).
-    pub async fn run(
-        mut self,
-        pipeline: &mut Pipeline,
+    pub fn run(
+        self,
+        drv: &mut Driver,
         duration: Option<Duration>,
         stop: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<Summary> {
         let started = std::time::Instant::now();
+        // Draining the rings and recording never wait on stdout: lines it does not take are
+        // counted instead.
+        crate::stdout::set_lossy(true);
+        let mut rings = Rings {
+            session: self,
+            duration,
+            stop: Some(stop),
+        };
+        let result = drv.run(&mut rings);
+        let mut summary = std::mem::take(&mut rings.session.summary);
+        summary.duration = started.elapsed();
+        summary.drops = rings.session.last_drops.clone();
+        summary.decode_errors = drv.decode_errors;
+        summary.unprinted = crate::output::finish_stdout(Duration::from_secs(1));
+        result.map(|()| summary)
+    }
+
+    /// Reads the rings (and the connection map, the drop counters, the clock) until stopped.
+    async fn read(
+        &mut self,
+        drv: &mut Driver,
+        duration: Option<Duration>,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
         let (critical, bulk) = self
             .loaded
             .take_rings()
@@ -330,6 +332,11 @@ impl Session {
         let mut critical = register(critical)?;
         let mut bulk = register(bulk)?;
         let mut scanner = self.loaded.take_conns().map(crate::conns::Scanner::new);
+        // Attached, rings and maps open, sinks ready: what is left needs only the kept set.
+        match crate::privilege::drop_after_attach() {
+            Ok(kept) => tracing::debug!("capabilities kept: {kept:#x}; no_new_privs set"),
+            Err(e) => tracing::warn!("cannot drop privileges after attaching: {e}"),
+        }
         let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
         let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
         let mut tick = tokio::time::interval(DROP_POLL);
@@ -343,42 +350,30 @@ impl Session {
         };
         tokio::pin!(deadline);
         tokio::pin!(stop);
-        let result: anyhow::Result<()> = async {
-            loop {
-                tokio::select! {
-                    g = critical.readable_mut() => { let mut g = g?; g.clear_ready(); }
-                    g = bulk.readable_mut() => { let mut g = g?; g.clear_ready(); }
-                    _ = tick.tick() => {
-                        // What the rings hold first: the map is read as of now.
-                        self.drain(critical.get_mut(), bulk.get_mut(), pipeline)?;
-                        if let Some(s) = scanner.as_mut() {
-                            self.feed_statuses(s, pipeline)?;
-                        }
-                        feed_user(pipeline, tick_event(host::boot_ns()))?;
-                        self.poll_drops(pipeline, false)?;
+        loop {
+            tokio::select! {
+                g = critical.readable_mut() => { let mut g = g?; g.clear_ready(); }
+                g = bulk.readable_mut() => { let mut g = g?; g.clear_ready(); }
+                _ = tick.tick() => {
+                    // What the rings hold first: the map is read as of now.
+                    self.drain(critical.get_mut(), bulk.get_mut(), drv)?;
+                    if let Some(s) = scanner.as_mut() {
+                        self.feed_statuses(s, drv)?;
                     }
-                    _ = drain_tick.tick() => {}
-                    _ = sigterm.recv() => break,
-                    _ = sigint.recv() => break,
-                    _ = &mut deadline => break,
-                    _ = &mut stop => break,
+                    drv.tick(host::boot_ns())?;
+                    self.poll_drops(drv, false)?;
                 }
-                self.drain(critical.get_mut(), bulk.get_mut(), pipeline)?;
+                _ = drain_tick.tick() => {}
+                _ = sigterm.recv() => break,
+                _ = sigint.recv() => break,
+                _ = &mut deadline => break,
+                _ = &mut stop => break,
             }
-            // Whatever is still in the rings when asked to stop.
-            self.drain(critical.get_mut(), bulk.get_mut(), pipeline)?;
-            self.poll_drops(pipeline, true)?;
-            Ok(())
+            self.drain(critical.get_mut(), bulk.get_mut(), drv)?;
         }
-        .await;
-        let finish = pipeline.finish();
-        self.summary.duration = started.elapsed();
-        self.summary.drops = self.last_drops.clone();
-        match result.and(finish) {
-            Err(e) if e.is::<crate::output::BrokenPipe>() => Ok(self.summary),
-            Err(e) => Err(e),
-            Ok(()) => Ok(self.summary),
-        }
+        // Whatever is still in the rings when asked to stop.
+        self.drain(critical.get_mut(), bulk.get_mut(), drv)?;
+        self.poll_drops(drv, true)
     }
 
     /// Copies out what both rings hold, orders it by time, and feeds it.
@@ -386,7 +381,7 @@ impl Session {
         &mut self,
         critical: &mut RingBuf<MapData>,
         bulk: &mut RingBuf<MapData>,
-        pipeline: &mut Pipeline,
+        drv: &mut Driver,
     ) -> anyhow::Result<()> {
         loop {
             self.arena.clear();
@@ -399,10 +394,7 @@ impl Session {
                     let start = self.arena.len();
                     self.arena.extend_from_slice(&item);
                     event::sanitize(&mut self.arena[start..]);
-                    let ts = item
-                        .get(8..16)
-                        .map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8])))
-                        .unwrap_or(0);
+                    let ts = record_ts(&item);
                     self.index.push((ts, start, self.arena.len()));
                     n += 1;
                 }
@@ -415,17 +407,11 @@ impl Session {
             let arena = std::mem::take(&mut self.arena);
             for &(_, a, b) in &index {
                 let raw = &arena[a..b];
-                match event::decode(raw) {
-                    Ok(ev) => {
-                        self.enrich(&ev, pipeline)?;
-                        *self.summary.per_kind.entry(ev.kind_name()).or_default() += 1;
-                        self.summary.events += 1;
-                        pipeline.feed(&ev, raw)?;
-                    }
-                    Err(e) => {
-                        self.summary.decode_errors += 1;
-                        tracing::warn!("undecodable record from the kernel: {e}");
-                    }
+                if let Some(ev) = drv.decode(raw) {
+                    self.enrich(&ev, drv)?;
+                    *self.summary.per_kind.entry(ev.kind_name()).or_default() += 1;
+                    self.summary.events += 1;
+                    drv.feed(&ev, raw)?;
                 }
             }
             self.index = index;
@@ -439,7 +425,7 @@ impl Session {
     fn feed_statuses(
         &mut self,
         scanner: &mut crate::conns::Scanner,
-        pipeline: &mut Pipeline,
+        drv: &mut Driver,
     ) -> anyhow::Result<()> {
         let statuses = scanner.scan(host::boot_ns());
         if statuses.is_empty() {
@@ -448,7 +434,7 @@ impl Session {
         for (ev, raw) in statuses {
             *self.summary.per_kind.entry(ev.kind_name()).or_default() += 1;
             self.summary.events += 1;
-            pipeline.feed(&ev, &raw)?;
+            drv.feed(&ev, &raw)?;
         }
         crate::output::flush_stdout();
         Ok(())
@@ -459,18 +445,31 @@ impl Session {
     /// Also read again, before the record is fed (exec included), when the record was written
     /// in a cgroup the facts do not describe (a process moved into a cgroup between fork and
     /// exec): replay's `--cgroup` decides on the stored ancestry.
-    fn enrich(&mut self, ev: &Event, pipeline: &mut Pipeline) -> anyhow::Result<()> {
+    fn enrich(&mut self, ev: &Event, drv: &mut Driver) -> anyhow::Result<()> {
         if ev.tgid == 0
             || matches!(
                 ev.body,
-                Body::Exit(_) | Body::ProcInfo(_) | Body::Drops(_) | Body::Tick
+                Body::Exit(_)
+                    | Body::ProcInfo(_)
+                    | Body::Drops(_)
+                    | Body::RecorderGap(_)
+                    | Body::Tick
             )
         {
             return Ok(());
         }
-        let entry = pipeline.procs.get(ev.tgid);
+        let entry = drv.pipeline.procs.get(ev.tgid);
         let moved = entry.is_some_and(|p| p.cgroup_v2.last().is_some_and(|c| *c != ev.cgroup_id))
             && self.cgroup_reread.insert((ev.tgid, ev.cgroup_id));
+        // A move into a v1 memory cgroup leaves the record's (v2) cgroup id as it was: at a
+        // memory sample (what an OOM finding judges by; they are few) the memory cgroup is
+        // checked in /proc.
+        let moved = moved
+            || (self.mounts.v1_memory.is_some()
+                && matches!(ev.body, Body::MemSample(_))
+                && entry.is_some_and(|p| {
+                    p.has_info && procfs::mem_cgroup_of(ev.tgid).is_some_and(|c| c != p.cgroup)
+                }));
         // At a process's first EMFILE its limit and fd count are read again: the limit may
         // have changed before tracer started (or in a way no probe saw).
         let reread = is_emfile(ev) && !self.emfile_reread.contains(&ev.tgid);
@@ -492,7 +491,7 @@ impl Session {
             self.cgroup_reread.clear();
         }
         match procfs::read_proc(ev.tgid, &self.mounts) {
-            Some(info) => feed_user(pipeline, proc_event(info, ev.ts_ns))?,
+            Some(info) => drv.user(proc_event(info, ev.ts_ns))?,
             None => {
                 if self.unreadable.len() > 65536 {
                     self.unreadable.clear();
@@ -506,7 +505,7 @@ impl Session {
     /// Reads the kernel's drop counters; a change is warned about and fed as a Drops record
     /// (so dumps carry it). `last` feeds one even without a change: a dump then says "no
     /// records lost" rather than nothing.
-    fn poll_drops(&mut self, pipeline: &mut Pipeline, last: bool) -> anyhow::Result<()> {
+    fn poll_drops(&mut self, drv: &mut Driver, last: bool) -> anyhow::Result<()> {
         let drops = self.loaded.drops()?;
         if drops != self.last_drops || (last && !self.drops_fed) {
             let new: u64 = drops.iter().map(|(_, n)| n).sum::<u64>()
@@ -518,24 +517,35 @@ impl Session {
             }
             self.drops_fed = true;
             self.last_drops = drops.clone();
-            let ev = Event {
-                ts_ns: host::boot_ns(),
-                cpu: 0,
-                tgid: std::process::id(),
-                tid: std::process::id(),
-                uid: 0,
-                cgroup_id: 0,
-                comm: Comm::new("tracer"),
-                body: Body::Drops(Box::new(Drops {
-                    per_kind: drops
-                        .iter()
-                        .map(|(k, n)| (k.name().to_owned(), *n))
-                        .collect(),
-                })),
+            let drops = Drops {
+                per_kind: drops
+                    .iter()
+                    .map(|(k, n)| (k.name().to_owned(), *n))
+                    .collect(),
             };
-            feed_user(pipeline, ev)?;
+            drv.user(Event::collector(
+                host::boot_ns(),
+                Body::Drops(Box::new(drops)),
+            ))?;
         }
         Ok(())
+    }
+}
+
+/// The live [`Source`]: a session's ring buffers, until stopped.
+struct Rings<F> {
+    session: Session,
+    duration: Option<Duration>,
+    stop: Option<F>,
+}
+
+impl<F: std::future::Future<Output = ()>> Source for Rings<F> {
+    fn pump(&mut self, drv: &mut Driver) -> anyhow::Result<()> {
+        let stop = self.stop.take().context("a live session runs once")?;
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(self.session.read(drv, self.duration, stop))
     }
 }
 

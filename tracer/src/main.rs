@@ -1,3 +1,4 @@
+//! The `tracer` binary: everything is in the library, from [`tracer::cli::main`] on.
 fn main() -> std::process::ExitCode {
     tracer::cli::main()
 }

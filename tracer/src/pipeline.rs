@@ -20,6 +20,11 @@ pub trait Sink {
     fn finish(&mut self, _ctx: &Ctx<'_>) -> anyhow::Result<()> {
         Ok(())
     }
+    /// The stream crosses into another boot (a dump that spans a reboot): `old` is the boot
+    /// that ends, with its process table, for a last look; its pids are reused from here on.
+    fn new_boot(&mut self, _old: &Ctx<'_>, _next: &HostInfo) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 pub struct Pipeline {
@@ -46,6 +51,24 @@ impl Pipeline {
 
     pub fn add_sink(&mut self, sink: Box<dyn Sink>) {
         self.sinks.push(sink);
+    }
+
+    /// The host the following events come from. Another boot than the current one ends that
+    /// boot: the sinks are told (while the old process table is still there), then the table
+    /// starts empty, since the new boot's pids name other processes.
+    pub fn set_host(&mut self, host: HostInfo) -> anyhow::Result<()> {
+        if !self.host.boot_id.is_empty() && host.boot_id != self.host.boot_id {
+            let ctx = Ctx {
+                procs: &self.procs,
+                host: &self.host,
+            };
+            for s in &mut self.sinks {
+                s.new_boot(&ctx, &host)?;
+            }
+            self.procs = ProcTable::new();
+        }
+        self.host = host;
+        Ok(())
     }
 
     pub fn feed(&mut self, ev: &Event, raw: &[u8]) -> anyhow::Result<()> {

@@ -10,7 +10,10 @@ use hdrhistogram::Histogram;
 use serde_json::{Map, Value, json};
 
 use crate::{
-    analysis::{AnalysisArgs, Engine, Finding, FindingUpdate, Severity, state::MemTrack},
+    analysis::{
+        AnalysisArgs, Engine, Finding, FindingUpdate, Severity,
+        state::{FdCount, MemTrack},
+    },
     host::HostInfo,
     output,
     units::bytes_human,
@@ -188,7 +191,23 @@ fn stats_json(engine: &Engine, host: &HostInfo) -> Value {
         "timeline_omitted": engine.timeline().omitted,
         "connection_lifetimes": lifetimes,
         "memory_top_growers": growers,
+        "open_sockets": open_socket_rows(engine, OPEN_SOCKET_ROWS_JSON)
+            .into_iter()
+            .map(|(pid, c)| json!({"pid": pid, "comm": c.comm, "sockets": c.sockets, "fds": c.fds}))
+            .collect::<Vec<_>>(),
     })
+}
+
+/// Processes listed with their open sockets, in JSON and in text.
+const OPEN_SOCKET_ROWS_JSON: usize = 100;
+const OPEN_SOCKET_ROWS_TEXT: usize = 10;
+
+/// The live processes holding the most open sockets at the end (most first, then by pid).
+fn open_socket_rows(engine: &Engine, n: usize) -> Vec<(u32, &FdCount)> {
+    let mut rows: Vec<(u32, &FdCount)> = engine.state().fds.with_sockets().into_iter().collect();
+    rows.sort_by_key(|(pid, c)| (std::cmp::Reverse(c.sockets), *pid));
+    rows.truncate(n);
+    rows
 }
 
 struct LifetimeRow {
@@ -249,21 +268,24 @@ fn top_growers(engine: &Engine) -> Vec<(u32, &MemTrack)> {
         .collect()
 }
 
-/// The evidence of a finding as `key value` pairs for people (bytes made readable).
-fn evidence_text(f: &Finding) -> String {
+/// The evidence of a finding for people, field by field, as the text report and the HTML page
+/// show it: (name, value with bytes made readable, whether the value is a list).
+pub fn evidence_fields(f: &Finding) -> Vec<(String, String, bool)> {
     let Ok(Value::Object(m)) = serde_json::to_value(&f.evidence) else {
-        return String::new();
+        return Vec::new();
     };
-    let mut parts = Vec::new();
+    let mut out = Vec::new();
     for (k, v) in m {
         if k == "kind" || v.is_null() {
             continue;
         }
-        let shown = match &v {
-            Value::String(s) => s.clone(),
-            Value::Number(n) if k.ends_with("_bytes") => bytes_human(n.as_u64().unwrap_or(0)),
+        let (shown, list) = match &v {
+            Value::String(s) => (s.clone(), false),
+            Value::Number(n) if k.ends_with("_bytes") => {
+                (bytes_human(n.as_u64().unwrap_or(0)), false)
+            }
             Value::Number(n) if k.ends_with("_bytes_per_sec") => {
-                format!("{}/s", bytes_human(n.as_u64().unwrap_or(0)))
+                (format!("{}/s", bytes_human(n.as_u64().unwrap_or(0))), false)
             }
             Value::Array(a) => {
                 let items: Vec<String> = a
@@ -274,12 +296,27 @@ fn evidence_text(f: &Finding) -> String {
                             .unwrap_or_else(|| x.to_string())
                     })
                     .collect();
-                format!("[{}]", items.join(", "))
+                (items.join(", "), true)
             }
-            other => other.to_string(),
+            other => (other.to_string(), false),
         };
-        parts.push(format!("{k}={shown}"));
+        out.push((k, shown, list));
     }
+    out
+}
+
+/// The evidence of a finding as `key=value` pairs on one line.
+fn evidence_text(f: &Finding) -> String {
+    let parts: Vec<String> = evidence_fields(f)
+        .into_iter()
+        .map(|(k, v, list)| {
+            if list {
+                format!("{k}=[{v}]")
+            } else {
+                format!("{k}={v}")
+            }
+        })
+        .collect();
     parts.join("  ")
 }
 
@@ -313,6 +350,16 @@ pub fn text(engine: &Engine, host: &HostInfo) -> String {
             format!("{lost} events LOST in the kernel (see Events)")
         }
     );
+    if let Some((a, b)) = st.recorder_gap_span {
+        let _ = writeln!(
+            o,
+            "{} events NOT recorded by the recorder between {} and {} UTC ({} in the whole run)",
+            st.recorder_lost,
+            date_time(host, a),
+            date_time(host, b),
+            st.recorder_lost_total.max(st.recorder_lost)
+        );
+    }
 
     // Findings.
     let findings = engine.findings();
@@ -342,9 +389,14 @@ pub fn text(engine: &Engine, host: &HostInfo) -> String {
             if let Some(w) = f.workload_text() {
                 let _ = writeln!(o, "       culprit: {w}");
             }
+            // A finding of an earlier boot of the dump: its own clock, and which boot.
+            let (host, boot) = match &f.boot {
+                Some(b) => (b, format!(" (boot {})", b.boot_id)),
+                None => (host, String::new()),
+            };
             let _ = writeln!(
                 o,
-                "       seen {} .. {}",
+                "       seen {} .. {}{boot}",
                 clock(host, f.first_seen_ns),
                 clock(host, f.last_seen_ns)
             );
@@ -457,6 +509,21 @@ pub fn text(engine: &Engine, host: &HostInfo) -> String {
                 })
                 .collect();
             let _ = writeln!(o, "      over time: {}", series.join(", "));
+        }
+    }
+
+    let sockets = open_socket_rows(engine, OPEN_SOCKET_ROWS_TEXT);
+    if !sockets.is_empty() {
+        let _ = writeln!(o);
+        let _ = writeln!(o, "OPEN SOCKETS (at the end, most first)");
+        let _ = writeln!(
+            o,
+            "  {:>8} {:<16} {:>8} {:>8}",
+            "pid", "comm", "sockets", "fds"
+        );
+        for (pid, c) in sockets {
+            let fds = c.fds.map_or_else(|| "?".to_owned(), |n| n.to_string());
+            let _ = writeln!(o, "  {pid:>8} {:<16} {:>8} {fds:>8}", c.comm, c.sockets);
         }
     }
 

@@ -11,12 +11,14 @@ use super::{
     reader::{ReadStats, wall_span},
 };
 use crate::{
+    driver::{Driver, Source},
     event::{self, Body, Drops, Event},
     filter::{self, FilterSpec},
     host::{self, HostInfo},
-    output::{self, Format, Printer},
+    output::{self, Format},
     pipeline::{Ctx, Pipeline, Sink},
     proc_table::ProcTable,
+    sinks::Findings,
     units,
 };
 
@@ -86,26 +88,24 @@ pub struct ExportArgs {
 }
 
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
-    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let (source, mut pipeline) = DumpSource::open(&args.paths, &args.filter)?;
     let counts = Rc::new(RefCell::new(Counts::default()));
+    let mut spec = crate::sinks::Spec::new(&args.analysis);
     if args.stats {
-        sinks.push(Box::new(StatsSink(counts.clone())));
+        spec.own.push(Box::new(StatsSink(counts.clone())));
     } else {
-        let format = if args.json {
+        spec.printer = Some(if args.json {
             Format::Json
         } else {
             Format::Human
-        };
-        sinks.push(Box::new(Printer::new(format, false)));
+        });
         if !args.no_findings {
             // The same findings, at the same points of the stream, as `live` printed them.
-            let json = args.json;
-            let mut engine = crate::analysis::Engine::new(args.analysis.load()?)?;
-            engine.on_update(move |u, host| crate::report::print_update(u, host, json));
-            sinks.push(Box::new(engine));
+            spec.findings = Findings::Print { json: args.json };
         }
     }
-    let outcome = run(&args.paths, &args.filter, sinks)?;
+    crate::sinks::build(&mut pipeline, spec)?;
+    let outcome = source.run(pipeline)?;
     if args.stats {
         print_stats(&args.paths, &outcome, &counts.borrow(), args.json);
     }
@@ -114,8 +114,11 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
 
 pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     let ExportFormat::Jsonl = args.format;
-    let sink: Box<dyn Sink> = match &args.output {
-        None => Box::new(Printer::new(Format::Json, false)),
+    let (source, mut pipeline) = DumpSource::open(&args.paths, &args.filter)?;
+    let analysis = crate::analysis::AnalysisArgs::default();
+    let mut spec = crate::sinks::Spec::new(&analysis);
+    match &args.output {
+        None => spec.printer = Some(Format::Json),
         Some(path) => {
             use std::os::unix::fs::OpenOptionsExt;
             let f = std::fs::OpenOptions::new()
@@ -125,13 +128,15 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
                 .mode(0o600)
                 .open(path)
                 .with_context(|| format!("cannot create {}", path.display()))?;
-            Box::new(JsonlFile {
+            spec.own.push(Box::new(JsonlFile {
                 out: std::io::BufWriter::new(f),
                 path: path.clone(),
-            })
+                line: Vec::with_capacity(512),
+            }));
         }
-    };
-    run(&args.paths, &args.filter, vec![sink])?.into_result()
+    }
+    crate::sinks::build(&mut pipeline, spec)?;
+    source.run(pipeline)?.into_result()
 }
 
 /// A time bound as given on the command line.
@@ -214,109 +219,146 @@ pub fn run(
     args: &DumpFilterArgs,
     sinks: Vec<Box<dyn Sink>>,
 ) -> anyhow::Result<Outcome> {
-    let since = args
-        .since
-        .as_deref()
-        .map(parse_time)
-        .transpose()
-        .context("--since")?;
-    let until = args
-        .until
-        .as_deref()
-        .map(parse_time)
-        .transpose()
-        .context("--until")?;
-    let relative = [since, until]
-        .iter()
-        .flatten()
-        .any(|t| !matches!(t, TimeArg::Wall(_)));
-    let span = if relative { wall_span(paths)? } else { None };
-    let since = since.and_then(|t| to_wall(t, span));
-    let until = until.and_then(|t| to_wall(t, span));
-    let cgroup = match &args.cgroup {
-        Some(c) => Some(resolve_cgroup(c, paths)?),
-        None => None,
-    };
-    let filter = FilterSpec::new(
-        args.events.as_deref().unwrap_or("all"),
-        &args.pids,
-        args.comm.as_deref(),
-        cgroup,
-        false,
-    )?
-    .userspace();
-    let mut reader = DumpReader::open(paths)?;
-    let mut pipeline = Pipeline::new(HostInfo::default(), filter);
+    let (source, mut pipeline) = DumpSource::open(paths, args)?;
     for s in sinks {
         pipeline.add_sink(s);
     }
-    let mut out = Outcome::default();
-    let mut boot: Option<String> = None;
-    let mut feed_snapshot = true;
-    while let Some(item) = reader.next_item()? {
-        let raw = match item {
-            Item::Segment(info) => {
-                if boot.as_ref().is_some_and(|b| *b != info.host.boot_id) {
-                    // Another boot: its pids name other processes.
-                    pipeline.procs = ProcTable::new();
+    source.run(pipeline)
+}
+
+/// Holds each record back until its time comes (`tracer top --replay`'s recorded pace); an
+/// error stops the dump.
+pub type Pace = Box<dyn FnMut(u64) -> anyhow::Result<()>>;
+
+/// A dump as a [`Source`]: its records in order, each segment's host (another boot is a
+/// boundary the driver acts on), the time bounds of `--since`/`--until` per segment, and the
+/// dump's own warnings (gaps, skipped blocks) counted.
+pub struct DumpSource {
+    reader: super::prefetch::Prefetch,
+    since: Option<i64>,
+    until: Option<i64>,
+    feed_snapshot: bool,
+    warnings: u64,
+    pace: Option<Pace>,
+}
+
+impl DumpSource {
+    /// Opens the dump and compiles the filters; the pipeline is what to add the sinks to.
+    pub fn open(
+        paths: &[PathBuf],
+        args: &DumpFilterArgs,
+    ) -> anyhow::Result<(DumpSource, Pipeline)> {
+        let since = args
+            .since
+            .as_deref()
+            .map(parse_time)
+            .transpose()
+            .context("--since")?;
+        let until = args
+            .until
+            .as_deref()
+            .map(parse_time)
+            .transpose()
+            .context("--until")?;
+        let relative = [since, until]
+            .iter()
+            .flatten()
+            .any(|t| !matches!(t, TimeArg::Wall(_)));
+        let span = if relative { wall_span(paths)? } else { None };
+        let cgroup = match &args.cgroup {
+            Some(c) => Some(resolve_cgroup(c, paths)?),
+            None => None,
+        };
+        let filter = FilterSpec::new(
+            args.events.as_deref().unwrap_or("all"),
+            &args.pids,
+            args.comm.as_deref(),
+            cgroup,
+            false,
+        )?
+        .userspace();
+        let source = DumpSource {
+            reader: super::prefetch::Prefetch::open(paths),
+            since: since.and_then(|t| to_wall(t, span)),
+            until: until.and_then(|t| to_wall(t, span)),
+            feed_snapshot: true,
+            warnings: 0,
+            pace: None,
+        };
+        Ok((source, Pipeline::new(HostInfo::default(), filter)))
+    }
+
+    /// Feeds records no faster than `pace` lets them through.
+    pub fn pace(&mut self, pace: Pace) {
+        self.pace = Some(pace);
+    }
+
+    /// Feeds the whole dump through `pipeline` and ends it.
+    pub fn run(mut self, pipeline: Pipeline) -> anyhow::Result<Outcome> {
+        let mut drv = Driver::new(pipeline, "in the dump");
+        drv.run(&mut self)?;
+        Ok(Outcome {
+            read: self.reader.stats(),
+            warnings: self.warnings + drv.decode_errors,
+            decode_errors: drv.decode_errors,
+            stopped: drv.stopped,
+        })
+    }
+}
+
+impl Source for DumpSource {
+    fn pump(&mut self, drv: &mut Driver) -> anyhow::Result<()> {
+        while let Some(item) = self.reader.next_item()? {
+            let raw = match item {
+                Item::Segment(info) => {
+                    let filter = &mut drv.pipeline.filter;
+                    filter.since_ns = self.since.map(|w| to_boot(w, &info.host));
+                    filter.until_ns = self.until.map(|w| to_boot(w, &info.host));
+                    self.feed_snapshot = !info.continues;
+                    drv.host(info.host.clone())?;
+                    continue;
                 }
-                boot = Some(info.host.boot_id.clone());
-                pipeline.host = info.host.clone();
-                pipeline.filter.since_ns = since.map(|w| to_boot(w, &info.host));
-                pipeline.filter.until_ns = until.map(|w| to_boot(w, &info.host));
-                feed_snapshot = !info.continues;
-                continue;
+                Item::Snapshot(raw) if self.feed_snapshot => raw,
+                Item::Snapshot(_) => continue,
+                Item::Record(raw) => raw,
+                Item::Gap(g) => {
+                    self.warnings += 1;
+                    tracing::warn!(
+                        "dump: {} events were not recorded at this point ({})",
+                        g.lost,
+                        if g.reason.is_empty() {
+                            "recorder error"
+                        } else {
+                            &g.reason
+                        }
+                    );
+                    continue;
+                }
+                Item::Warning(w) => {
+                    self.warnings += 1;
+                    tracing::warn!("dump: {w}");
+                    continue;
+                }
+            };
+            if let Some(pace) = self.pace.as_mut() {
+                pace(crate::driver::record_ts(raw))?;
             }
-            Item::Snapshot(raw) if feed_snapshot => raw,
-            Item::Snapshot(_) => continue,
-            Item::Record(raw) => raw,
-            Item::Gap(g) => {
-                out.warnings += 1;
+            let Some(ev) = drv.decode(raw) else { continue };
+            if let Body::RecorderGap(g) = &ev.body {
+                self.warnings += 1;
+                let host = &drv.pipeline.host;
                 tracing::warn!(
-                    "dump: {} events were not recorded at this point ({})",
+                    "dump: {} events were not recorded between {} and {} ({})",
                     g.lost,
-                    if g.reason.is_empty() {
-                        "recorder error"
-                    } else {
-                        &g.reason
-                    }
+                    host.rfc3339(g.first_ns),
+                    host.rfc3339(g.last_ns),
+                    g.reason
                 );
-                continue;
             }
-            Item::Warning(w) => {
-                out.warnings += 1;
-                tracing::warn!("dump: {w}");
-                continue;
-            }
-        };
-        let ev = match event::decode(raw) {
-            Ok(ev) => ev,
-            Err(e) => {
-                out.decode_errors += 1;
-                if out.decode_errors <= 5 {
-                    tracing::warn!("dump: record skipped: {e}");
-                }
-                continue;
-            }
-        };
-        if let Err(e) = pipeline.feed(&ev, raw) {
-            if e.is::<output::BrokenPipe>() {
-                out.stopped = true;
-                break;
-            }
-            return Err(e);
+            drv.feed(&ev, raw)?;
         }
+        Ok(())
     }
-    if out.decode_errors > 5 {
-        tracing::warn!(
-            "dump: {} records could not be decoded in all (written by a newer tracer?)",
-            out.decode_errors
-        );
-    }
-    out.warnings += out.decode_errors;
-    pipeline.finish()?;
-    out.read = reader.stats().clone();
-    Ok(out)
 }
 
 /// A cgroup given by path, as the id its events carry: learnt from the dump itself (processes
@@ -390,6 +432,8 @@ fn resolve_cgroup(arg: &str, paths: &[PathBuf]) -> anyhow::Result<filter::Cgroup
 struct JsonlFile {
     out: std::io::BufWriter<std::fs::File>,
     path: PathBuf,
+    /// One line, reused from event to event.
+    line: Vec<u8>,
 }
 
 impl Sink for JsonlFile {
@@ -397,9 +441,10 @@ impl Sink for JsonlFile {
         if !output::printable(ev) {
             return Ok(());
         }
-        serde_json::to_writer(&mut self.out, &output::to_json(ev, ctx))?;
+        self.line.clear();
+        output::write_json_line(&mut self.line, ev, ctx)?;
         self.out
-            .write_all(b"\n")
+            .write_all(&self.line)
             .with_context(|| format!("cannot write {}", self.path.display()))
     }
 
@@ -421,6 +466,10 @@ struct Counts {
     first_wall: Option<i64>,
     last_wall: Option<i64>,
     drops: Option<Drops>,
+    /// Sums over the recorder's gap records (see [`event::RecorderGap`]).
+    gap_lost: u64,
+    gap_lost_total: u64,
+    gap_span: Option<(i64, i64)>,
 }
 
 /// Counts the events that pass the filters, per kind, and keeps the last drop counts.
@@ -431,6 +480,13 @@ impl Sink for StatsSink {
         let mut c = self.0.borrow_mut();
         match &ev.body {
             Body::Drops(d) => c.drops = Some((**d).clone()),
+            Body::RecorderGap(g) => {
+                c.gap_lost += g.lost;
+                c.gap_lost_total = c.gap_lost_total.max(g.lost_total);
+                let (a, b) = (ctx.host.wall_ns(g.first_ns), ctx.host.wall_ns(g.last_ns));
+                let (x, y) = c.gap_span.unwrap_or((a, b));
+                c.gap_span = Some((x.min(a), y.max(b)));
+            }
             Body::ProcInfo(_) | Body::Tick => {}
             _ => {
                 *c.per_kind.entry(ev.kind_name()).or_default() += 1;
@@ -481,7 +537,10 @@ fn print_stats(paths: &[PathBuf], o: &Outcome, c: &Counts, as_json: bool) {
             "events_per_kind": c.per_kind,
             "kernel_drops": drops_total,
             "kernel_drops_per_kind": c.drops.as_ref().map(|d| d.per_kind.iter().cloned().collect::<BTreeMap<_, _>>()),
-            "recorder_lost": r.recorder_lost,
+            "recorder_lost": r.recorder_lost + c.gap_lost,
+            "recorder_lost_total": c.gap_lost_total.max(r.recorder_lost + c.gap_lost),
+            "recorder_gap_first": c.gap_span.map(|s| host::rfc3339_ns(s.0)),
+            "recorder_gap_last": c.gap_span.map(|s| host::rfc3339_ns(s.1)),
             "warnings": o.warnings,
             "corrupt_blocks": r.corrupt_blocks,
             "truncated": r.truncated,
@@ -523,7 +582,16 @@ fn print_stats(paths: &[PathBuf], o: &Outcome, c: &Counts, as_json: bool) {
         Some(_) => lines.push("kernel drops  0".into()),
         None => lines.push("kernel drops  unknown (no drop counts in the dump)".into()),
     }
-    lines.push(format!("recorder lost {}", r.recorder_lost));
+    let lost = r.recorder_lost + c.gap_lost;
+    match c.gap_span {
+        Some((a, b)) => lines.push(format!(
+            "recorder lost {lost} between {} and {} ({} in the whole run)",
+            host::rfc3339_ns(a),
+            host::rfc3339_ns(b),
+            c.gap_lost_total.max(lost)
+        )),
+        None => lines.push(format!("recorder lost {lost}")),
+    }
     lines.push(format!(
         "warnings      {} ({} corrupted blocks, {} truncated, {} undecodable records)",
         o.warnings, r.corrupt_blocks, r.truncated, o.decode_errors

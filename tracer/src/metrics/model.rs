@@ -172,7 +172,10 @@ impl Model {
 
     pub fn observe(&mut self, ev: &Event, ctx: &Ctx<'_>) {
         self.now_ns = self.now_ns.max(ev.ts_ns);
-        if !matches!(ev.body, Body::ProcInfo(_) | Body::Drops(_) | Body::Tick) {
+        if !matches!(
+            ev.body,
+            Body::ProcInfo(_) | Body::Drops(_) | Body::RecorderGap(_) | Body::Tick
+        ) {
             *self.events.entry(ev.kind_name()).or_default() += 1;
         }
         let comm = ev.comm.to_string();

@@ -30,7 +30,7 @@ pub mod http;
 
 pub use exporter::{Exporter, Handle, Summary};
 
-/// The OTLP options of `live` and `record`.
+/// The OTLP options of `live`, `record` and `top`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct OtlpArgs {
     /// Export findings and metrics over OTLP/HTTP protobuf to an OpenTelemetry Collector at

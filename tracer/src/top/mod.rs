@@ -34,13 +34,20 @@ use self::{
     view::{Action, Ui},
 };
 use crate::{
-    analysis::{AnalysisArgs, Engine},
-    dump::{RecordOptions, Recorder, cmd::DumpFilterArgs},
+    analysis::{AnalysisArgs, FindingUpdate},
+    driver::Driver,
+    dump::{
+        RecordOptions, Recorder,
+        cmd::{DumpFilterArgs, DumpSource},
+    },
     event::Event,
     host::HostInfo,
     live::{self, TraceArgs},
+    metrics::MetricsArgs,
+    otlp::OtlpArgs,
     output::BrokenPipe,
     pipeline::{Ctx, Pipeline, Sink},
+    sinks::{Findings, Sinks, Spec},
 };
 
 #[derive(Args, Debug)]
@@ -64,12 +71,15 @@ pub struct TopArgs {
     pub speed: f64,
     #[command(flatten)]
     pub analysis: AnalysisArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
 }
 
 /// What the sink updates and the screen reads.
 pub struct Shared {
     pub model: Model,
-    pub engine: Engine,
     pub host: HostInfo,
 }
 
@@ -100,43 +110,50 @@ impl Control {
     }
 }
 
-/// The sink: the analyses and the model, under one lock.
+/// The sink after the analyses: the model, with the findings the analyses raised for the same
+/// event.
 pub struct TopSink {
     shared: Arc<Mutex<Shared>>,
-    pacer: Option<Pacer>,
+    /// The analyses' NEW/UPDATED findings, until the model takes them.
+    findings: Arc<Mutex<Vec<FindingUpdate>>>,
 }
 
 impl TopSink {
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn take_findings(&self, model: &mut Model) {
+        let updates = std::mem::take(&mut *self.findings.lock().unwrap_or_else(|e| e.into_inner()));
+        for u in updates {
+            model.finding(u);
+        }
+    }
 }
 
 impl Sink for TopSink {
     fn event(&mut self, ev: &Event, _raw: &[u8], ctx: &Ctx<'_>) -> anyhow::Result<()> {
-        if let Some(p) = self.pacer.as_mut() {
-            p.wait(ev.ts_ns)?;
-        }
         let mut s = self.lock();
         let s = &mut *s;
         if s.host != *ctx.host {
             s.host = ctx.host.clone();
         }
-        s.engine.observe(ev, ctx);
         s.model.observe(ev, ctx.procs, ctx.host);
-        for u in s.engine.take_updates() {
-            s.model.finding(u);
-        }
+        self.take_findings(&mut s.model);
         Ok(())
     }
 
-    fn finish(&mut self, ctx: &Ctx<'_>) -> anyhow::Result<()> {
+    fn new_boot(&mut self, _old: &Ctx<'_>, _next: &HostInfo) -> anyhow::Result<()> {
+        // The analyses' findings of the boot that ends were raised just before.
         let mut s = self.lock();
-        let s = &mut *s;
-        s.engine.evaluate(ctx);
-        for u in s.engine.take_updates() {
-            s.model.finding(u);
-        }
+        self.take_findings(&mut s.model);
+        s.model.new_boot();
+        Ok(())
+    }
+
+    fn finish(&mut self, _ctx: &Ctx<'_>) -> anyhow::Result<()> {
+        // The analyses' last evaluation ran just before (their sink comes first).
+        self.take_findings(&mut self.lock().model);
         Ok(())
     }
 }
@@ -200,9 +217,7 @@ pub fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
     if !(args.speed.is_finite() && args.speed >= 0.0) {
         anyhow::bail!("--speed must be a number >= 0 (0: as fast as possible)");
     }
-    let cfg = args.analysis.load()?;
-    let fatal = cfg.signal_numbers()?;
-    let engine = Engine::new(cfg)?;
+    let fatal = args.analysis.load()?.signal_numbers()?;
     let filtered =
         !args.trace.pids.is_empty() || args.trace.comm.is_some() || args.trace.cgroup.is_some();
     let model = Model::new(ModelOptions {
@@ -212,7 +227,6 @@ pub fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
     });
     let shared = Arc::new(Mutex::new(Shared {
         model,
-        engine,
         host: HostInfo::default(),
     }));
     let ctl = Control::new(args.speed);
@@ -252,27 +266,53 @@ fn watch_signals(ctl: Control) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The sinks of top, live or replayed: a recording (with --record), the analyses, the screen's
+/// model, and the fleet outputs (--metrics, --otlp).
+fn add_sinks(
+    args: &TopArgs,
+    pipeline: &mut Pipeline,
+    shared: &Arc<Mutex<Shared>>,
+) -> anyhow::Result<Sinks> {
+    let mut spec = Spec::new(&args.analysis);
+    if let Some(dir) = &args.record {
+        let rec = Recorder::new(&RecordOptions::new(dir), pipeline.host.clone())
+            .with_context(|| format!("--record {}", dir.display()))?;
+        spec.recorder = Some(rec);
+    }
+    spec.findings = Findings::Quiet;
+    let findings = Arc::new(Mutex::new(Vec::new()));
+    spec.own.push(Box::new(TopSink {
+        shared: shared.clone(),
+        findings: findings.clone(),
+    }));
+    spec.metrics = Some(&args.metrics);
+    spec.otlp = Some(&args.otlp);
+    let sinks = crate::sinks::build(pipeline, spec)?;
+    if let Some(engine) = &sinks.engine {
+        engine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .on_update(move |u, _| {
+                findings
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(u.clone())
+            });
+    }
+    Ok(sinks)
+}
+
 fn live(args: &TopArgs, shared: Arc<Mutex<Shared>>, ctl: Control) -> anyhow::Result<ExitCode> {
     // Everything that may fail for want of privileges happens before the screen is taken.
     let (mut session, host, filter) = live::start(&args.trace)?;
     let source = format!("live on {} (kernel {})", host.hostname, host.kernel);
     let mut pipeline = Pipeline::new(host, filter);
-    if let Some(dir) = &args.record {
-        let rec = Recorder::new(&RecordOptions::new(dir), pipeline.host.clone())
-            .with_context(|| format!("--record {}", dir.display()))?;
-        pipeline.add_sink(Box::new(rec));
-    }
-    pipeline.add_sink(Box::new(TopSink {
-        shared: shared.clone(),
-        pacer: None,
-    }));
+    let mut sinks = add_sinks(args, &mut pipeline, &shared)?;
+    let mut drv = Driver::new(pipeline, "from the kernel");
     let guard = term::enter()?;
     let screen = spawn_screen(shared, ctl.clone(), Ui::new(source, false, 1.0))?;
     let result = (|| {
-        session.seed(&mut pipeline)?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        session.seed(&mut drv)?;
         let stop = {
             let ctl = ctl.clone();
             async move {
@@ -281,11 +321,12 @@ fn live(args: &TopArgs, shared: Arc<Mutex<Shared>>, ctl: Control) -> anyhow::Res
                 }
             }
         };
-        rt.block_on(session.run(&mut pipeline, None, stop))
+        session.run(&mut drv, None, stop)
     })();
     ctl.quit();
     let screen = screen.join();
     drop(guard);
+    sinks.fleet.finish();
     if let Some(dir) = &args.record {
         crate::output::eprint(&format!("tracer: recorded to {}", dir.display()));
     }
@@ -302,8 +343,6 @@ fn replay(
     ctl: Control,
 ) -> anyhow::Result<ExitCode> {
     let paths = vec![path.clone()];
-    // A file that is not a dump is said before the screen is taken.
-    crate::dump::DumpReader::open(&paths)?;
     let filter = DumpFilterArgs {
         events: Some(args.trace.events.clone()),
         pids: args.trace.pids.clone(),
@@ -312,23 +351,25 @@ fn replay(
         since: None,
         until: None,
     };
-    let sink = TopSink {
-        shared: shared.clone(),
-        pacer: Some(Pacer {
-            ctl: ctl.clone(),
-            anchor: None,
-            speed: args.speed,
-            last_ts: 0,
-        }),
+    // A file that is not a dump is said before the screen is taken.
+    let (mut source, mut pipeline) = DumpSource::open(&paths, &filter)?;
+    let mut pacer = Pacer {
+        ctl: ctl.clone(),
+        anchor: None,
+        speed: args.speed,
+        last_ts: 0,
     };
+    source.pace(Box::new(move |ts| pacer.wait(ts)));
+    let mut sinks = add_sinks(args, &mut pipeline, &shared)?;
     let guard = term::enter()?;
     let ui = Ui::new(format!("replay of {}", path.display()), true, args.speed);
     let screen = spawn_screen(shared, ctl.clone(), ui)?;
-    let outcome = crate::dump::cmd::run(&paths, &filter, vec![Box::new(sink)]);
+    let outcome = source.run(pipeline);
     // The end stays on screen until q.
     ctl.done.store(true, Ordering::SeqCst);
     let screen = screen.join();
     drop(guard);
+    sinks.fleet.finish();
     screen.map_err(|_| anyhow::anyhow!("the screen thread failed"))??;
     outcome?.into_result()?;
     Ok(ExitCode::SUCCESS)

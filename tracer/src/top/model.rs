@@ -531,6 +531,16 @@ impl Model {
         }
     }
 
+    /// Another boot begins (a replayed dump that spans a reboot): its pids and sockets name
+    /// other processes, and its clock starts again. The findings and counters stay.
+    pub fn new_boot(&mut self) {
+        self.procs.clear();
+        self.exited.clear();
+        self.sk_owner.clear();
+        self.deaths.clear();
+        self.now_ns = 0;
+    }
+
     fn opts(&self) -> &ModelOptions {
         static DEFAULT: std::sync::OnceLock<ModelOptions> = std::sync::OnceLock::new();
         self.opts.as_ref().unwrap_or_else(|| {
@@ -587,7 +597,12 @@ impl Model {
         if !matches!(ev.body, Body::Tick) {
             self.events += 1;
         }
-        if ev.ts_ns > 0 && !matches!(ev.body, Body::ProcInfo(_) | Body::Drops(_)) {
+        if ev.ts_ns > 0
+            && !matches!(
+                ev.body,
+                Body::ProcInfo(_) | Body::Drops(_) | Body::RecorderGap(_)
+            )
+        {
             self.now_ns = self.now_ns.max(ev.ts_ns);
             self.first_ns.get_or_insert(ev.ts_ns);
         }
@@ -1252,6 +1267,22 @@ mod tests {
         for k in SortKey::ALL {
             assert_eq!(SortKey::from_key(k.key()), Some(k));
         }
+    }
+
+    #[test]
+    fn a_new_boot_forgets_the_processes_of_the_last() {
+        let mut s = Stream::new();
+        s.proc_info(10, 1, "job", |i| i.open_sockets = Some(3));
+        s.at(10).socket_open(10, "job", 7);
+        let mut m = Model::default();
+        let mut procs = ProcTable::new();
+        for ev in &s.events {
+            procs.apply(ev);
+            m.observe(ev, &procs, &s.host);
+        }
+        assert_eq!(m.get(10).map(|p| p.open_sockets()), Some(4));
+        m.new_boot();
+        assert!(m.get(10).is_none());
     }
 
     #[test]
