@@ -3,8 +3,9 @@
 //! damaged block and find the next one.
 //!
 //! The framing's integers are little-endian; records are stored as the kernel wrote them (host
-//! byte order, little-endian on every host tracer builds for; see the doc). Nothing here touches files: the writer and the reader both
-//! go through these functions, so the layout lives in one place.
+//! byte order, little-endian on every host tracer builds for; see the doc). Nothing here
+//! touches files: the writer and the reader both go through these functions, so the layout
+//! lives in one place.
 use serde::{Deserialize, Serialize};
 
 use crate::host::HostInfo;

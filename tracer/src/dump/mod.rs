@@ -12,11 +12,13 @@ use thiserror::Error;
 
 pub mod cmd;
 pub mod format;
+pub mod prefetch;
 pub mod reader;
 pub mod writer;
 
-#[doc(hidden)]
-pub mod testing;
+/// Synthetic dumps for the dump tests (only they use it).
+#[cfg(test)]
+mod testing;
 #[cfg(test)]
 mod tests;
 

@@ -1,5 +1,5 @@
-//! Synthetic record streams and in-memory segments for tests, benchmarks and the fuzz seeds.
-//! Not part of the stable API.
+//! Synthetic record streams and in-memory segments for the dump tests (compiled only for
+//! `cargo test`).
 use tracer_common::{AF_INET, memory, oom, process, signal, tcp};
 
 use super::format::{self, BlockType, SegmentMeta};
@@ -483,12 +483,23 @@ pub fn host() -> HostInfo {
 /// A whole segment in memory: preamble, META, an empty snapshot, then the records in blocks of
 /// `per_block`. What the recorder writes, without files or threads (fuzz seeds, reader tests).
 pub fn segment_bytes(records: &[Vec<u8>], per_block: usize) -> Vec<u8> {
+    segment_bytes_of(host(), 1, records, per_block)
+}
+
+/// [`segment_bytes`] of another host or boot, numbered `seq` (a dump that spans a reboot has
+/// segments of two boot ids).
+pub fn segment_bytes_of(
+    host: HostInfo,
+    seq: u64,
+    records: &[Vec<u8>],
+    per_block: usize,
+) -> Vec<u8> {
     let mut c = zstd::bulk::Compressor::new(format::ZSTD_LEVEL).ok();
     let meta = SegmentMeta {
         tracer_version: env!("CARGO_PKG_VERSION").into(),
-        host: host(),
-        seq: 1,
-        created_wall_ns: 1_795_400_000_000_000_000,
+        created_wall_ns: host.boot_to_wall_ns,
+        host,
+        seq,
         created_boot_ns: 0,
     };
     let mut out = format::encode_preamble().to_vec();

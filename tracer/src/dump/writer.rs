@@ -5,7 +5,8 @@
 //! The event path only appends bytes to a queue under a mutex that the writer holds for a
 //! pointer swap at most: it never waits on the disk. The queue is bounded in bytes; when the
 //! writer falls that far behind, records are dropped and counted, and the count is written into
-//! the dump as a GAP block. A mutex-guarded queue rather than a channel of batches because the
+//! the dump as a gap record (kind 203; dumps of older versions have GAP blocks instead). A full
+//! disk is a size bound: the oldest segments are deleted to keep the newest events. A mutex-guarded queue rather than a channel of batches because the
 //! writer must be able to take a half-filled batch on its own timer: on a host that hangs, no
 //! further event comes along to push the last ones out, and those are the ones that matter.
 //!
@@ -22,10 +23,10 @@ use std::{
 
 use super::{
     DumpError, RecordOptions, SEGMENT_EXT,
-    format::{self, BlockType, Gap, MAX_BLOCK_RAW, SegmentMeta},
+    format::{self, BlockType, MAX_BLOCK_RAW, SegmentMeta},
 };
 use crate::{
-    event::{self, Body, Comm, Event},
+    event::{self, Body, Comm, Event, RecorderGap},
     host::{self, HostInfo},
     pipeline::{Ctx, Sink},
     proc_table::ProcTable,
@@ -197,6 +198,10 @@ pub struct RecordSummary {
     pub segments_deleted: u64,
     /// Writes (or segment creations) that failed; each is retried.
     pub write_errors: u64,
+    /// Old segments deleted because the disk was full (a subset of `segments_deleted`).
+    pub segments_deleted_disk_full: u64,
+    /// Events lost that no gap record in the dump accounts for: writing still failed at exit.
+    pub events_lost_unnoted: u64,
 }
 
 impl RecordSummary {
@@ -228,8 +233,22 @@ impl std::fmt::Display for RecordSummary {
         if lost > 0 {
             write!(
                 f,
-                "; {lost} events NOT recorded ({} write errors, {} writer too slow)",
+                "; {lost} events NOT recorded ({} could not be written, {} writer too slow)",
                 self.events_unwritten, self.events_dropped_queue_full
+            )?;
+            if self.events_lost_unnoted > 0 {
+                write!(
+                    f,
+                    ", {} of them not noted in the dump (writing still failed at exit)",
+                    self.events_lost_unnoted
+                )?;
+            }
+        }
+        if self.segments_deleted_disk_full > 0 {
+            write!(
+                f,
+                "; the disk was full: {} old segment file(s) deleted to keep the newest events",
+                self.segments_deleted_disk_full
             )?;
         }
         Ok(())
@@ -349,7 +368,10 @@ impl Recorder {
             unsynced_since: None,
             failed: None,
             gap: 0,
+            gap_span: None,
+            lost_total: 0,
             gap_reason: String::new(),
+            disk_bound: None,
             compressor: zstd::bulk::Compressor::new(format::ZSTD_LEVEL).ok(),
             summary: RecordSummary {
                 dir: dir.clone(),
@@ -542,9 +564,14 @@ struct Writer {
     /// When the oldest data written but not yet synced arrived.
     unsynced_since: Option<Instant>,
     failed: Option<Failure>,
-    /// Records lost since the last GAP block was written.
+    /// Records lost since the last gap record was written, the boot-clock span of those records,
+    /// and the run's total.
     gap: u64,
+    gap_span: Option<(u64, u64)>,
+    lost_total: u64,
     gap_reason: String,
+    /// Our bytes on disk when the file system said it was full: the size bound from then on.
+    disk_bound: Option<u64>,
     compressor: Option<zstd::bulk::Compressor<'static>>,
     summary: RecordSummary,
     /// The summary so far, for metrics while recording.
@@ -574,7 +601,8 @@ impl Writer {
             }
             if dropped > 0 {
                 self.summary.events_dropped_queue_full += dropped;
-                self.lose(dropped, "the writer could not keep up");
+                let ts = self.last_ts;
+                self.lose(dropped, "the writer could not keep up", ts, ts);
             }
             for c in chunks {
                 self.write_chunk(&c);
@@ -597,6 +625,7 @@ impl Writer {
         }
         self.close_current();
         self.enforce_retention(0);
+        self.summary.events_lost_unnoted = self.gap;
         self.summary.segments_on_disk = self.closed.len();
         self.summary.bytes_on_disk = self.closed.iter().map(|c| c.size).sum();
         self.summary
@@ -678,15 +707,13 @@ impl Writer {
     fn write_chunk(&mut self, c: &Chunk) {
         self.last_ts = self.last_ts.max(c.last_ts);
         if self.current.is_none() {
-            self.lose(c.count as u64, "");
-            self.summary.events_unwritten += c.count as u64;
+            self.lose_chunk(c);
             return;
         }
         if self.needs_rotation() {
             self.rotate();
             if self.current.is_none() {
-                self.lose(c.count as u64, "");
-                self.summary.events_unwritten += c.count as u64;
+                self.lose_chunk(c);
                 return;
             }
         }
@@ -703,9 +730,13 @@ impl Writer {
             self.summary.events_written += c.count as u64;
             self.unsynced_since = Some(self.unsynced_since.map_or(c.since, |u| u.min(c.since)));
         } else {
-            self.lose(c.count as u64, "");
-            self.summary.events_unwritten += c.count as u64;
+            self.lose_chunk(c);
         }
+    }
+
+    fn lose_chunk(&mut self, c: &Chunk) {
+        self.lose(c.count as u64, "", c.first_ts, c.last_ts);
+        self.summary.events_unwritten += c.count as u64;
     }
 
     /// Feeds the records to the writer's process table (whether or not they could be written:
@@ -719,8 +750,11 @@ impl Writer {
         }
     }
 
-    fn lose(&mut self, n: u64, reason: &str) {
+    fn lose(&mut self, n: u64, reason: &str, first_ts: u64, last_ts: u64) {
         self.gap += n;
+        self.lost_total += n;
+        let (a, b) = self.gap_span.unwrap_or((first_ts, last_ts));
+        self.gap_span = Some((a.min(first_ts), b.max(last_ts)));
         if !reason.is_empty() && self.gap_reason.is_empty() {
             self.gap_reason = reason.to_owned();
         }
@@ -730,26 +764,55 @@ impl Writer {
         if self.gap == 0 || self.current.is_none() {
             return;
         }
-        let g = Gap {
+        let (first_ns, last_ns) = self.gap_span.unwrap_or((self.last_ts, self.last_ts));
+        let g = RecorderGap {
             lost: self.gap,
+            lost_total: self.lost_total,
+            first_ns,
+            last_ns,
             reason: if self.gap_reason.is_empty() {
                 "write error".into()
             } else {
                 self.gap_reason.clone()
             },
         };
-        let json = serde_json::to_vec(&g).unwrap_or_default();
-        let block =
-            format::encode_block(BlockType::Gap, &json, 0, self.last_ts, self.last_ts, None);
+        let ts = self.last_ts.max(last_ns);
+        let ev = Event::collector(ts, Body::RecorderGap(Box::new(g)));
+        let Some(rec) = event::encode_user_record(&ev) else {
+            return;
+        };
+        let block = format::encode_block(
+            BlockType::Records,
+            &rec,
+            1,
+            ts,
+            ts,
+            self.compressor.as_mut(),
+        );
         if self.append(&block) {
             self.gap = 0;
+            self.gap_span = None;
             self.gap_reason.clear();
         }
     }
 
+    /// The size bound: `--max-size`, or less once the file system has said it is full.
+    fn max_size(&self) -> u64 {
+        self.disk_bound
+            .map_or(self.limits.max_size, |b| b.min(self.limits.max_size))
+    }
+
+    /// Segments rotate at a quarter of the bound so that, on a full disk, deleting the oldest
+    /// one frees room while three quarters of the newest stay.
+    fn segment_size(&self) -> u64 {
+        self.disk_bound.map_or(self.limits.segment_size, |b| {
+            (b / 4).max(16 << 10).min(self.limits.segment_size)
+        })
+    }
+
     fn needs_rotation(&self) -> bool {
         let Some(c) = &self.current else { return false };
-        if c.size >= self.limits.segment_size {
+        if c.size >= self.segment_size() {
             return true;
         }
         self.limits.max_age.is_some_and(|age| {
@@ -761,29 +824,77 @@ impl Writer {
         })
     }
 
-    /// Appends to the current segment, keeping the directory within `--max-size`. On failure,
-    /// cuts the file back to its last whole block, closes it and enters the failed state.
+    /// Appends to the current segment, keeping the directory within `--max-size`. A full disk
+    /// is a size bound: the oldest segments go to make room for the newest events (and, if the
+    /// current segment is all there is, it is closed and a fresh one started, so that it can go
+    /// too). On any other failure, or a disk full of what is not ours, cuts the file back to its
+    /// last whole block, closes it and enters the failed state.
     fn append(&mut self, data: &[u8]) -> bool {
         self.enforce_retention(data.len() as u64);
-        let Some(cur) = &mut self.current else {
+        let mut fresh = false;
+        loop {
+            let Some(cur) = &mut self.current else {
+                return false;
+            };
+            let e = match self.storage.append(data) {
+                Ok(()) => {
+                    cur.size += data.len() as u64;
+                    cur.modified = self.storage.now();
+                    self.summary.bytes_written += data.len() as u64;
+                    return true;
+                }
+                Err(e) => e,
+            };
+            let path = cur.path.clone();
+            let size = cur.size;
+            // Best effort: a reader would skip the partial block anyway.
+            let _ = self.storage.truncate(size);
+            if is_disk_full(&e) {
+                let ours = size + self.closed.iter().map(|c| c.size).sum::<u64>();
+                if self.disk_bound.is_none_or(|b| ours < b) {
+                    tracing::warn!(
+                        "dump: {} is full ({e}): keeping the newest {ours} bytes of events, \
+                         deleting the oldest segments as needed",
+                        self.dir.display()
+                    );
+                }
+                self.disk_bound = Some(self.disk_bound.map_or(ours, |b| b.min(ours)));
+                if self.delete_oldest(true) {
+                    continue;
+                }
+                if !fresh {
+                    // Only the current segment is left: start another so that it can go.
+                    fresh = true;
+                    self.close_current();
+                    if self.open_segment().is_ok() {
+                        continue;
+                    }
+                }
+            }
+            self.fail(&path, "cannot write", &e);
+            self.close_current();
+            return false;
+        }
+    }
+
+    /// Deletes the oldest closed segment, if any.
+    fn delete_oldest(&mut self, disk_full: bool) -> bool {
+        let Some(old) = self.closed.pop_front() else {
             return false;
         };
-        match self.storage.append(data) {
-            Ok(()) => {
-                cur.size += data.len() as u64;
-                cur.modified = self.storage.now();
-                self.summary.bytes_written += data.len() as u64;
-                true
-            }
-            Err(e) => {
-                let path = cur.path.clone();
-                // Best effort: a reader would skip the partial block anyway.
-                let _ = self.storage.truncate(cur.size);
-                self.fail(&path, "cannot write", &e);
-                self.close_current();
-                false
+        if let Err(e) = self.storage.remove(&old.path) {
+            tracing::warn!(
+                "dump: cannot delete old segment {}: {e}",
+                old.path.display()
+            );
+        } else {
+            self.summary.segments_deleted += 1;
+            if disk_full {
+                self.summary.segments_deleted_disk_full += 1;
             }
         }
+        let _ = self.storage.sync_dir(&self.dir);
+        true
     }
 
     fn fail(&mut self, path: &Path, what: &str, e: &io::Error) {
@@ -916,13 +1027,21 @@ impl Writer {
         ));
         self.encode_snapshot(&mut bytes);
         self.enforce_retention(bytes.len() as u64);
-        self.storage.create(&path)?;
-        self.next_seq += 1;
-        if let Err(e) = self.storage.append(&bytes) {
-            self.storage.close();
-            let _ = self.storage.remove(&path);
-            return Err(e);
+        loop {
+            let r = self.storage.create(&path).and_then(|()| {
+                self.storage.append(&bytes).inspect_err(|_| {
+                    self.storage.close();
+                    let _ = self.storage.remove(&path);
+                })
+            });
+            match r {
+                Ok(()) => break,
+                // A full disk: our oldest segments make room for the newest.
+                Err(e) if is_disk_full(&e) && self.delete_oldest(true) => {}
+                Err(e) => return Err(e),
+            }
         }
+        self.next_seq += 1;
         // The directory entry must survive a power loss as well as the data.
         let _ = self.storage.sync_dir(&self.dir);
         self.current = Some(Current {
@@ -977,29 +1096,38 @@ impl Writer {
         let cur = self.current.as_ref().map_or(0, |c| c.size);
         let mut total: u64 = cur + incoming + self.closed.iter().map(|c| c.size).sum::<u64>();
         let now = self.storage.now();
+        let max_size = self.max_size();
         while let Some(old) = self.closed.front() {
             let too_old = self
                 .limits
                 .max_age
                 .is_some_and(|a| now.duration_since(old.mtime).unwrap_or_default() > a);
-            if total <= self.limits.max_size && !too_old {
-                break;
-            }
-            let Some(old) = self.closed.pop_front() else {
-                break;
-            };
-            total -= old.size;
-            if let Err(e) = self.storage.remove(&old.path) {
-                tracing::warn!(
-                    "dump: cannot delete old segment {}: {e}",
-                    old.path.display()
-                );
+            // Within `--max-size`, the disk's bound keeps the newest closed segment whatever
+            // its size (the bound is only an estimate, and can be smaller than a segment): only
+            // an append that fails for want of room removes that one.
+            let keep = if total > self.limits.max_size {
+                usize::from(self.current.is_none())
+            } else if self.current.is_none() {
+                // Closing needs no room.
+                self.closed.len()
             } else {
-                self.summary.segments_deleted += 1;
+                1
+            };
+            if (total <= max_size || self.closed.len() <= keep) && !too_old {
+                break;
             }
-            let _ = self.storage.sync_dir(&self.dir);
+            total -= old.size;
+            self.delete_oldest(self.disk_bound.is_some() && !too_old);
         }
     }
+}
+
+/// ENOSPC or EDQUOT.
+fn is_disk_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// Segments rotate at a quarter of `--max-age`, so expiry deletes data at most that much
