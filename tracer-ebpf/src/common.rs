@@ -412,6 +412,34 @@ pub fn save_args(tid: u32, args: [u64; 4]) {
     let _ = ARGS.insert(&tid, &args, 0);
 }
 
+/// At a sys_enter of a traced family: saves `tag` and syscall arguments `idx` for the sys_exit,
+/// when the current task passes the filters.
+#[inline(always)]
+pub fn save_enter_args(
+    ctx: &aya_ebpf::programs::TracePointContext,
+    family: Family,
+    tag: u64,
+    idx: [u16; 3],
+) -> Option<()> {
+    if !family_enabled(family) {
+        return None;
+    }
+    let cur = current()?;
+    if !current_allowed(&cur) {
+        return None;
+    }
+    save_args(
+        cur.pid,
+        [
+            tag,
+            sys_arg(ctx, idx[0])?,
+            sys_arg(ctx, idx[1])?,
+            sys_arg(ctx, idx[2])?,
+        ],
+    );
+    Some(())
+}
+
 #[inline(always)]
 pub fn take_args(tid: u32) -> Option<[u64; 4]> {
     let v = unsafe { ARGS.get(&tid).copied() };

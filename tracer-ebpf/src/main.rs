@@ -6,6 +6,7 @@
 #![no_main]
 
 mod common;
+mod fd;
 mod memory;
 mod oom;
 mod process;

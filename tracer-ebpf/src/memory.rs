@@ -76,6 +76,12 @@ fn maybe_sample(cur: &Task, st: *mut MemState, mapped: Option<u64>) {
     let s = unsafe { &mut *st };
     let c = s.counters;
     let rss = c[0] + c[1] + c[3];
+    // No rss_stat seen yet for this process: its RSS is unknown, not 0. Kernels before 6.2
+    // fire rss_stat only when a task's cached counters sync (about every 64 page faults), so
+    // a new process's first mmap came before any: no sample until one has.
+    if rss == 0 {
+        return;
+    }
     let rss_moved = moved(rss, s.last_rss, sample_step(rss, max));
     let mapped_moved = matches!(mapped, Some(m) if moved(m, s.last_mapped, sample_step(m, max)));
     if !rss_moved && !mapped_moved {

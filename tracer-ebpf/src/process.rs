@@ -39,6 +39,7 @@ fn try_sched_process_fork(ctx: &BtfTracePointContext) -> Option<()> {
             let _ = TRACKED.remove(&child_tgid);
         }
     }
+    crate::fd::forked(parent, child_tgid);
     let cur = current()?;
     if !family_enabled(Family::Process) || !current_allowed(&cur) {
         return None;

@@ -34,7 +34,7 @@ const EAGAIN: i64 = 11;
 const EINTR: i64 = 4;
 
 #[inline(always)]
-fn fd_key(tgid: u32, fd: u32) -> u64 {
+pub(crate) fn fd_key(tgid: u32, fd: u32) -> u64 {
     ((tgid as u64) << 32) | fd as u64
 }
 
@@ -800,23 +800,7 @@ pub fn sys_enter_socket(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_enter_socket(ctx: &TracePointContext) -> Option<()> {
-    if !family_enabled(Family::Tcp) {
-        return None;
-    }
-    let cur = current()?;
-    if !current_allowed(&cur) {
-        return None;
-    }
-    save_args(
-        cur.pid,
-        [
-            TAG_SOCKET,
-            sys_arg(ctx, 0)?,
-            sys_arg(ctx, 1)?,
-            sys_arg(ctx, 2)?,
-        ],
-    );
-    Some(())
+    crate::common::save_enter_args(ctx, Family::Tcp, TAG_SOCKET, [0, 1, 2])
 }
 
 #[tracepoint]
@@ -879,9 +863,9 @@ fn try_sys_enter_close(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let fd = sys_arg(ctx, 0)? as u32;
-    let key = fd_key(crate::common::current_tgid(), fd);
-    let info = unsafe { SOCK_FDS.get(&key).copied() }?;
-    let _ = SOCK_FDS.remove(&key);
+    let tgid = crate::common::current_tgid();
+    let info = crate::fd::sock_fd(tgid, fd)?;
+    crate::fd::closed(tgid, fd);
     if info.flags & FD_ANNOUNCED == 0 {
         return None;
     }

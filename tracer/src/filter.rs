@@ -331,7 +331,7 @@ impl Filter {
         }
         let kind = match &ev.body {
             // Collector records always pass: they describe processes and losses.
-            Body::ProcInfo(_) | Body::Drops(_) | Body::Tick => return true,
+            Body::ProcInfo(_) | Body::Drops(_) | Body::RecorderGap(_) | Body::Tick => return true,
             b => b.kind().unwrap_or(Kind::TcpState),
         };
         if kind == Kind::Signal

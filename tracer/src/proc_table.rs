@@ -233,6 +233,7 @@ impl ProcTable {
                 forked_by: (e.forked_by != 0).then_some(e.forked_by),
                 open_fds: None,
                 open_sockets: None,
+                fds_read_ns: None,
                 workload: e.workload.clone(),
             })
             .collect();

@@ -23,6 +23,22 @@ fn parse_stat(stat: &str) -> Option<(u32, String)> {
     Some((ppid, comm))
 }
 
+/// PF_EXITING in /proc/PID/stat's flags: the process is in do_exit().
+const PF_EXITING: u64 = 0x4;
+
+/// Whether a stat line is of a process that is exiting or dead (state Z or X, or PF_EXITING
+/// set): its fds are being closed or gone, so counting them says nothing of what it held.
+fn exiting(stat: &str) -> bool {
+    let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 1..)) else {
+        return true;
+    };
+    let mut f = rest.split_whitespace();
+    let state = f.next().unwrap_or("");
+    // ppid, pgrp, session, tty_nr, tpgid, then flags.
+    let flags: u64 = f.nth(5).and_then(|v| v.parse().ok()).unwrap_or(0);
+    matches!(state, "Z" | "X" | "x") || flags & PF_EXITING != 0
+}
+
 fn parse_uid(status: &str) -> Option<u32> {
     status
         .lines()
@@ -59,6 +75,11 @@ pub fn parse_mem_cgroup(cgroup: &str) -> Option<(CgroupVersion, String)> {
         }
     }
     v2
+}
+
+/// The memory cgroup path of a live process (see [`parse_mem_cgroup`]), read from /proc alone.
+pub fn mem_cgroup_of(pid: u32) -> Option<String> {
+    parse_mem_cgroup(&read(Path::new(&format!("/proc/{pid}/cgroup")))?).map(|(_, p)| p)
 }
 
 /// The cgroup v2 path of a process from /proc/PID/cgroup (the `0::` line).
@@ -179,7 +200,8 @@ fn count_fds(pid: u32) -> (Option<u32>, Option<u32>) {
 /// details cannot be read, in which case the stat line still gives comm and ppid).
 pub fn read_proc(pid: u32, mounts: &CgroupMounts) -> Option<ProcInfo> {
     let base = PathBuf::from(format!("/proc/{pid}"));
-    let (ppid, comm) = parse_stat(&read(base.join("stat"))?)?;
+    let stat = read(base.join("stat"))?;
+    let (ppid, comm) = parse_stat(&stat)?;
     let uid = read(base.join("status"))
         .as_deref()
         .and_then(parse_uid)
@@ -205,7 +227,18 @@ pub fn read_proc(pid: u32, mounts: &CgroupMounts) -> Option<ProcInfo> {
         None => (String::new(), None),
     };
     let nofile_limit = read(base.join("limits")).as_deref().and_then(parse_nofile);
-    let (open_fds, open_sockets) = count_fds(pid);
+    let fds_read_ns = Some(crate::host::boot_ns());
+    // A process that exits while its fds are counted has closed some of them already: no
+    // count then (checked again afterwards), rather than a low one taken as the truth.
+    let (open_fds, open_sockets) = if exiting(&stat) {
+        (None, None)
+    } else {
+        let counted = count_fds(pid);
+        match read(base.join("stat")) {
+            Some(s) if !exiting(&s) => counted,
+            _ => (None, None),
+        }
+    };
     Some(ProcInfo {
         pid,
         ppid,
@@ -222,6 +255,7 @@ pub fn read_proc(pid: u32, mounts: &CgroupMounts) -> Option<ProcInfo> {
         forked_by: None,
         open_fds,
         open_sockets,
+        fds_read_ns,
         workload,
     })
 }
@@ -289,6 +323,14 @@ mod tests {
             Some((7, "my (odd) proc".into()))
         );
         assert_eq!(parse_stat("garbage"), None);
+        // pid (comm) state ppid pgrp session tty_nr tpgid flags ...
+        assert!(!exiting("42 (my (odd) proc) S 7 42 42 0 -1 4194560 12 0"));
+        assert!(
+            exiting("42 (nginx) S 7 42 42 0 -1 4194564 12 0"),
+            "PF_EXITING"
+        );
+        assert!(exiting("42 (nginx) Z 7 42 42 0 -1 4227084 12 0"), "zombie");
+        assert!(exiting("garbage"));
     }
 
     #[test]

@@ -14,7 +14,10 @@ use super::{
     Analysis, AnalysisConfig, CloseWait as Evidence_, Cx, Evidence, Finding, Severity, comm_of, ns,
     round, secs,
 };
-use crate::event::{Body, Event, socket_addr};
+use crate::{
+    event::{Body, Event, socket_addr},
+    proc_table::IdHash,
+};
 
 struct Stuck {
     owner: u32,
@@ -41,7 +44,7 @@ struct Group {
 pub struct CloseWaits {
     min_age_ns: u64,
     min_count: u64,
-    socks: HashMap<u64, Stuck>,
+    socks: HashMap<u64, Stuck, IdHash>,
     comms: HashMap<u32, String>,
     /// Owners that exited since the last evaluation (their sockets closed with them).
     exited: HashSet<u32>,
@@ -52,7 +55,7 @@ impl CloseWaits {
         CloseWaits {
             min_age_ns: ns(cfg.close_wait_min_age_s),
             min_count: cfg.close_wait_min_count.max(1),
-            socks: HashMap::new(),
+            socks: HashMap::default(),
             comms: HashMap::new(),
             exited: HashSet::new(),
         }
@@ -238,6 +241,7 @@ workload: None,
                     never_accepted: unaccepted,
                 }),
                 previous_names: Vec::new(),
+                boot: None,
             });
         }
         out

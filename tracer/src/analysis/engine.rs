@@ -84,25 +84,32 @@ pub struct Engine {
     update_interval_ns: u64,
     /// The traced host, as the pipeline last described it (for rendering times).
     host: HostInfo,
+    /// Once the stream crossed a reboot: the boot its findings from then on belong to.
+    boot: Option<HostInfo>,
+}
+
+/// Every analysis, with these thresholds and no state.
+fn analyses(cfg: &AnalysisConfig) -> Vec<Box<dyn Analysis>> {
+    vec![
+        Box::new(SignalSources::new(cfg)),
+        Box::new(RestartLoops::new(cfg)),
+        Box::new(OomKills::new()),
+        Box::new(FdLimits::new(cfg)),
+        Box::new(SocketLeaks::new(cfg)),
+        Box::new(CloseWaits::new(cfg)),
+        Box::new(ResetStorms::new(cfg)),
+        Box::new(Pileups::new(cfg)),
+        Box::new(Runaways::new(cfg)),
+    ]
 }
 
 impl Engine {
     /// An engine running every analysis with these thresholds.
     pub fn new(cfg: AnalysisConfig) -> Result<Engine, ConfigError> {
         cfg.validate()?;
-        let analyses: Vec<Box<dyn Analysis>> = vec![
-            Box::new(SignalSources::new(&cfg)),
-            Box::new(RestartLoops::new(&cfg)),
-            Box::new(OomKills::new()),
-            Box::new(FdLimits::new(&cfg)),
-            Box::new(SocketLeaks::new(&cfg)),
-            Box::new(CloseWaits::new(&cfg)),
-            Box::new(ResetStorms::new(&cfg)),
-            Box::new(Pileups::new(&cfg)),
-            Box::new(Runaways::new(&cfg)),
-        ];
+        let analyses = analyses(&cfg);
         Ok(Engine {
-            state: State::new(cfg.mem_window_s),
+            state: State::new(cfg.mem_window_s, cfg.signal_numbers()?),
             stats: Stats::default(),
             timeline: Timeline::new(cfg.timeline_max, cfg.signal_numbers()?),
             tracked: BTreeMap::new(),
@@ -113,9 +120,37 @@ impl Engine {
             update_growth: cfg.update_growth,
             update_interval_ns: ns(cfg.update_min_interval_s),
             host: HostInfo::default(),
+            boot: None,
             analyses,
             cfg,
         })
+    }
+
+    /// The stream crosses into another boot (`old` is the boot that ends, with its process
+    /// table): every analysis is evaluated one last time on it, its findings are kept and say
+    /// which boot they belong to, and all per-process state starts afresh, so that no finding
+    /// mixes the pids of two boots.
+    pub fn new_boot(&mut self, old: &Ctx<'_>, next: &HostInfo) {
+        self.evaluate(old);
+        let tracked = std::mem::take(&mut self.tracked);
+        self.tracked = tracked
+            .into_iter()
+            .map(|((kind, key), mut t)| {
+                if t.finding.boot.is_some() {
+                    return ((kind, key), t);
+                }
+                t.finding.boot = Some(old.host.clone());
+                // Apart from the next boot's finding about the same pid.
+                ((kind, format!("{}/{key}", old.host.boot_id)), t)
+            })
+            .collect();
+        self.analyses = analyses(&self.cfg);
+        self.state.new_boot();
+        self.timeline.new_boot();
+        // Boot-time clocks start again from zero.
+        self.next_eval_ns = 0;
+        self.host = next.clone();
+        self.boot = Some(next.clone());
     }
 
     /// Makes it shareable: the returned sink goes into the pipeline, the handle stays with the
@@ -189,7 +224,7 @@ impl Engine {
             self.evaluate_at(ev.ts_ns.max(self.state.now_ns), ctx);
             self.next_eval_ns = next_multiple(ev.ts_ns, self.interval_ns);
         }
-        self.state.apply(ev);
+        self.state.apply(ev, ctx.procs);
         let cx = Cx {
             procs: ctx.procs,
             host: ctx.host,
@@ -245,7 +280,13 @@ impl Engine {
     }
 
     fn merge(&mut self, mut f: Finding, now: u64) {
-        let key = (f.kind(), f.key());
+        let key = match &self.boot {
+            Some(b) => {
+                f.boot = Some(b.clone());
+                (f.kind(), format!("{}/{}", b.boot_id, f.key()))
+            }
+            None => (f.kind(), f.key()),
+        };
         let update = match self.tracked.get_mut(&key) {
             None => {
                 self.timeline.finding(&f, now);
@@ -333,6 +374,11 @@ impl Sink for Engine {
         Ok(())
     }
 
+    fn new_boot(&mut self, old: &Ctx<'_>, next: &HostInfo) -> anyhow::Result<()> {
+        Engine::new_boot(self, old, next);
+        Ok(())
+    }
+
     fn finish(&mut self, ctx: &Ctx<'_>) -> anyhow::Result<()> {
         self.evaluate(ctx);
         Ok(())
@@ -353,6 +399,11 @@ impl SharedEngine {
 impl Sink for SharedEngine {
     fn event(&mut self, ev: &Event, raw: &[u8], ctx: &Ctx<'_>) -> anyhow::Result<()> {
         self.lock().event(ev, raw, ctx)
+    }
+
+    fn new_boot(&mut self, old: &Ctx<'_>, next: &HostInfo) -> anyhow::Result<()> {
+        self.lock().new_boot(old, next);
+        Ok(())
     }
 
     fn finish(&mut self, ctx: &Ctx<'_>) -> anyhow::Result<()> {

@@ -1,12 +1,15 @@
 //! `fd_exhaustion`: accept()/socket() failing with EMFILE (the process's RLIMIT_NOFILE) or
 //! ENFILE (the system's file table), or a process's open fds close to its limit.
 //!
-//! Open fds are known from /proc (ProcInfo.open_fds) at first sight and followed by the socket
-//! opens and closes after that; an EMFILE says the process is at its limit, whatever the
-//! estimate says.
+//! Open fds are the shared state's ([`FdTable`](super::state::FdTable)): /proc's count, followed
+//! by the socket fds opened, duplicated and closed after that; an EMFILE says the process is at
+//! its limit, whatever the estimate says.
 use std::collections::BTreeMap;
 
-use super::{Analysis, AnalysisConfig, Cx, Evidence, FdExhaustion, Finding, Severity, comm_of};
+use super::{
+    Analysis, AnalysisConfig, Cx, Evidence, FdExhaustion, Finding, Severity, comm_of,
+    state::FdChange,
+};
 use crate::{
     event::{Body, Event},
     vocab::errno_name,
@@ -18,8 +21,6 @@ const ENFILE: i32 = 23;
 #[derive(Default)]
 struct Proc {
     comm: String,
-    /// /proc's count at first sight, when known, plus socket opens − closes since.
-    open_fds: Option<i64>,
     emfile: u64,
     enfile: u64,
     first_error_ns: u64,
@@ -83,17 +84,6 @@ impl FdLimits {
         }
         before < min && before + 1 >= min
     }
-
-    fn delta(&mut self, ev: &Event, d: i64) {
-        let p = self.proc(ev);
-        if let Some(n) = p.open_fds.as_mut() {
-            *n = (*n + d).max(0);
-        }
-        if d < 0 {
-            // A close frees a slot: no longer known to be at the limit.
-            p.pinned = false;
-        }
-    }
 }
 
 impl Analysis for FdLimits {
@@ -101,35 +91,38 @@ impl Analysis for FdLimits {
         "fd_exhaustion"
     }
 
-    fn observe(&mut self, ev: &Event, _cx: &Cx<'_>) -> bool {
-        match &ev.body {
-            Body::ProcInfo(info) => {
-                if let Some(n) = info.open_fds {
-                    let p = self.procs.entry(info.pid).or_default();
-                    p.open_fds = Some(n as i64);
-                    p.last_ns = ev.ts_ns;
-                    if !info.comm.is_empty() {
-                        p.comm = info.comm.clone();
-                    }
+    fn observe(&mut self, ev: &Event, cx: &Cx<'_>) -> bool {
+        match cx.state.fd_change {
+            Some((pid, FdChange::Baseline)) => {
+                let p = self.procs.entry(pid).or_default();
+                p.last_ns = ev.ts_ns;
+                if let Some(c) = cx.state.fds.get(pid)
+                    && !c.comm.is_empty()
+                {
+                    p.comm = c.comm.clone();
                 }
             }
+            Some((_, FdChange::Delta(d))) => {
+                let p = self.proc(ev);
+                if d < 0 {
+                    // A close frees a slot: no longer known to be at the limit.
+                    p.pinned = false;
+                }
+            }
+            Some((pid, FdChange::Exec)) => {
+                // CLOEXEC fds are gone; the count is unknown until /proc says otherwise.
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    p.pinned = false;
+                }
+            }
+            None => {}
+        }
+        match &ev.body {
             Body::TcpAccept(a) if a.ret == -EMFILE || a.ret == -ENFILE => {
                 return self.failure(ev, -a.ret, Some(a.sport));
             }
             Body::SocketOpen(s) if s.fd == -EMFILE || s.fd == -ENFILE => {
                 return self.failure(ev, -s.fd, None);
-            }
-            Body::TcpAccept(a) if a.ret >= 0 => self.delta(ev, 1),
-            Body::SocketOpen(s) if s.fd >= 0 => self.delta(ev, 1),
-            Body::SocketClose(_) => self.delta(ev, -1),
-            Body::ConnOpen(_) => self.delta(ev, 1),
-            Body::ConnClose(_) => self.delta(ev, -1),
-            Body::Exec(_) => {
-                // CLOEXEC fds are gone; the count is unknown until /proc says otherwise.
-                if let Some(p) = self.procs.get_mut(&ev.tgid) {
-                    p.open_fds = None;
-                    p.pinned = false;
-                }
             }
             Body::Exit(_) => {
                 if let Some(p) = self.procs.get_mut(&ev.tgid) {
@@ -146,7 +139,12 @@ impl Analysis for FdLimits {
         for (&pid, p) in self.procs.iter_mut() {
             let errors = p.emfile + p.enfile;
             let fd_limit = cx.procs.get(pid).and_then(|e| e.nofile_limit);
-            let estimate = p.open_fds.map(|n| n.max(0) as u64);
+            let estimate = cx
+                .state
+                .fds
+                .get(pid)
+                .and_then(|c| c.fds)
+                .map(|n| n.max(0) as u64);
             // EMFILE means every fd below the limit is taken; and no estimate can exceed it
             // (an estimate drifts when fds close in ways the kernel side does not see).
             let open_fds = match (fd_limit, estimate) {
@@ -226,6 +224,7 @@ impl Analysis for FdLimits {
                     local_port: p.local_port,
                 }),
                 previous_names: Vec::new(),
+                boot: None,
             });
         }
         self.procs.retain(|_, p| !p.exited);

@@ -264,6 +264,7 @@ impl Analysis for Runaways {
                     early_warning: g.early,
                 }),
                 previous_names: Vec::new(),
+                boot: None,
             });
         }
         out

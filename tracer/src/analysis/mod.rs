@@ -1,8 +1,9 @@
 //! Diagnosis: analyses that turn the event stream into findings ("who leaks sockets", "who sent
 //! that SIGTERM", "who eats memory").
 //!
-//! Layout, as in the pipeline: [`state`] keeps facts several analyses need (memory history per
-//! process, socket owners); each analysis is its own module behind the [`Analysis`] trait and
+//! Layout, as in the pipeline: [`state`] keeps facts several analyses need, updated once per
+//! event (memory history, open sockets and fds per process, who last signalled a pid, socket
+//! owners and listeners); each analysis is its own module behind the [`Analysis`] trait and
 //! testable with a synthetic event list; [`Engine`] is the sink that runs them all, decides when
 //! a finding is new or updated, and keeps the statistics and timeline the report renders.
 //! Everything is driven by event timestamps, never the wall clock: the same events give the
@@ -88,6 +89,9 @@ pub struct Finding {
     /// without exec: (JSON field, name), e.g. `("previous_comm", "stress-ng")`. Filled in by
     /// the engine from the process table; analyses leave it empty.
     pub previous_names: Vec<(&'static str, String)>,
+    /// The boot it belongs to, once the stream crossed a reboot (a dump that spans one; None:
+    /// the stream's only boot). Set by the engine; its clock renders the finding's times.
+    pub boot: Option<HostInfo>,
 }
 
 /// The evidence of each kind. Serialized with its fields at the top level of the finding, as
@@ -368,6 +372,7 @@ impl Finding {
     /// The JSON object of this finding: `kind`, `severity`, `summary`, the evidence fields,
     /// `first_seen`, `last_seen` (RFC 3339).
     pub fn to_json(&self, host: &HostInfo) -> Value {
+        let host = self.boot.as_ref().unwrap_or(host);
         let mut m = match serde_json::to_value(&self.evidence) {
             Ok(Value::Object(m)) => m,
             _ => Map::new(),
@@ -379,6 +384,9 @@ impl Finding {
         }
         for (field, name) in &self.previous_names {
             m.insert((*field).into(), json!(name));
+        }
+        if self.boot.is_some() {
+            m.insert("boot_id".into(), json!(host.boot_id));
         }
         m.insert("severity".into(), json!(self.severity));
         m.insert("summary".into(), json!(self.summary));

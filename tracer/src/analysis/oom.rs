@@ -94,6 +94,7 @@ workload: None,
                 victim_peak_rss_bytes: track.map(|t| t.peak_rss),
             }),
             previous_names: Vec::new(),
+            boot: None,
         });
         true
     }

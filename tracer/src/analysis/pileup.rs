@@ -18,7 +18,10 @@ use tracer_common::tcp::{ROLE_ACTIVE, STATE_FLAG_MODEL, state as tcp, status};
 use super::{
     Analysis, AnalysisConfig, ConnPileup, Cx, Evidence, Finding, Severity, comm_of, ns, round, secs,
 };
-use crate::event::{Body, Event, socket_addr};
+use crate::{
+    event::{Body, Event, socket_addr},
+    proc_table::IdHash,
+};
 
 struct Conn {
     owner: u32,
@@ -37,7 +40,7 @@ struct Totals {
 pub struct Pileups {
     min_open: u64,
     min_age_ns: u64,
-    conns: HashMap<u64, Conn>,
+    conns: HashMap<u64, Conn, IdHash>,
     totals: BTreeMap<(u32, SocketAddr), Totals>,
     comms: HashMap<u32, String>,
     /// Processes that exited since the last evaluation: their connections went with them
@@ -50,7 +53,7 @@ impl Pileups {
         Pileups {
             min_open: cfg.pileup_min_open.max(1),
             min_age_ns: ns(cfg.pileup_min_age_s),
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             totals: BTreeMap::new(),
             comms: HashMap::new(),
             exited: HashSet::new(),
@@ -205,6 +208,7 @@ workload: None,
                     closed,
                 }),
                 previous_names: Vec::new(),
+                boot: None,
             });
         }
         out

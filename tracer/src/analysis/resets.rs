@@ -30,7 +30,10 @@ use super::{
     Analysis, AnalysisConfig, Cx, Evidence, Finding, ResetStorm, Severity, comm_of, round, secs,
     service_port,
 };
-use crate::event::{Body, Event};
+use crate::{
+    event::{Body, Event},
+    proc_table::IdHash,
+};
 
 /// Why a reset was sent or received.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -177,7 +180,7 @@ pub struct ResetStorms {
     /// Received resets waiting up to [`PAIR_NS`] for their sender's abort_on_close.
     pending: VecDeque<Pending>,
     /// abort_on_close resets sent on this host in the last [`PAIR_NS`], by their sender's ends.
-    aborts: HashMap<Ends, u64>,
+    aborts: HashMap<Ends, u64, IdHash>,
     aborts_by_time: VecDeque<(u64, Ends)>,
     /// Every port something on this host listened on (a bit per port): the service end of a
     /// connection, even when it is an ephemeral port lower than the client's, and even once
@@ -187,7 +190,7 @@ pub struct ResetStorms {
     killed: HashMap<u32, u64>,
     killed_by_time: VecDeque<(u64, u32)>,
     /// Connections closed by their owner in the last [`CLOSED_GRACE_NS`], by the closer's ends.
-    closed: HashMap<Ends, u64>,
+    closed: HashMap<Ends, u64, IdHash>,
     closed_by_time: VecDeque<(u64, Ends)>,
 }
 
@@ -198,12 +201,12 @@ impl ResetStorms {
             min_count: cfg.reset_min_count.max(1),
             groups: BTreeMap::new(),
             pending: VecDeque::new(),
-            aborts: HashMap::new(),
+            aborts: HashMap::default(),
             aborts_by_time: VecDeque::new(),
             listened: Box::new([0; 1024]),
             killed: HashMap::new(),
             killed_by_time: VecDeque::new(),
-            closed: HashMap::new(),
+            closed: HashMap::default(),
             closed_by_time: VecDeque::new(),
         }
     }
@@ -452,6 +455,7 @@ workload: None,
                     causes,
                 }),
                 previous_names: Vec::new(),
+                boot: None,
             });
         }
         self.groups

@@ -15,11 +15,11 @@
 //! different apps run by one `node` binary do not.
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use tracer_common::{process::EXIT_CODE_KNOWN, signal::SIGCHLD};
+use tracer_common::process::EXIT_CODE_KNOWN;
 
 use super::{
     Analysis, AnalysisConfig, Cx, Evidence, Finding, RestartLoop, Severity, comm_of, ns,
-    on_behalf_of, push_capped, secs,
+    push_capped, secs,
 };
 use crate::{
     event::{Body, Event},
@@ -77,12 +77,9 @@ struct Loop {
 }
 
 pub struct RestartLoops {
-    fatal: Vec<i32>,
     within_ns: u64,
     window_ns: u64,
     min_count: u64,
-    /// pid → (time, "SIGTERM from 4242 monit"): the last fatal signal it received.
-    signaled: HashMap<u32, (u64, String)>,
     /// program → recent abnormal deaths of its processes.
     deaths: HashMap<String, Vec<Death>>,
     loops: BTreeMap<(u32, String), Loop>,
@@ -91,11 +88,9 @@ pub struct RestartLoops {
 impl RestartLoops {
     pub fn new(cfg: &AnalysisConfig) -> RestartLoops {
         RestartLoops {
-            fatal: cfg.signal_numbers().unwrap_or_default(),
             within_ns: ns(cfg.restart_within_s),
             window_ns: ns(cfg.restart_window_s),
             min_count: cfg.restart_min_count.max(1),
-            signaled: HashMap::new(),
             deaths: HashMap::new(),
             loops: BTreeMap::new(),
         }
@@ -169,32 +164,13 @@ impl Analysis for RestartLoops {
 
     fn observe(&mut self, ev: &Event, cx: &Cx<'_>) -> bool {
         match &ev.body {
-            Body::Signal(s)
-                if s.sig != SIGCHLD
-                    && s.result != 1
-                    && self.fatal.contains(&s.sig)
-                    && s.target_pid > 0 =>
-            {
-                let from = if crate::vocab::signal_from_kernel(s.code) {
-                    "the kernel".to_owned()
-                } else {
-                    let behalf = on_behalf_of(cx.procs, ev.tgid, s.target_pid as u32)
-                        .map(|b| format!(" on behalf of {b} {}", comm_of(cx.procs, b, "?")))
-                        .unwrap_or_default();
-                    format!(
-                        "{} {}{behalf}",
-                        ev.tgid,
-                        comm_of(cx.procs, ev.tgid, &ev.comm.to_string())
-                    )
-                };
-                self.signaled.insert(
-                    s.target_pid as u32,
-                    (ev.ts_ns, format!("{} from {from}", signal_name(s.sig))),
-                );
-                false
-            }
             Body::Exit(x) => {
-                let signaled = self.signaled.remove(&ev.tgid);
+                // The last fatal signal it received, unless older than the window.
+                let signaled = cx
+                    .state
+                    .exit_signal
+                    .as_ref()
+                    .filter(|s| s.ts_ns.saturating_add(self.window_ns) >= ev.ts_ns);
                 let known = x.flags & EXIT_CODE_KNOWN != 0;
                 let status = if known {
                     wait_status(x.exit_code)
@@ -202,7 +178,19 @@ impl Analysis for RestartLoops {
                     (None, None)
                 };
                 let how = match (signaled, status) {
-                    (Some((_, how)), _) => how,
+                    (Some(s), _) => {
+                        let from = if s.from_kernel {
+                            "the kernel".to_owned()
+                        } else {
+                            let behalf = s
+                                .on_behalf_of
+                                .as_ref()
+                                .map(|(b, c)| format!(" on behalf of {b} {c}"))
+                                .unwrap_or_default();
+                            format!("{} {}{behalf}", s.sender_pid, s.sender_comm)
+                        };
+                        format!("{} from {from}", signal_name(s.sig))
+                    }
                     (None, (_, Some(sig))) => format!("killed by {}", signal_name(sig)),
                     (None, (Some(code), _)) if code != 0 => format!("exit {code}"),
                     _ => return false,
@@ -249,8 +237,6 @@ impl Analysis for RestartLoops {
             l.retain(|d| d.ts_ns.saturating_add(within) >= now_ns);
             !l.is_empty()
         });
-        self.signaled
-            .retain(|_, (t, _)| t.saturating_add(window) >= now_ns);
         let min = self.min_count;
         // Loops that never reached the threshold are forgotten once quiet for a window.
         self.loops
@@ -293,6 +279,7 @@ impl Analysis for RestartLoops {
                     lineage: l.lineage.clone(),
                 }),
                 previous_names: Vec::new(),
+                boot: None,
             });
         }
         out

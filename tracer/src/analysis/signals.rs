@@ -203,6 +203,7 @@ impl Analysis for SignalSources {
                     last_seen_ns: g.last_ns,
                     evidence: Evidence::SignalSource(e.clone()),
                     previous_names: Vec::new(),
+                    boot: None,
                 }
             })
             .collect()

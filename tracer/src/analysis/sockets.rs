@@ -1,18 +1,23 @@
 //! `socket_leak`: a process whose open sockets keep growing.
 //!
-//! Open sockets per process = the /proc baseline (ProcInfo.open_sockets) + successful socket()
-//! and accept() − close() of those sockets; reset at exec and exit. A leak is growth over a
+//! Open sockets per process are the shared state's ([`FdTable`](super::state::FdTable)): the
+//! /proc baseline, what a fork inherits, socket fds opened and duplicated − closed; reset at
+//! exec. This check keeps only their history. A leak is growth over a
 //! sliding window that is large and fast (net growth and fitted rate above their thresholds)
 //! and a trend, not a step: the window is split into [`INTERVALS`] equal sub-intervals, and
-//! the count must have reached a new high in at least [`MIN_RISING`] of them, one of them at
-//! least in the last third of the window (still growing now). A burst of connections that
-//! then stays connected makes a new high in one or two sub-intervals only; a pool that swings
-//! up and down makes few, and its fitted rate stays low.
+//! the count's *floor* (its lowest level from half a sub-interval before each bound up to now)
+//! must have reached a new high, by a margin, in at least [`MIN_RISING`] of them, one of them
+//! at least in the last third of the window (still growing now). Leaked sockets stay open, so
+//! a leak raises every later level; a pool of keep-alive connections that churn only makes the
+//! count jitter around a plateau, and rounds of load that peak higher each time but close every
+//! connection in between raise no floor at all. A burst of connections
+//! that then stays connected raises the floor in one or two sub-intervals only; a pool that
+//! swings up and down makes few, and its fitted rate stays low.
 use std::collections::{BTreeMap, VecDeque};
 
 use super::{
     Analysis, AnalysisConfig, Cx, Evidence, Finding, Severity, SocketLeak, comm_of, ns, round,
-    secs, slope,
+    secs, slope, state::FdChange,
 };
 use crate::event::{Body, Event};
 
@@ -21,14 +26,23 @@ const INTERVALS: usize = 6;
 /// Sub-intervals that must end at a new high: two thirds.
 const MIN_RISING: usize = (2 * INTERVALS).div_ceil(3);
 
+/// One second of a process's open-socket count.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Point {
+    /// The second's start.
+    t: u64,
+    /// The lowest count in it (the level it started from included).
+    low: i64,
+    /// The count at its end.
+    last: i64,
+}
+
 #[derive(Default)]
 struct Proc {
-    comm: String,
+    /// Open sockets at the latest change (the shared [`FdTable`](super::state::FdTable)'s).
     open: i64,
-    opened: u64,
-    closed: u64,
-    /// (second bucket start, open sockets at its end): at most one point per second.
-    series: VecDeque<(u64, i64)>,
+    /// At most one point per second.
+    series: VecDeque<Point>,
     last_change_ns: u64,
     first_ns: u64,
     /// Exited: evaluated one last time, then forgotten.
@@ -40,6 +54,9 @@ pub struct SocketLeaks {
     min_growth: u64,
     min_per_min: f64,
     min_span_ns: u64,
+    /// How much a floor must rise to count as a new one: an even share of the minimum growth
+    /// between the two halves of each sub-interval.
+    margin: i64,
     procs: BTreeMap<u32, Proc>,
 }
 
@@ -50,41 +67,42 @@ impl SocketLeaks {
             min_growth: cfg.socket_leak_min_growth,
             min_per_min: cfg.socket_leak_min_per_min,
             min_span_ns: ns(cfg.socket_leak_min_span_s),
+            margin: (cfg.socket_leak_min_growth / (2 * INTERVALS as u64)).max(1) as i64,
             procs: BTreeMap::new(),
         }
     }
 
-    fn record(&mut self, pid: u32, comm: &crate::event::Comm, ts: u64, delta: i64) {
+    /// A change of the process's own making (`delta` sockets, to `open`): a point of the series.
+    fn record(&mut self, pid: u32, ts: u64, open: i64, delta: i64) {
         let window = self.window_ns;
         let p = self.procs.entry(pid).or_default();
         if p.exited {
             *p = Proc::default();
         }
-        if p.comm.is_empty() {
-            p.comm = comm.to_string();
-        }
-        p.open += delta;
-        if delta > 0 {
-            p.opened += delta as u64;
-        } else {
-            p.closed += (-delta) as u64;
-        }
+        p.open = open;
         p.last_change_ns = ts;
         if p.first_ns == 0 {
             p.first_ns = ts;
         }
         let bucket = ts - ts % super::NS;
         match p.series.back_mut() {
-            Some(last) if last.0 >= bucket => last.1 = p.open,
-            _ => p.series.push_back((bucket, p.open)),
+            Some(last) if last.t >= bucket => {
+                last.low = last.low.min(open);
+                last.last = open;
+            }
+            _ => p.series.push_back(Point {
+                t: bucket,
+                low: open.min(open - delta),
+                last: open,
+            }),
         }
         // Keep one point older than the window: the level the window starts from.
-        while p.series.len() > 2 && p.series[1].0.saturating_add(window) < ts {
+        while p.series.len() > 2 && p.series[1].t.saturating_add(window) < ts {
             p.series.pop_front();
         }
     }
 
-    /// The open-socket count of `pid` as this analysis sees it (for tests and the fd analysis).
+    /// The open-socket count of `pid` as this analysis sees it (for tests).
     pub fn open(&self, pid: u32) -> Option<i64> {
         self.procs.get(&pid).map(|p| p.open)
     }
@@ -95,38 +113,35 @@ impl Analysis for SocketLeaks {
         "socket_leak"
     }
 
-    fn observe(&mut self, ev: &Event, _cx: &Cx<'_>) -> bool {
-        let comm = &ev.comm;
-        match &ev.body {
-            Body::ProcInfo(info) => {
-                if let Some(n) = info.open_sockets {
-                    let p = self.procs.entry(info.pid).or_default();
-                    // /proc is the truth at this moment: shift the whole series so the baseline
-                    // does not look like growth.
-                    let shift = n as i64 - p.open;
-                    p.open = n as i64;
-                    for pt in p.series.iter_mut() {
-                        pt.1 += shift;
-                    }
-                    if !info.comm.is_empty() {
-                        p.comm = info.comm.clone();
-                    }
+    fn observe(&mut self, ev: &Event, cx: &Cx<'_>) -> bool {
+        if let Body::Exit(_) = ev.body
+            && let Some(p) = self.procs.get_mut(&ev.tgid)
+        {
+            p.exited = true;
+        }
+        let Some((pid, change)) = cx.state.fd_change else {
+            return false;
+        };
+        let open = cx.state.fds.get(pid).map_or(0, |c| c.sockets);
+        match change {
+            FdChange::Delta(d) => self.record(pid, ev.ts_ns, open, d),
+            FdChange::Baseline => {
+                let p = self.procs.entry(pid).or_default();
+                if p.exited {
+                    *p = Proc::default();
+                }
+                // A fact is the truth at this moment: shift the whole series so the baseline
+                // does not look like growth.
+                let shift = open - p.open;
+                p.open = open;
+                for pt in p.series.iter_mut() {
+                    pt.low += shift;
+                    pt.last += shift;
                 }
             }
-            Body::SocketOpen(s) if s.fd >= 0 => self.record(ev.tgid, comm, ev.ts_ns, 1),
-            Body::TcpAccept(a) if a.ret >= 0 => self.record(ev.tgid, comm, ev.ts_ns, 1),
-            Body::SocketClose(_) => self.record(ev.tgid, comm, ev.ts_ns, -1),
-            Body::ConnOpen(_) => self.record(ev.tgid, comm, ev.ts_ns, 1),
-            Body::ConnClose(_) => self.record(ev.tgid, comm, ev.ts_ns, -1),
-            Body::Exec(_) => {
-                self.procs.remove(&ev.tgid);
+            FdChange::Exec => {
+                self.procs.remove(&pid);
             }
-            Body::Exit(_) => {
-                if let Some(p) = self.procs.get_mut(&ev.tgid) {
-                    p.exited = true;
-                }
-            }
-            _ => {}
         }
         false
     }
@@ -134,18 +149,18 @@ impl Analysis for SocketLeaks {
     fn findings(&mut self, now_ns: u64, cx: &Cx<'_>) -> Vec<Finding> {
         let mut out = Vec::new();
         for (&pid, p) in &self.procs {
-            let Some(&(t0, _)) = p.series.front() else {
+            let Some(t0) = p.series.front().map(|pt| pt.t) else {
                 continue;
             };
             let start = now_ns.saturating_sub(self.window_ns).max(t0);
             // The level at the window's start (the last point at or before it), then every
             // point inside it.
-            let from = p.series.iter().rposition(|&(t, _)| t <= start).unwrap_or(0);
+            let from = p.series.iter().rposition(|pt| pt.t <= start).unwrap_or(0);
             let pts: Vec<(f64, f64)> = p
                 .series
                 .iter()
                 .skip(from)
-                .map(|&(t, v)| (secs(t.max(start) - start), v as f64))
+                .map(|pt| (secs(pt.t.max(start) - start), pt.last as f64))
                 .collect();
             let span_ns = p.last_change_ns.saturating_sub(start);
             if pts.len() < 3 || span_ns < self.min_span_ns {
@@ -162,12 +177,13 @@ impl Analysis for SocketLeaks {
             if per_min < self.min_per_min {
                 continue;
             }
-            let rises = rising(&p.series, start, now_ns.max(start));
+            let rises = rising(&p.series, start, now_ns.max(start), self.margin);
             if !is_trend(&rises) {
                 continue;
             }
             let rising_n = rises.iter().filter(|&&r| r).count();
-            let comm = comm_of(cx.procs, pid, &p.comm);
+            let counts = cx.state.fds.get(pid);
+            let comm = comm_of(cx.procs, pid, counts.map_or("", |c| c.comm.as_str()));
             let fd_limit = cx.procs.get(pid).and_then(|e| e.nofile_limit);
             let open = p.open.max(0) as u64;
             let severity = match fd_limit {
@@ -195,13 +211,14 @@ workload: None,
                     growth_per_min: round(per_min, 1),
                     growth: growth as u64,
                     window_s: round(secs(now_ns.saturating_sub(start)), 1),
-                    opened: p.opened,
-                    closed: p.closed,
+                    opened: counts.map_or(0, |c| c.opened),
+                    closed: counts.map_or(0, |c| c.closed),
                     fd_limit,
                     rising_intervals: rising_n as u64,
                     intervals: INTERVALS as u64,
                 }),
                 previous_names: Vec::new(),
+                boot: None,
             });
         }
         self.procs.retain(|_, p| !p.exited);
@@ -209,25 +226,40 @@ workload: None,
     }
 }
 
-/// For each of [`INTERVALS`] equal sub-intervals of `[start, end]`: whether more sockets were
-/// open at its end than ever before at the sub-intervals' bounds (a new high: a pool that
-/// swings down and back up does not count twice). The level at a time is that of the last point at or
-/// before it (the first point when there is none).
-fn rising(series: &VecDeque<(u64, i64)>, start: u64, end: u64) -> [bool; INTERVALS] {
-    let level = |t: u64| {
-        let i = series.partition_point(|&(pt, _)| pt <= t);
-        series[i.saturating_sub(1)].1
-    };
-    let span = end - start;
-    let at = |k: usize| start + (span as u128 * k as u128 / INTERVALS as u128) as u64;
+/// For each of [`INTERVALS`] equal sub-intervals of `[start, end]`: whether the count's floor
+/// at its end rose at least `margin` above every floor before (the window's start included).
+/// The floor at a bound is the lowest level from half a sub-interval before it up to `end`:
+/// leaked sockets stay open, so they raise every later level, while connections that close
+/// later (a pool that swings down and back up, rounds of load that each end with every
+/// connection closed, jitter around a plateau) make no new floor. The level at a time is that
+/// of the last point at or before it (the first point when there is none).
+fn rising(series: &VecDeque<Point>, start: u64, end: u64, margin: i64) -> [bool; INTERVALS] {
     let mut out = [false; INTERVALS];
     if series.is_empty() {
         return out;
     }
-    let mut high = level(start);
+    let level = |t: u64| {
+        let i = series.partition_point(|pt| pt.t <= t);
+        series[i.saturating_sub(1)].last
+    };
+    // The lowest level in [a, b].
+    let floor = |a: u64, b: u64| {
+        let i = series.partition_point(|pt| pt.t <= a);
+        series
+            .iter()
+            .skip(i)
+            .take_while(|pt| pt.t <= b)
+            .map(|pt| pt.low)
+            .fold(level(a), i64::min)
+    };
+    let span = end - start;
+    let at = |k: usize| start + (span as u128 * k as u128 / INTERVALS as u128) as u64;
+    let look_back = span / (2 * INTERVALS as u64);
+    let floor_at = |k: usize| floor(at(k).saturating_sub(look_back), end);
+    let mut high = floor_at(0);
     for (k, r) in out.iter_mut().enumerate() {
-        let v = level(at(k + 1));
-        *r = v > high;
+        let v = floor_at(k + 1);
+        *r = v >= high.saturating_add(margin.max(1));
         high = high.max(v);
     }
     out
@@ -383,6 +415,163 @@ mod tests {
         }
         let f = s.findings_of("socket_leak");
         assert!(f.is_empty(), "{f:#?}");
+    }
+
+    /// wrk's keep-alive connections to one of two nginx workers (the nginx false alarm of
+    /// CI): `clients` connections, each closed by nginx after a lifetime of 0.5-2 s and
+    /// reconnected by wrk 1-30 ms later, to this worker or the other one with equal odds, so
+    /// this worker's count random-walks around half of them; all closed at the end of each
+    /// round of `round_ms`, with `gap_ms` between rounds. Returns (ms, +1 open / -1 close, fd)
+    /// in time order.
+    fn keepalive_rounds(
+        clients: usize,
+        rounds: u64,
+        round_ms: u64,
+        gap_ms: u64,
+    ) -> Vec<(u64, i8, i32)> {
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let mut ev = Vec::new();
+        let mut fd = 10;
+        for r in 0..rounds {
+            let t0 = r * (round_ms + gap_ms);
+            let end = t0 + round_ms;
+            for c in 0..clients as u64 {
+                let mut t = t0 + c / 4;
+                while t < end {
+                    let life = 500 + next(1500);
+                    let mine = next(2) == 0;
+                    let close = (t + life).min(end);
+                    if mine {
+                        fd += 1;
+                        ev.push((t, 1, fd));
+                        ev.push((close, -1, fd));
+                    }
+                    t = close + 1 + next(30);
+                }
+            }
+        }
+        ev.sort_by_key(|&(t, d, _)| (t, d));
+        ev
+    }
+
+    fn feed_keepalive(s: &mut Stream, ev: &[(u64, i8, i32)], check: impl Fn(u64) -> bool) {
+        let mut checked = 0;
+        for &(t, d, fd) in ev {
+            if d > 0 {
+                s.at(t).accept(600, "nginx", fd, 80);
+            } else {
+                s.at(t).socket_close(600, "nginx", fd);
+            }
+            if check(t) && t / 1000 > checked {
+                checked = t / 1000;
+                let f = s.findings_of("socket_leak");
+                assert!(f.is_empty(), "at {t} ms: {f:#?}");
+            }
+        }
+        s.finish();
+        assert!(s.findings_of("socket_leak").is_empty());
+    }
+
+    /// Three 10 s rounds of wrk against nginx: the count jumps to ~100 and jitters there with
+    /// new highs, then drops to the listeners between rounds. A pool, not a leak.
+    #[test]
+    fn rounds_of_keepalive_load_with_churn_are_not_a_leak() {
+        for rounds in [3, 6] {
+            let mut s = Stream::new();
+            s.proc_info(600, 1, "nginx", |i| i.open_sockets = Some(3));
+            let ev = keepalive_rounds(200, rounds, 10_000, 300);
+            feed_keepalive(&mut s, &ev, |_| true);
+        }
+    }
+
+    /// The same load for five minutes without a pause.
+    #[test]
+    fn continuous_keepalive_load_with_churn_is_not_a_leak() {
+        let mut s = Stream::new();
+        s.proc_info(600, 1, "nginx", |i| i.open_sockets = Some(3));
+        let ev = keepalive_rounds(200, 1, 300_000, 0);
+        feed_keepalive(&mut s, &ev, |t| t % 7_000 < 1_000);
+    }
+
+    /// The keep-alive pool of the tests above with a leak of one socket in every 20 accepted
+    /// on top (sockets the server never closes): found.
+    #[test]
+    fn a_leak_inside_a_churning_keepalive_pool_is_a_leak() {
+        let mut s = Stream::new();
+        s.proc_info(600, 1, "nginx", |i| i.open_sockets = Some(3));
+        let ev = keepalive_rounds(200, 1, 120_000, 0);
+        let mut opened = 0;
+        for &(t, d, fd) in &ev {
+            if d > 0 {
+                s.at(t).accept(600, "nginx", fd, 80);
+                opened += 1;
+            } else if opened % 20 != 0 {
+                s.at(t).socket_close(600, "nginx", fd);
+            }
+        }
+        let e = s.json_of("socket_leak");
+        assert_eq!(e["pid"], 600);
+        assert!(e["growth"].as_u64().unwrap() >= 50, "{e:#}");
+    }
+
+    /// The nginx false alarm of CI, second by second as recorded: one of two workers under
+    /// three 10 s rounds of wrk (200 keep-alive connections shared unevenly by the workers).
+    /// The first round ramps slowly, later rounds start higher, and every round ends with all
+    /// connections closed (the count back at the 3 listeners): per-round highs that rise are
+    /// not sockets that stay open.
+    #[test]
+    fn rounds_of_load_that_peak_higher_each_time_are_not_a_leak() {
+        const LEVELS: [i64; 30] = [
+            4, 12, 20, 27, 66, 90, 109, 90, 80, 75, // round 1: slow ramp
+            87, 84, 97, 116, 126, 90, 100, 93, 95, 100, // round 2
+            118, 121, 125, 101, 115, 98, 119, 99, 89, 100, // round 3
+        ];
+        let mut s = Stream::new();
+        s.proc_info(610, 1, "nginx", |i| i.open_sockets = Some(3));
+        let mut open: Vec<i32> = Vec::new();
+        let mut next_fd = 10;
+        let mut set = |s: &mut Stream, open: &mut Vec<i32>, t: u64, level: usize| {
+            while open.len() < level {
+                next_fd += 1;
+                open.push(next_fd);
+                s.at(t).accept(610, "nginx", next_fd, 80);
+            }
+            while open.len() > level {
+                let fd = open.pop().unwrap();
+                s.at(t).socket_close(610, "nginx", fd);
+            }
+        };
+        for (sec, &level) in LEVELS.iter().enumerate() {
+            let t = sec as u64 * 1000;
+            if sec % 10 == 0 && sec > 0 {
+                // The round ends: wrk closes every connection.
+                set(&mut s, &mut open, t, 0);
+            }
+            // Climb (or fall) to the second's level over its first half, then churn: nginx
+            // closes connections at the end of their keep-alive and wrk reconnects.
+            let level = (level - 3) as usize;
+            let from = open.len();
+            for k in 0..10u64 {
+                let step = from as i64 + (level as i64 - from as i64) * (k as i64 + 1) / 10;
+                set(&mut s, &mut open, t + k * 50, step as usize);
+            }
+            for k in 0..10u64 {
+                let l = open.len();
+                set(&mut s, &mut open, t + 500 + k * 50, l.saturating_sub(8));
+                set(&mut s, &mut open, t + 520 + k * 50, l);
+            }
+            let f = s.findings_of("socket_leak");
+            assert!(f.is_empty(), "at {sec} s: {f:#?}");
+        }
+        set(&mut s, &mut open, 30_000, 0);
+        s.finish();
+        assert!(s.findings_of("socket_leak").is_empty());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use hdrhistogram::Histogram;
 use tracer_common::{process::EXIT_CODE_KNOWN, tcp::state as tcp};
 
-use super::{Cx, Finding, comm_of, signals};
+use super::{Cx, Finding, comm_of, signals, state::Signaled};
 use crate::{
     event::{Body, Comm, Event},
     proc_table::IdHash,
@@ -104,6 +104,11 @@ pub struct Stats {
     pub last_ns: u64,
     /// Records lost in the kernel, per kind (the latest cumulative counts).
     pub drops: BTreeMap<String, u64>,
+    /// What the recorder could not store (its gap records): the records lost in the gaps this
+    /// dump holds, the run's total as the newest gap says, and the boot-clock span of the gaps.
+    pub recorder_lost: u64,
+    pub recorder_lost_total: u64,
+    pub recorder_gap_span: Option<(u64, u64)>,
     pids: HashSet<u32, IdHash>,
     pub conns: ConnLifetimes,
 }
@@ -125,6 +130,12 @@ impl Stats {
                 let e = self.drops.entry(k.clone()).or_default();
                 *e = (*e).max(*n);
             }
+        }
+        if let Body::RecorderGap(g) = &ev.body {
+            self.recorder_lost += g.lost;
+            self.recorder_lost_total = self.recorder_lost_total.max(g.lost_total);
+            let (a, b) = self.recorder_gap_span.unwrap_or((g.first_ns, g.last_ns));
+            self.recorder_gap_span = Some((a.min(g.first_ns), b.max(g.last_ns)));
         }
         self.conns.observe(ev, cx);
     }
@@ -162,8 +173,6 @@ pub struct Timeline {
     max: usize,
     pub omitted: u64,
     fatal: Vec<i32>,
-    /// pid → the last fatal signal sent to it ("SIGTERM from ..."), until it exits.
-    signaled: HashMap<u32, (i32, String)>,
     /// (pid, errno) → the entry its latest burst of failures is counted in.
     bursts: HashMap<(u32, i32), Burst>,
 }
@@ -176,9 +185,13 @@ impl Timeline {
             max: max.max(1),
             omitted: 0,
             fatal,
-            signaled: HashMap::new(),
             bursts: HashMap::new(),
         }
+    }
+
+    /// Another boot: its pids name other processes (the entries seen stay).
+    pub fn new_boot(&mut self) {
+        self.bursts.clear();
     }
 
     /// Entries in time order (stable for equal times).
@@ -216,21 +229,8 @@ impl Timeline {
                 if signals::SignalSources::is_reported(&self.fatal, s.sig, s.result) =>
             {
                 let target = s.target_pid.max(0) as u32;
-                let from = if crate::vocab::signal_from_kernel(s.code) {
-                    format!("the kernel (in {} {})", ev.tgid, ev.comm)
-                } else {
-                    let cmd = cx
-                        .procs
-                        .get(ev.tgid)
-                        .map(|p| p.cmdline_string())
-                        .unwrap_or_default();
-                    format!("{} {} [{cmd}]", ev.tgid, comm())
-                };
+                let from = from_text(&Signaled::of(ev, s, cx.procs));
                 let name = signal_name(s.sig);
-                if self.signaled.len() < 65536 {
-                    self.signaled
-                        .insert(target, (s.sig, format!("{name} from {from}")));
-                }
                 self.push(TimelineEntry {
                     ts_ns: ev.ts_ns,
                     what: "signal",
@@ -241,7 +241,7 @@ impl Timeline {
                 });
             }
             Body::Exit(x) => {
-                let signaled = self.signaled.remove(&ev.tgid);
+                let signaled = cx.state.exit_signal.as_ref().map(|s| (s.sig, from_text(s)));
                 let known = x.flags & EXIT_CODE_KNOWN != 0;
                 let (code, sig) = if known {
                     wait_status(x.exit_code)
@@ -365,6 +365,15 @@ struct Burst {
     start_ns: u64,
     call: &'static str,
     who: String,
+}
+
+/// Who sent a signal, for the timeline: "4242 monit [monit -I]", or the task the kernel ran in.
+fn from_text(s: &Signaled) -> String {
+    if s.from_kernel {
+        format!("the kernel (in {} {})", s.sender_pid, s.task_comm)
+    } else {
+        format!("{} {} [{}]", s.sender_pid, s.sender_comm, s.sender_cmdline)
+    }
 }
 
 #[cfg(test)]

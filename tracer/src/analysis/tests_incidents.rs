@@ -302,6 +302,7 @@ fn garbage_streams_never_panic() {
             Kind::ConnOpen => size_of::<tcp::ConnOpen>(),
             Kind::ConnClose => size_of::<tcp::ConnClose>(),
             Kind::ConnStatus => size_of::<tcp::ConnStatus>(),
+            Kind::FdDup => size_of::<tcp::FdDup>(),
             Kind::Signal => size_of::<signal::Signal>(),
             Kind::Fork => size_of::<process::Fork>(),
             Kind::Exec => size_of::<process::Exec>(),

@@ -24,6 +24,8 @@ pub struct Stream {
     pub host: HostInfo,
     pub engine: Engine,
     pub events: Vec<Event>,
+    /// The records of the events made by the helpers below, as a dump stores them.
+    pub records: Vec<Vec<u8>>,
     now_ns: u64,
 }
 
@@ -50,6 +52,7 @@ impl Stream {
             },
             engine: Engine::new(cfg).unwrap(),
             events: Vec::new(),
+            records: Vec::new(),
             now_ns: BASE_NS,
         }
     }
@@ -80,7 +83,9 @@ impl Stream {
             cgroup_id: 1,
             comm: Comm::new(comm),
         };
-        let ev = decode(&encode_kernel_record(&h, &p)).expect("synthetic record decodes");
+        let raw = encode_kernel_record(&h, &p);
+        let ev = decode(&raw).expect("synthetic record decodes");
+        self.records.push(raw);
         self.feed(ev);
         self
     }
@@ -96,6 +101,8 @@ impl Stream {
             comm: Comm::new("tracer"),
             body,
         };
+        self.records
+            .push(crate::event::encode_user_record(&ev).expect("synthetic record encodes"));
         self.feed(ev);
         self
     }
@@ -194,6 +201,28 @@ impl Stream {
                 fd,
                 family: AF_INET,
                 sock_type: 1,
+            },
+        )
+    }
+
+    /// dup2(`oldfd`, `newfd`) of a socket fd; `replaced`: `newfd` was a socket fd too.
+    pub fn dup(
+        &mut self,
+        pid: u32,
+        comm: &str,
+        oldfd: i32,
+        newfd: i32,
+        replaced: bool,
+    ) -> &mut Stream {
+        self.kernel(
+            pid,
+            comm,
+            tcp::FdDup {
+                oldfd,
+                newfd,
+                family: AF_INET,
+                sock_type: 1,
+                flags: if replaced { tcp::DUP_REPLACED } else { 0 },
             },
         )
     }

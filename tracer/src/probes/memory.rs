@@ -1,3 +1,5 @@
+//! The attach table of the memory family (RSS samples, mmap, munmap, brk): which programs of
+//! `tracer-ebpf/src/memory.rs` attach where.
 use super::{Attach::Tracepoint, ProbeSpec};
 use tracer_common::Family::Memory;
 

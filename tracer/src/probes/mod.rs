@@ -19,7 +19,7 @@ use aya::{
 };
 use thiserror::Error;
 use tracer_common::{
-    Family, Kind, MAX_KIND,
+    Family, Kind,
     config::{Config, FILTER_PID, OPT_SIGCHLD, OPT_TCP_STATES, Offsets, TaskOffsets},
 };
 
@@ -448,10 +448,8 @@ impl Loaded {
     pub fn drops(&self) -> io::Result<Vec<(Kind, u64)>> {
         let mut out = Vec::new();
         for k in Kind::ALL {
+            // Below MAX_KIND, the array's size: the kind table checks it at compile time.
             let idx = k as u32;
-            if idx >= MAX_KIND {
-                continue;
-            }
             let v = self.drops.get(&idx, 0).map_err(io::Error::other)?;
             let n: u64 = v.iter().sum();
             if n > 0 {

@@ -1,3 +1,5 @@
+//! The attach table of the OOM family (the OOM killer's victims): which programs of
+//! `tracer-ebpf/src/oom.rs` attach where.
 use super::{Attach::Tracepoint, ProbeSpec};
 use tracer_common::Family::Oom;
 

@@ -1,3 +1,5 @@
+//! The attach table of the process family (fork, exec, exit, rlimit, rename): which programs
+//! of `tracer-ebpf/src/process.rs` attach where.
 use super::{
     Attach::{BtfTracepoint, Tracepoint},
     ProbeSpec,

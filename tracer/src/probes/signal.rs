@@ -1,3 +1,5 @@
+//! The attach table of the signal family (signals generated and delivered): which programs of
+//! `tracer-ebpf/src/signal.rs` attach where.
 use super::{
     Attach::{BtfTracepoint, Tracepoint},
     ProbeSpec,

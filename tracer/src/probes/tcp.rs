@@ -1,3 +1,5 @@
+//! The attach table of the TCP family (state changes, resets, accept, connect, listen, socket
+//! fd accounting, the connection map): which programs of `tracer-ebpf/src/tcp.rs` attach where.
 use super::{
     Attach::{BtfTracepoint, Tracepoint},
     ProbeSpec,
@@ -110,6 +112,76 @@ pub const PROBES: &[ProbeSpec] = &[
         attach: Tracepoint("syscalls", "sys_enter_close"),
         family: Tcp,
         what: "socket closes",
+        fallback_for: None,
+    },
+    ProbeSpec {
+        program: "sys_enter_dup",
+        attach: Tracepoint("syscalls", "sys_enter_dup"),
+        family: Tcp,
+        what: "dup() of socket fds",
+        fallback_for: None,
+    },
+    ProbeSpec {
+        program: "sys_exit_dup",
+        attach: Tracepoint("syscalls", "sys_exit_dup"),
+        family: Tcp,
+        what: "dup() results",
+        fallback_for: None,
+    },
+    ProbeSpec {
+        program: "sys_enter_dup2",
+        attach: Tracepoint("syscalls", "sys_enter_dup2"),
+        family: Tcp,
+        what: "dup2() of socket fds",
+        fallback_for: None,
+    },
+    ProbeSpec {
+        program: "sys_exit_dup2",
+        attach: Tracepoint("syscalls", "sys_exit_dup2"),
+        family: Tcp,
+        what: "dup2() results",
+        fallback_for: None,
+    },
+    ProbeSpec {
+        program: "sys_enter_dup3",
+        attach: Tracepoint("syscalls", "sys_enter_dup3"),
+        family: Tcp,
+        what: "dup3() of socket fds",
+        fallback_for: None,
+    },
+    ProbeSpec {
+        program: "sys_exit_dup3",
+        attach: Tracepoint("syscalls", "sys_exit_dup3"),
+        family: Tcp,
+        what: "dup3() results",
+        fallback_for: None,
+    },
+    ProbeSpec {
+        program: "sys_enter_fcntl",
+        attach: Tracepoint("syscalls", "sys_enter_fcntl"),
+        family: Tcp,
+        what: "fcntl(F_DUPFD) of socket fds",
+        fallback_for: None,
+    },
+    ProbeSpec {
+        program: "sys_exit_fcntl",
+        attach: Tracepoint("syscalls", "sys_exit_fcntl"),
+        family: Tcp,
+        what: "fcntl(F_DUPFD) results",
+        fallback_for: None,
+    },
+    ProbeSpec {
+        program: "sys_enter_socketpair",
+        attach: Tracepoint("syscalls", "sys_enter_socketpair"),
+        family: Tcp,
+        what: "socketpair()",
+        fallback_for: None,
+    },
+    ProbeSpec {
+        program: "sys_exit_socketpair",
+        attach: Tracepoint("syscalls", "sys_exit_socketpair"),
+        family: Tcp,
+        what: "socketpair() results",
         fallback_for: None,
     },
     ProbeSpec {
