@@ -90,6 +90,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
                         ));
                     }
                 }
+                for note in kernel_notes(&loaded, tfs) {
+                    print(&format!("note: {note}"));
+                }
                 let total = loaded.status.len();
                 print(&format!("\n{}/{total} probes attached", loaded.attached()));
             }
@@ -107,4 +110,52 @@ pub fn run() -> anyhow::Result<ExitCode> {
         print(&format!("tracing is NOT possible: {}", fatal.join("; ")));
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// What this kernel's missing hooks and older layouts cost, in the operator's terms.
+fn kernel_notes(loaded: &probes::Loaded, tfs: &Tracefs) -> Vec<&'static str> {
+    let attached = |name: &str| {
+        loaded.status.iter().any(|s| {
+            matches!(s.state, ProbeState::Attached)
+                && s.spec.attach.describe().ends_with(&format!("/{name}"))
+                || matches!(s.state, ProbeState::Attached)
+                    && s.spec.attach.describe() == format!("tp_btf {name}")
+        })
+    };
+    let mut notes = Vec::new();
+    if !attached("sock_recv_length") || !attached("sock_send_length") {
+        notes.push(
+            "sock/sock_recv_length or sock_send_length is missing (kernels before 6.3): \
+             conn_close and conn_status carry no bytes in/out nor last receive time, and a \
+             connection waiting for an answer is only seen while in SYN_SENT; socket owners are \
+             learnt from connect, accept, listen and close",
+        );
+    }
+    // The 6.10 layout (with `reason`) came with resets for packets without a socket.
+    let old_reset =
+        matches!(tfs.format("tcp", "tcp_send_reset"), Ok(Some(f)) if !f.field("reason").present());
+    if old_reset {
+        notes.push(
+            "tcp/tcp_send_reset has the pre-6.10 layout: no tcp_reset is reported for a reset \
+             sent for a packet with no socket (a refused connect shows only as the connect's \
+             ECONNREFUSED and the reset it receives)",
+        );
+    }
+    if kernel_before(6, 2) {
+        notes.push(
+            "kmem/rss_stat fires only when a task's cached RSS counters sync (kernels before \
+             6.2, about every 64 page faults): a process's first mem_sample comes after that, \
+             and RSS figures can read up to 64 pages per thread and counter low",
+        );
+    }
+    notes
+}
+
+/// Whether the running kernel is older than `major.minor`.
+fn kernel_before(major: u32, minor: u32) -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|s| s.parse::<u32>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0)) < (major, minor)
 }
