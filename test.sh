@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test: formatting and lints, unit tests, then the privileged end-to-end tests that load
-# the real eBPF programs (as root), the dump-reader fuzz smoke and the benchmark smoke.
+# the real eBPF programs (as root), the kernel matrix (Debian's kernels under qemu), the
+# dump-reader fuzz smoke and the benchmark smoke.
 #   sudo ./test.sh
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -22,6 +23,14 @@ if [ "$(id -u)" -ne 0 ]; then
 else
   cargo build -q -p tracer -p tracer-tests
   TRACER_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/tracer" cargo test -q -p tracer-tests -- --test-threads=1
+fi
+
+step "kernel matrix: Debian's 6.1 and 6.12 booted under qemu (about 3 minutes)"
+if [ "$(id -u)" -ne 0 ]; then
+  if [ "${CI:-}" = "true" ]; then echo "CI must run the kernel matrix as root" >&2; exit 1; fi
+  echo "SKIPPED: not root (it installs qemu and fetches kernel packages). Run 'sudo ./test.sh'." >&2
+else
+  cargo xtask vm-test
 fi
 
 step "fuzz the dump reader (bounded)"

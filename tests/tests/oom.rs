@@ -137,3 +137,49 @@ fn trigger_and_victim_differ() {
     );
     k.finish(&ev);
 }
+
+/// A process that joins its memory cgroup itself, after fork and exec (as a supervisor's child
+/// that moves into its unit's cgroup does): the OOM finding names the cgroup that killed it and
+/// its limit, not the one the process was born in.
+#[test]
+fn oom_names_the_cgroup_joined_after_fork() {
+    if !require_root() {
+        return;
+    }
+    let cg = cgroup();
+    let t = Tracer::for_test(&["--events", "oom,signal,process,memory"]);
+    let dir = cg.path().display().to_string();
+    let mut w = Workload::spawn(&mut workload!(
+        "join-hog",
+        "--cgroup",
+        dir,
+        "--mib-per-s",
+        64
+    ));
+    let wp = w.pid();
+    w.expect("hogging");
+    let status = w.wait_within(Duration::from_secs(30));
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "the hog was killed");
+    assert_eq!(cg.oom_kills(), Some(1), "its cgroup counted one OOM kill");
+    t.wait_for("the hog's exit", |e| e.is("exit", wp));
+    let stopped = t.stop();
+    let name = cg
+        .path()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut k = Checks::new();
+    if let Some(f) = k.find_with(
+        "the oom_kill finding",
+        &stopped.findings,
+        |f| f.kind() == "oom_kill" && f["victim_pid"] == wp,
+        json!({"victim_comm": "workload", "cgroup_limit_bytes": LIMIT}),
+    ) {
+        k.that(
+            f.str_of("cgroup")
+                .is_some_and(|c| c.ends_with(&format!("/{name}"))),
+            format!("the finding names the cgroup joined ({name}): {f}"),
+        );
+    }
+    k.finish(&stopped.events);
+}

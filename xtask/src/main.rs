@@ -1,7 +1,10 @@
-//! Project tasks: `cargo xtask bench` (overhead and throughput benchmarks, as root).
+//! Project tasks: `cargo xtask bench` (overhead and throughput benchmarks, as root) and
+//! `cargo xtask vm-test` (the kernel matrix: Debian's kernels booted under qemu).
 use clap::{Parser, Subcommand};
 
+mod apt;
 mod bench;
+mod vm;
 mod worker;
 
 #[derive(Parser, Debug)]
@@ -19,11 +22,15 @@ enum Cmd {
     /// A bench workload process (internal: started by `bench` from the release build).
     #[command(hide = true)]
     BenchWorker(worker::WorkerArgs),
+    /// The kernel matrix: boots Debian's 6.1 and 6.12 kernels under qemu and checks that
+    /// doctor passes and every event kind and the OOM finding arrive on each.
+    VmTest(vm::VmArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Bench(a) => bench::run(a),
         Cmd::BenchWorker(a) => worker::run(a),
+        Cmd::VmTest(a) => vm::run(a),
     }
 }

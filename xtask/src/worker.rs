@@ -53,6 +53,16 @@ pub enum WorkerKind {
         #[arg(long, default_value_t = 16)]
         signal_every: u64,
     },
+    /// PROCS short-lived processes (fork, _exit) and, on a second thread, CONNS short loopback
+    /// connections (connect, accept, close), or as many as fit in SECS.
+    ShortLived {
+        #[arg(long)]
+        procs: u64,
+        #[arg(long)]
+        conns: u64,
+        #[arg(long)]
+        secs: f64,
+    },
     /// Forks COUNT children that sleep; kills and reaps them when stdin closes.
     HoldProcs {
         #[arg(long)]
@@ -82,6 +92,7 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
             secs,
             signal_every,
         } => flood(kind, rate, secs, signal_every),
+        WorkerKind::ShortLived { procs, conns, secs } => short_lived(procs, conns, secs),
         WorkerKind::HoldProcs { count } => hold_procs(count),
         WorkerKind::HoldSockets { pairs } => hold_sockets(pairs),
     }
@@ -257,6 +268,41 @@ fn proc_churn(secs: f64) -> anyhow::Result<()> {
         ops += 1;
     }
     report(ops, start.elapsed().as_secs_f64(), json!({}));
+    Ok(())
+}
+
+fn short_lived(procs: u64, conns: u64, secs: f64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let start = Instant::now();
+    let net = std::thread::spawn(move || -> anyhow::Result<u64> {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let addr = l.local_addr()?;
+        let mut n = 0;
+        while n < conns && Instant::now() < deadline {
+            let c = TcpStream::connect(addr)?;
+            let (s, _) = l.accept()?;
+            // The server closes first (as in `flood`): client ports are reused.
+            drop(s);
+            drop(c);
+            n += 1;
+        }
+        Ok(n)
+    });
+    let mut forked = 0u64;
+    while forked < procs && Instant::now() < deadline {
+        // SAFETY: the child only calls _exit.
+        let pid = fork_child(|| unsafe { libc::_exit(0) })?;
+        reap(pid);
+        forked += 1;
+    }
+    let connected = net
+        .join()
+        .map_err(|_| anyhow::anyhow!("connection thread panicked"))??;
+    report(
+        forked + connected,
+        start.elapsed().as_secs_f64(),
+        json!({"procs": forked, "conns": connected}),
+    );
     Ok(())
 }
 

@@ -86,6 +86,8 @@ fn main() -> ExitCode {
         "brk" => brk(rest),
         "reexec" => reexec(rest),
         "rename" => rename(rest),
+        "kernel-matrix" => kernel_matrix(),
+        "join-hog" => join_hog(rest),
         _ => usage(),
     }
 }
@@ -592,4 +594,187 @@ fn brk(args: &[String]) -> ExitCode {
         "prev": format!("{:#x}", prev), "new": format!("{:#x}", new),
     }));
     ExitCode::SUCCESS
+}
+
+// ---- every kind at once (the kernel matrix in `cargo xtask vm-test`) ----------------------
+
+fn connect_to(a: &SocketAddr) -> (i32, i32) {
+    let fd = tcp_socket(a);
+    let (ss, len) = to_sockaddr(a);
+    // SAFETY: ss/len describe a valid sockaddr.
+    let r = unsafe { libc::connect(fd, &ss as *const _ as *const libc::sockaddr, len) };
+    let errno = if r < 0 {
+        io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    } else {
+        0
+    };
+    (fd, errno)
+}
+
+fn accept_one(lfd: i32) -> i32 {
+    // SAFETY: null address pointers are allowed.
+    let fd = unsafe { libc::accept4(lfd, ptr::null_mut(), ptr::null_mut(), libc::SOCK_CLOEXEC) };
+    if fd < 0 {
+        fail("accept4");
+    }
+    fd
+}
+
+fn send_recv(from: i32, to: i32, n: usize) {
+    let buf = vec![7u8; n];
+    // SAFETY: writing from and reading into live buffers of `n` bytes.
+    if unsafe { libc::write(from, buf.as_ptr().cast(), n) } != n as isize {
+        fail("write");
+    }
+    let mut got = vec![0u8; n];
+    let mut off = 0;
+    while off < n {
+        // SAFETY: as above, the rest of `got`.
+        let r = unsafe { libc::read(to, got[off..].as_mut_ptr().cast(), n - off) };
+        if r <= 0 {
+            fail("read");
+        }
+        off += r as usize;
+    }
+}
+
+fn wait_child(pid: i32) -> i32 {
+    let mut status = 0;
+    // SAFETY: plain syscall on a live int.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+        fail("waitpid");
+    }
+    status
+}
+
+/// `kernel-matrix`: one of every event kind the tracer reports, on loopback, then one JSON line
+/// with the truth (pids, ports, signals) for the VM test to compare with the tracer's view.
+/// Allocates (mmap, brk): refuses outside a memory cgroup with a limit.
+fn kernel_matrix() -> ExitCode {
+    require_memory_limit();
+    watchdog(60);
+    let me = std::process::id();
+    let lo: SocketAddr = "127.0.0.1:0".parse().expect("an address");
+    let (lfd, server) = listen_on(&lo, 16);
+    // A connection that carries data both ways and closes cleanly, client first.
+    let (c1, e1) = connect_to(&server);
+    if e1 != 0 {
+        fail("connect");
+    }
+    let a1 = accept_one(lfd);
+    send_recv(c1, a1, 1000);
+    send_recv(a1, c1, 2000);
+    let c1_port = name_of(c1, false).map_or(0, |a| a.port());
+    close(c1);
+    close(a1);
+    // One aborted with SO_LINGER 0: a reset sent by the client, received by the server side.
+    let (c2, _) = connect_to(&server);
+    let a2 = accept_one(lfd);
+    let c2_port = name_of(c2, false).map_or(0, |a| a.port());
+    set_linger_zero(c2);
+    close(c2);
+    close(a2);
+    // One refused: a port bound and closed again has no listener.
+    let (tmp, refused) = listen_on(&lo, 1);
+    close(tmp);
+    let (c3, refused_errno) = connect_to(&refused);
+    close(c3);
+    close(lfd);
+    // RLIMIT_NOFILE, and a rename without exec.
+    let lim = libc::rlimit {
+        rlim_cur: 900,
+        rlim_max: 1000,
+    };
+    // SAFETY: plain syscall on a live struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } < 0 {
+        fail("setrlimit");
+    }
+    set_name("vm-renamed");
+    // A child killed with SIGTERM, one that exits with 7, one that execs `exit --code 3`.
+    let fork = || {
+        // SAFETY: the child only calls async-signal-safe functions (pause, _exit, execv).
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            fail("fork");
+        }
+        pid
+    };
+    let sleeper = fork();
+    if sleeper == 0 {
+        loop {
+            // SAFETY: plain syscall.
+            unsafe { libc::pause() };
+        }
+    }
+    // SAFETY: plain syscall, to our own child.
+    if unsafe { libc::kill(sleeper, libc::SIGTERM) } < 0 {
+        fail("kill");
+    }
+    let sleeper_status = wait_child(sleeper);
+    let exiter = fork();
+    if exiter == 0 {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(7) };
+    }
+    let exiter_status = wait_child(exiter);
+    let execer = fork();
+    if execer == 0 {
+        let exe = CString::new("/proc/self/exe").expect("no NUL");
+        let argv: Vec<CString> = ["workload", "exit", "--code", "3"]
+            .iter()
+            .map(|a| CString::new(*a).expect("no NUL"))
+            .collect();
+        let mut ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+        ptrs.push(ptr::null());
+        // SAFETY: NUL-terminated strings and a null-terminated argv that outlive the call.
+        unsafe { libc::execv(exe.as_ptr(), ptrs.as_ptr()) };
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(127) };
+    }
+    let execer_status = wait_child(execer);
+    // Memory: an 8 MiB mapping touched and unmapped, and the heap grown by 8 MiB.
+    let len = 8usize << 20;
+    let p = map_anon(len, 0);
+    touch(p, len);
+    // SAFETY: unmapping exactly the mapping made above, never used again.
+    if unsafe { libc::munmap(p.cast(), len) } < 0 {
+        fail("munmap");
+    }
+    let brk_before = current_brk();
+    // SAFETY: moves the break up; the new memory is never used through pointers here.
+    if unsafe { libc::sbrk(8 << 20) } as isize == -1 {
+        fail("sbrk");
+    }
+    say(json!({
+        "event": "matrix", "pid": me, "server_port": server.port(),
+        "client_port": c1_port, "reset_client_port": c2_port,
+        "refused_port": refused.port(), "refused_errno": refused_errno,
+        "sent": 1000, "received": 2000, "nofile_soft": 900, "nofile_hard": 1000,
+        "renamed": "vm-renamed", "sleeper": sleeper, "sleeper_status": sleeper_status,
+        "exiter": exiter, "exiter_status": exiter_status,
+        "execer": execer, "execer_status": execer_status,
+        "mmap_len": len, "brk_before": format!("{brk_before:#x}"),
+    }));
+    ExitCode::SUCCESS
+}
+
+/// `join-hog --cgroup DIR`: joins memory cgroup DIR itself (so a tracer that learnt its cgroup
+/// at fork has the old one), then touches memory until the cgroup's OOM killer stops it.
+fn join_hog(args: &[String]) -> ExitCode {
+    let Some(dir) = opt(args, "--cgroup") else {
+        eprintln!("workload: --cgroup is required");
+        return ExitCode::from(2);
+    };
+    let procs = std::path::Path::new(&dir).join("cgroup.procs");
+    if let Err(e) = std::fs::write(&procs, std::process::id().to_string()) {
+        say(
+            json!({"event": "error", "what": format!("joining {}", procs.display()), "error": e.to_string()}),
+        );
+        return ExitCode::from(3);
+    }
+    let mut rest: Vec<String> = vec!["--unbounded".into()];
+    if let Some(r) = opt(args, "--mib-per-s") {
+        rest.extend(["--mib-per-s".into(), r]);
+    }
+    hog(&rest)
 }
