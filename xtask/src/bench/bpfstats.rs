@@ -9,7 +9,14 @@ use std::{
 use anyhow::bail;
 use serde::Serialize;
 
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_MAP_GET_FD_BY_ID: libc::c_long = 14;
+/// `name` in `struct bpf_map_info`, and the part of it read.
+const MAP_INFO_NAME: usize = 24;
+const MAP_INFO_LEN: usize = 40;
+/// Hash, per-CPU hash, LRU hash, LRU per-CPU hash: the maps keyed by pid or socket.
+const HASH_MAP_TYPES: [u64; 4] = [1, 5, 9, 10];
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_ENABLE_STATS: libc::c_long = 32;
 const BPF_STATS_RUN_TIME: u32 = 0;
@@ -34,26 +41,112 @@ pub fn enable() -> anyhow::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-fn prog_name(id: u32) -> Option<String> {
+/// An fd for a program or map id (`cmd` GET_FD_BY_ID).
+fn fd_by_id(cmd: libc::c_long, id: u32) -> Option<OwnedFd> {
     let mut attr = [0u8; 16];
     attr[..4].copy_from_slice(&id.to_ne_bytes());
-    let fd = bpf(BPF_PROG_GET_FD_BY_ID, &mut attr);
+    let fd = bpf(cmd, &mut attr);
     if fd < 0 {
         return None;
     }
     // SAFETY: a new fd owned by nobody else; closed on drop.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let mut info = [0u8; INFO_LEN];
+    Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The NUL-padded name at `at` of the object's info (BPF_OBJ_GET_INFO_BY_FD).
+fn obj_name(fd: &OwnedFd, info: &mut [u8], at: usize) -> Option<String> {
     let mut attr = [0u8; 16];
-    attr[..4].copy_from_slice(&(std::os::fd::AsRawFd::as_raw_fd(&fd) as u32).to_ne_bytes());
-    attr[4..8].copy_from_slice(&(INFO_LEN as u32).to_ne_bytes());
+    attr[..4].copy_from_slice(&(std::os::fd::AsRawFd::as_raw_fd(fd) as u32).to_ne_bytes());
+    attr[4..8].copy_from_slice(&(info.len() as u32).to_ne_bytes());
     attr[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_ne_bytes());
     if bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) < 0 {
         return None;
     }
-    let name = &info[INFO_NAME..INFO_NAME + 16];
+    let name = &info[at..at + 16];
     let end = name.iter().position(|b| *b == 0).unwrap_or(16);
     Some(String::from_utf8_lossy(&name[..end]).into_owned())
+}
+
+fn prog_name(id: u32) -> Option<String> {
+    let fd = fd_by_id(BPF_PROG_GET_FD_BY_ID, id)?;
+    obj_name(&fd, &mut [0u8; INFO_LEN], INFO_NAME)
+}
+
+/// One hash map of a process: its name, entries now, and capacity.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MapFill {
+    pub name: String,
+    pub entries: u64,
+    pub max_entries: u64,
+}
+
+/// The hash maps the process holds an fd of, with their entry counts, by name.
+pub fn map_fills(pid: u32) -> Vec<MapFill> {
+    let mut out: BTreeMap<u64, MapFill> = BTreeMap::new();
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    for e in rd.flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        let get = |k: &str| -> Option<u64> {
+            text.lines().find_map(|l| {
+                let v = l.strip_prefix(k)?.strip_prefix(':')?;
+                v.trim().parse().ok()
+            })
+        };
+        let (Some(ty), Some(id), Some(key_size), Some(max)) = (
+            get("map_type"),
+            get("map_id"),
+            get("key_size"),
+            get("max_entries"),
+        ) else {
+            continue;
+        };
+        if !HASH_MAP_TYPES.contains(&ty) || out.contains_key(&id) {
+            continue;
+        }
+        let Some(fd) = fd_by_id(BPF_MAP_GET_FD_BY_ID, id as u32) else {
+            continue;
+        };
+        let name = obj_name(&fd, &mut [0u8; MAP_INFO_LEN], MAP_INFO_NAME)
+            .unwrap_or_else(|| format!("map{id}"));
+        out.insert(
+            id,
+            MapFill {
+                name,
+                entries: count_keys(&fd, key_size as usize, max),
+                max_entries: max,
+            },
+        );
+    }
+    let mut v: Vec<MapFill> = out.into_values().collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
+}
+
+/// Keys in a hash map, walked with BPF_MAP_GET_NEXT_KEY (at most `max` + 1: a map changing
+/// under the walk can restart it).
+fn count_keys(fd: &OwnedFd, key_size: usize, max: u64) -> u64 {
+    let mut key = vec![0u8; key_size];
+    let mut next = vec![0u8; key_size];
+    let mut n = 0u64;
+    let mut first = true;
+    while n <= max {
+        let mut attr = [0u8; 24];
+        attr[..4].copy_from_slice(&(std::os::fd::AsRawFd::as_raw_fd(fd) as u32).to_ne_bytes());
+        let k = if first { 0 } else { key.as_ptr() as u64 };
+        attr[8..16].copy_from_slice(&k.to_ne_bytes());
+        attr[16..24].copy_from_slice(&(next.as_mut_ptr() as u64).to_ne_bytes());
+        if bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) < 0 {
+            break;
+        }
+        first = false;
+        n += 1;
+        std::mem::swap(&mut key, &mut next);
+    }
+    n
 }
 
 #[derive(Clone, Copy, Debug, Default)]

@@ -43,13 +43,17 @@ pub struct BenchArgs {
     #[arg(long, default_value = "http,mem,proc,redis", value_delimiter = ',')]
     pub workloads: Vec<String>,
     /// Parts to run, comma separated: overhead, hooks (kernel time per eBPF program, one extra
-    /// run per workload and tracer with BPF statistics on), capacity, memory, replay.
+    /// run per workload and tracer with BPF statistics on), capacity, memory, churn-memory
+    /// (RSS and kernel map fill over --short-lived processes and as many connections), replay.
     #[arg(
         long,
-        default_value = "overhead,hooks,capacity,memory,replay",
+        default_value = "overhead,hooks,capacity,memory,churn-memory,replay",
         value_delimiter = ','
     )]
     pub parts: Vec<String>,
+    /// Short-lived processes, and short connections, for the churn-memory part.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub short_lived: u64,
     /// Seconds per step of the capacity ramp.
     #[arg(long, default_value_t = 4.0)]
     pub ramp_step: f64,
@@ -92,6 +96,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         args.dump_seconds = args.dump_seconds.min(2.0);
         args.processes = args.processes.min(200);
         args.sockets = args.sockets.min(2_000);
+        args.short_lived = args.short_lived.min(20_000);
     }
     let kinds = args
         .workloads
@@ -99,8 +104,16 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         .map(|s| Kind::parse(s.trim()))
         .collect::<anyhow::Result<Vec<_>>>()?;
     for p in &args.parts {
-        if !["overhead", "hooks", "capacity", "memory", "replay"].contains(&p.trim()) {
-            bail!("unknown part '{p}' (overhead, hooks, capacity, memory, replay)");
+        const PARTS: [&str; 6] = [
+            "overhead",
+            "hooks",
+            "capacity",
+            "memory",
+            "churn-memory",
+            "replay",
+        ];
+        if !PARTS.contains(&p.trim()) {
+            bail!("unknown part '{p}' ({})", PARTS.join(", "));
         }
     }
     let part = |p: &str| args.parts.iter().any(|x| x.trim() == p);
@@ -184,6 +197,12 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             Err(e) => res.errors.push(format!("memory: {e:#}")),
         }
     }
+    if part("churn-memory") {
+        match churn_memory(&worker, &env, &args) {
+            Ok(m) => res.churn_memory = Some(m),
+            Err(e) => res.errors.push(format!("churn-memory: {e:#}")),
+        }
+    }
     if part("replay") {
         if tracer_cmd == TracerCmd::Record {
             match replay(&worker, &env, &args) {
@@ -221,7 +240,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the workspace")
@@ -251,21 +270,7 @@ fn install_packages() -> anyhow::Result<()> {
         return Ok(());
     }
     say(format!("installing {}", missing.join(" ")));
-    let apt_install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "-qq"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-    };
-    if !apt_install()?.success() {
-        // Only refresh the package lists when the install could not find something.
-        let st = Command::new("apt-get").args(["update", "-qq"]).status()?;
-        if !st.success() || !apt_install()?.success() {
-            bail!("apt-get install {} failed", missing.join(" "));
-        }
-    }
-    Ok(())
+    crate::apt::install(&missing)
 }
 
 fn build(root: &Path) -> anyhow::Result<()> {
@@ -806,6 +811,78 @@ fn memory(worker: &Path, env: &Env, args: &BenchArgs) -> anyhow::Result<MemoryFi
         lost: d.lost + db.lost,
         lost_critical: d.lost_critical + db.lost_critical,
         lost_by_kind: d.lost_by_kind,
+        summary: d.summary,
+    })
+}
+
+/// Collector memory over a long run: `--short-lived` short-lived processes and as many short
+/// loopback connections under the tracer, in two halves, with VmRSS/VmHWM and the entries of
+/// every kernel hash map (per pid, per socket) at the start, the middle and the end. Bounded
+/// means the middle and the end agree.
+fn churn_memory(
+    worker: &Path,
+    env: &Env,
+    args: &BenchArgs,
+) -> anyhow::Result<results::ChurnMemory> {
+    let half = (args.short_lived / 2).max(1).to_string();
+    // At most this long per half, whatever is done by then.
+    let secs = if args.smoke { "30" } else { "150" };
+    say(format!(
+        "churn-memory: {} short-lived processes and {} short connections, in two halves",
+        args.short_lived, args.short_lived
+    ));
+    let started = Instant::now();
+    let a = tracers::attach_tracer(env, "churn-memory", false)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let sample = |label: &str, procs: u64, conns: u64| -> anyhow::Result<results::MemSample> {
+        let (rss, hwm) = procs::memory(a.pid())?;
+        Ok(results::MemSample {
+            label: label.into(),
+            procs,
+            conns,
+            rss,
+            hwm,
+            maps: bpfstats::map_fills(a.pid()),
+        })
+    };
+    let mut samples = vec![sample("start", 0, 0)?];
+    let (mut procs_done, mut conns_done) = (0, 0);
+    for label in ["middle", "end"] {
+        let r = workloads::run_worker(
+            &worker.to_path_buf(),
+            &[
+                "short-lived",
+                "--procs",
+                &half,
+                "--conns",
+                &half,
+                "--secs",
+                secs,
+            ],
+        )?;
+        procs_done += r.procs;
+        conns_done += r.conns;
+        // The collector catches up, exits and closes reach the tables.
+        std::thread::sleep(Duration::from_secs(3));
+        let m = sample(label, procs_done, conns_done)?;
+        say(format!(
+            "  {label}: {procs_done} processes, {conns_done} connections: VmRSS {} MiB, VmHWM {} \
+             MiB; maps {}",
+            m.rss >> 20,
+            m.hwm >> 20,
+            m.maps
+                .iter()
+                .map(|f| format!("{} {}/{}", f.name, f.entries, f.max_entries))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        samples.push(m);
+    }
+    let d = a.detach()?;
+    Ok(results::ChurnMemory {
+        samples,
+        seconds: started.elapsed().as_secs_f64(),
+        lost: d.lost,
         summary: d.summary,
     })
 }

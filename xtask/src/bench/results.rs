@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use serde::Serialize;
 
 use super::{
-    bpfstats::ProgCost,
+    bpfstats::{MapFill, ProgCost},
     tracers::{Detached, Mode},
 };
 
@@ -192,6 +192,28 @@ pub struct MemoryFigures {
     pub summary: String,
 }
 
+/// Collector memory and kernel map fill at one moment of the churn-memory part.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MemSample {
+    pub label: String,
+    /// Short-lived processes and connections done so far.
+    pub procs: u64,
+    pub conns: u64,
+    pub rss: u64,
+    pub hwm: u64,
+    pub maps: Vec<MapFill>,
+}
+
+/// The churn-memory part: RSS and map entries at the start, the middle and the end of a run of
+/// short-lived processes and connections.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ChurnMemory {
+    pub samples: Vec<MemSample>,
+    pub seconds: f64,
+    pub lost: u64,
+    pub summary: String,
+}
+
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ReplayFigures {
     pub load: String,
@@ -253,6 +275,7 @@ pub struct Results {
     pub workloads: Vec<WorkloadResult>,
     pub capacity: Vec<Capacity>,
     pub memory: Option<MemoryFigures>,
+    pub churn_memory: Option<ChurnMemory>,
     pub replay: Option<ReplayFigures>,
     pub targets: Vec<Target>,
     pub notes: Vec<String>,
@@ -580,6 +603,52 @@ impl Results {
                     ""
                 },
                 pct(c.cpu_pct_per_100k)
+            );
+        }
+        if let Some(c) = &self.churn_memory {
+            let last = c.samples.last().cloned().unwrap_or_default();
+            let _ = writeln!(
+                s,
+                "### Collector memory over {} short-lived processes and {} short connections\n",
+                last.procs, last.conns
+            );
+            let names: Vec<&str> = last.maps.iter().map(|m| m.name.as_str()).collect();
+            let _ = writeln!(
+                s,
+                "| | processes | connections | VmRSS | VmHWM | {} |",
+                names.join(" | ")
+            );
+            let _ = writeln!(
+                s,
+                "|---|---:|---:|---:|---:|{}",
+                "---:|".repeat(names.len())
+            );
+            for m in &c.samples {
+                let fills: Vec<String> = names
+                    .iter()
+                    .map(|n| {
+                        m.maps
+                            .iter()
+                            .find(|f| f.name == *n)
+                            .map(|f| format!("{}/{}", f.entries, f.max_entries))
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {} |",
+                    m.label,
+                    m.procs,
+                    m.conns,
+                    mib(m.rss),
+                    mib(m.hwm),
+                    fills.join(" | ")
+                );
+            }
+            let _ = writeln!(
+                s,
+                "\nKernel maps as entries/capacity. {:.0} s; lost records: {}. Summary: {}\n",
+                c.seconds, c.lost, c.summary
             );
         }
         if let Some(m) = &self.memory {

@@ -399,7 +399,7 @@ mod tests {
     #[test]
     fn floor_attaches_what_the_equivalent_script_attaches() {
         let eq = tracepoints("equivalent.bt");
-        assert_eq!(eq.len(), 26, "{eq:?}");
+        assert_eq!(eq.len(), 41, "{eq:?}");
         assert_eq!(eq, tracepoints("floor.bt"));
     }
 

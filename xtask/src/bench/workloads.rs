@@ -73,6 +73,11 @@ pub struct WorkerReport {
     pub secs: f64,
     #[serde(default)]
     pub events: u64,
+    /// `short-lived`: processes and connections done.
+    #[serde(default)]
+    pub procs: u64,
+    #[serde(default)]
+    pub conns: u64,
 }
 
 pub struct Workload {
