@@ -6,6 +6,8 @@
 //! (`--test-threads=1`), bounds every wait, and stops every process it started, by pid.
 //! Tests that allocate memory do it only inside a [`MemCgroup`] with a small limit.
 pub mod cgroup;
+pub mod http;
+pub mod otlp;
 pub mod recorder_util;
 pub mod servers;
 pub mod tracer;
@@ -223,6 +225,25 @@ pub fn position(events: &[Value], pred: impl Fn(&Value) -> bool) -> Option<usize
 /// All `events` as text, one per line, for failure messages.
 pub fn dump(events: &[Value]) -> String {
     tracer::describe(events, &[])
+}
+
+/// Polls `f` until it returns Some, or fails the test after `timeout` with `what` and the
+/// last thing seen.
+pub fn poll<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut f: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if std::time::Instant::now() >= deadline => {
+                panic!("{what}: not within {timeout:?}; last seen: {e}")
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(250)),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,18 @@
 //! Helpers for the flight-recorder and incident tests: a pinned copy of the tracer binary,
 //! `tracer record` running as a child (stopped cleanly or killed with SIGKILL), one-shot tracer
-//! commands with a deadline, dump directories and their segment files, and `tracer demo` runs.
+//! commands with a deadline, dump directories and their segment files, `tracer demo` runs, and
+//! loopback connection churn.
 use std::{
     ffi::OsStr,
     fmt::Write as _,
-    io::{BufRead, BufReader, Read},
-    os::unix::{
-        fs::{MetadataExt, PermissionsExt},
-        process::CommandExt,
+    io::{self, BufRead, BufReader, Read},
+    net::{SocketAddr, TcpListener, TcpStream},
+    os::{
+        fd::AsRawFd,
+        unix::{
+            fs::{MetadataExt, PermissionsExt},
+            process::CommandExt,
+        },
     },
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
@@ -27,7 +32,8 @@ const READY_MARK: &str = "tracer: tracing (";
 /// What `tracer record` prints on stderr once its dump directory is open.
 const RECORDING_MARK: &str = "tracer: recording to ";
 
-/// A directory of this test's own (mode 0700), removed with everything in it when dropped.
+/// A directory of this test's own (mode 0700), removed with everything in it when dropped
+/// (kept when the test fails and `TRACER_TESTS_KEEP` is set).
 pub struct TempDir(PathBuf);
 
 impl TempDir {
@@ -56,6 +62,13 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("TRACER_TESTS_KEEP").is_some() {
+            eprintln!(
+                "tracer-tests: kept {} (TRACER_TESTS_KEEP)",
+                self.0.display()
+            );
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -584,29 +597,12 @@ pub fn first_difference(a_name: &str, a: &[String], b_name: &str, b: &[String]) 
     s
 }
 
-/// The thresholds `tracer demo` uses (`tracer::demo::DEMO_THRESHOLDS`), read from its source at
-/// build time so that the tests follow the demo when it changes.
+/// The thresholds `tracer demo` uses, from the library, so the tests follow the demo.
 pub fn demo_thresholds() -> Vec<String> {
-    const SRC: &str = include_str!("../../tracer/src/demo.rs");
-    let start = SRC
-        .find("pub const DEMO_THRESHOLDS")
-        .expect("tracer/src/demo.rs defines DEMO_THRESHOLDS");
-    let body = &SRC[start..];
-    let body = &body[body.find('[').expect("an array")..];
-    let body = &body[..body.find("];").expect("the end of the array")];
-    let mut out = Vec::new();
-    let mut rest = body;
-    while let Some(a) = rest.find('"') {
-        let after = &rest[a + 1..];
-        let b = after.find('"').expect("a closed string literal");
-        out.push(after[..b].to_owned());
-        rest = &after[b + 1..];
-    }
-    assert!(
-        !out.is_empty() && out.iter().all(|t| t.contains('=')),
-        "could not read DEMO_THRESHOLDS from tracer/src/demo.rs: {out:?}"
-    );
-    out
+    tracer::demo::DEMO_THRESHOLDS
+        .iter()
+        .map(|t| (*t).to_owned())
+        .collect()
 }
 
 /// The `--threshold k=v` arguments of [`demo_thresholds`].
@@ -681,15 +677,54 @@ pub fn run_demo(bin: &Bin, incident: &str, seconds: u64, dir: &Path) -> DemoRun 
     }
 }
 
+/// Sets SO_LINGER {on, 0}: close() then sends a RST and leaves no TIME_WAIT behind (a flood of
+/// connections would otherwise run out of ephemeral ports).
+pub fn linger_zero(s: &TcpStream) {
+    let l = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: the option value is a live linger struct of the stated size, on a live socket.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &l as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "SO_LINGER: {}", io::Error::last_os_error());
+}
+
+/// One loopback connection opened, accepted and aborted inside this process: a dozen events.
+pub fn churn_once(l: &TcpListener, addr: SocketAddr) {
+    let c = TcpStream::connect(addr).expect("connect to our own listener");
+    let (s, _) = l.accept().expect("accept our own connection");
+    linger_zero(&c);
+    drop(c);
+    drop(s);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn demo_thresholds_are_read_from_the_source() {
+    fn demo_thresholds_are_what_report_accepts() {
         let t = demo_thresholds();
-        assert!(t.iter().any(|t| t.starts_with("pileup_min_open=")), "{t:?}");
         assert_eq!(demo_threshold_args().len(), 2 * t.len());
+        let args = tracer::analysis::config::AnalysisArgs {
+            config: None,
+            thresholds: t,
+        };
+        let c = args.load().expect("report accepts the demo's thresholds");
+        let defaults = tracer::analysis::config::AnalysisArgs::default().load();
+        assert_ne!(
+            c,
+            defaults.unwrap(),
+            "the demo's thresholds are not the defaults"
+        );
     }
 
     #[test]

@@ -126,6 +126,10 @@ fn non_root_is_told_to_use_sudo() {
         c.args(["-u", "nobody", "--"]).arg(&bin);
         c
     } else {
+        assert!(
+            !tracer_tests::servers::in_ci(),
+            "CI=true but neither setpriv nor runuser is there to drop root"
+        );
         eprintln!("SKIP non_root_is_told_to_use_sudo: neither setpriv nor runuser to drop root");
         return;
     };
@@ -222,6 +226,10 @@ fn doctor_reports_every_probe_and_succeeds_as_root() {
 fn doctor_without_privileges_fails_with_the_reason() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 || !Path::new("/usr/bin/setpriv").exists() {
+        assert!(
+            !tracer_tests::servers::in_ci(),
+            "CI=true but this test cannot drop root (not root, or no /usr/bin/setpriv)"
+        );
         eprintln!("SKIP doctor_without_privileges_fails_with_the_reason: needs root to drop it");
         return;
     }

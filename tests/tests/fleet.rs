@@ -2,7 +2,6 @@
 //! incident, processes named by their systemd unit, container and pod, the OTLP export, and
 //! the package.
 use std::{
-    io::{Read, Write},
     net::TcpStream,
     os::unix::fs::symlink,
     process::{Command, Stdio},
@@ -14,51 +13,17 @@ use serde_json::Value;
 use tracer_tests::{
     EventExt, MemCgroup, Tracer,
     cgroup::NamedCgroup,
+    http::http_get,
+    otlp::{
+        attrs, log_records, metric_points, point_value, received, require_otlp_python,
+        start_receiver,
+    },
+    poll,
     recorder_util::{Bin, Recording, TempDir},
     require_root,
     servers::{self, Guard, Needed, free_port, in_ci},
     test_pid,
 };
-
-/// A plain HTTP/1.1 GET on loopback: (status code, body).
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).ok()?;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    Some((code, body))
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((len, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(len.trim(), 16) else {
-            break;
-        };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
 
 fn percent_encode(s: &str) -> String {
     s.bytes()
@@ -110,21 +75,6 @@ fn named_tracer(dir: &TempDir, bin: &Bin, name: &str) -> std::path::PathBuf {
     let link = dir.join(name);
     symlink(bin.path(), &link).expect("symlink the tracer binary");
     link
-}
-
-/// Polls `f` until it returns Some, or fails the test after `timeout` with `what` and the
-/// last thing seen.
-fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(e) if Instant::now() >= deadline => {
-                panic!("{what}: not within {timeout:?}; last seen: {e}")
-            }
-            Err(_) => thread::sleep(Duration::from_millis(250)),
-        }
-    }
 }
 
 /// The leaking proxy of the brief: `proxy` answers `curl`-like clients and never closes its
@@ -613,166 +563,6 @@ fn the_package_builds_from_a_clone_installs_and_its_unit_verifies() {
 }
 
 // ---- OTLP export ----
-
-/// A venv with the official OpenTelemetry protobuf definitions (the opentelemetry-proto PyPI
-/// package), made on first use and kept in the temp dir. None (after a loud SKIP) when it
-/// cannot be had outside CI; in CI that is a failure.
-fn require_otlp_python() -> Option<std::path::PathBuf> {
-    let venv = std::env::temp_dir().join("tracer-tests-otlp-venv");
-    let python = venv.join("bin/python");
-    let importable = || {
-        Command::new(&python)
-            .args([
-                "-c",
-                "import opentelemetry.proto.collector.logs.v1.logs_service_pb2",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if importable() {
-        return Some(python);
-    }
-    eprintln!(
-        "tracer-tests: installing opentelemetry-proto into {}",
-        venv.display()
-    );
-    let run = |cmd: &mut Command| -> Result<(), String> {
-        let out = cmd
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{cmd:?}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
-    };
-    let r = run(Command::new("python3").args(["-m", "venv"]).arg(&venv)).and_then(|()| {
-        run(Command::new(venv.join("bin/pip")).args([
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            "opentelemetry-proto",
-        ]))
-    });
-    match r {
-        Ok(()) if importable() => Some(python),
-        r => {
-            let e = format!("opentelemetry-proto for Python is not available: {r:?}");
-            if in_ci() {
-                panic!("CI=true and {e}");
-            }
-            eprintln!("\n*****\nSKIP: {e}\n*****");
-            None
-        }
-    }
-}
-
-/// The receiver (tests/otlp/receiver.py) on `port`, writing what it decoded to `out`.
-fn start_receiver(python: &std::path::Path, port: u16, out: &std::path::Path) -> Guard {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/otlp/receiver.py");
-    let mut g = Guard::spawn(
-        "otlp receiver",
-        Command::new(python)
-            .arg(script)
-            .arg(port.to_string())
-            .arg(out)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null()),
-        libc::SIGTERM,
-    );
-    poll(
-        "the OTLP receiver listening",
-        Duration::from_secs(15),
-        || {
-            g.assert_running();
-            TcpStream::connect(("127.0.0.1", port))
-                .map(drop)
-                .map_err(|e| e.to_string())
-        },
-    );
-    g
-}
-
-/// Every request the receiver decoded: (path, request as protobuf JSON).
-fn received(out: &std::path::Path) -> Vec<(String, Value)> {
-    std::fs::read_to_string(out)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .map(|v| {
-            (
-                v["path"].as_str().unwrap_or("").to_owned(),
-                v["request"].clone(),
-            )
-        })
-        .collect()
-}
-
-/// OTLP attributes as a map of key → value as a string (ints are strings in protobuf JSON).
-fn attrs(list: &Value) -> std::collections::BTreeMap<String, String> {
-    list.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|kv| {
-            let v = &kv["value"];
-            let s = ["string_value", "int_value", "double_value", "bool_value"]
-                .iter()
-                .find_map(|k| v.get(*k))
-                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))?;
-            Some((kv["key"].as_str()?.to_owned(), s))
-        })
-        .collect()
-}
-
-fn log_records(reqs: &[(String, Value)]) -> Vec<(Value, Value)> {
-    let mut out = Vec::new();
-    for (_, r) in reqs.iter().filter(|(p, _)| p == "/v1/logs") {
-        for rl in r["resource_logs"].as_array().into_iter().flatten() {
-            for sl in rl["scope_logs"].as_array().into_iter().flatten() {
-                for rec in sl["log_records"].as_array().into_iter().flatten() {
-                    out.push((rl["resource"].clone(), rec.clone()));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Data points of metric `name` in the latest metrics request that has it: (kind, point).
-fn metric_points(reqs: &[(String, Value)], name: &str) -> Vec<(String, Value)> {
-    for (_, r) in reqs.iter().rev().filter(|(p, _)| p == "/v1/metrics") {
-        for rm in r["resource_metrics"].as_array().into_iter().flatten() {
-            for sm in rm["scope_metrics"].as_array().into_iter().flatten() {
-                for m in sm["metrics"].as_array().into_iter().flatten() {
-                    if m["name"] != name {
-                        continue;
-                    }
-                    for kind in ["gauge", "sum"] {
-                        if let Some(d) = m.get(kind) {
-                            return d["data_points"]
-                                .as_array()
-                                .into_iter()
-                                .flatten()
-                                .map(|p| (kind.to_owned(), p.clone()))
-                                .collect();
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Vec::new()
-}
-
-fn point_value(p: &Value) -> f64 {
-    p["as_double"].as_f64().unwrap_or(0.0)
-}
 
 /// The leaking proxy again, this time exported over OTLP to a receiver that decodes with the
 /// official protobuf definitions: its close_wait finding must arrive as a log record with the

@@ -4,8 +4,8 @@
 use std::{
     collections::BTreeMap,
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    os::{fd::AsRawFd, unix::process::ExitStatusExt},
+    net::{TcpListener, TcpStream},
+    os::unix::process::ExitStatusExt,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use tracer_tests::{
     Checks, EventExt, Workload,
     recorder_util::{
-        Bin, Recorded, Recording, TempDir, first_difference, is_finding_line, listing, mode_of,
-        segments,
+        Bin, Recorded, Recording, TempDir, churn_once, first_difference, is_finding_line, listing,
+        mode_of, segments,
     },
     require_root, test_pid, workload,
 };
@@ -263,35 +263,6 @@ fn replay_prints_exactly_what_record_printed() {
         started.elapsed()
     );
     k.finish(&json_lines(&live));
-}
-
-/// Sets SO_LINGER {on, 0}: close() then sends a RST and leaves no TIME_WAIT behind (a flood of
-/// connections would otherwise run out of ephemeral ports).
-fn linger_zero(s: &TcpStream) {
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: the option value is a live linger struct of the stated size, on a live socket.
-    let r = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            &l as *const libc::linger as *const libc::c_void,
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(r, 0, "SO_LINGER: {}", std::io::Error::last_os_error());
-}
-
-/// One loopback connection opened, accepted and aborted inside this process: a dozen events.
-fn churn_once(l: &TcpListener, addr: SocketAddr) {
-    let c = TcpStream::connect(addr).expect("connect to our own listener");
-    let (s, _) = l.accept().expect("accept our own connection");
-    linger_zero(&c);
-    drop(c);
-    drop(s);
 }
 
 /// Connection churn on a thread of this process until `stop` is set, counted in `count`.

@@ -15,6 +15,9 @@ use std::{
 };
 
 use tracer_tests::{
+    http::http_get,
+    otlp::{attrs, metric_points, point_value, received, require_otlp_python, start_receiver},
+    poll,
     recorder_util::{Bin, TempDir, demo_threshold_args, run_bounded, run_demo},
     require_root,
     servers::{Guard, Needed, free_port, in_ci, install_missing},
@@ -259,6 +262,16 @@ fn scenario(bin: &Path, dir: &Path, name: &str, role: &str, port: u16, rate: u32
 
 /// The terminal is usable again: no alternate screen, a prompt, cooked mode with echo.
 #[track_caller]
+/// A proxy that leaks a socket per client, and clients at 25 a second: (port, proxy, clients).
+fn leak(bin: &Path, dir: &Path) -> (u16, Guard, Guard) {
+    let port = free_port();
+    let proxy = scenario(bin, dir, "leakyproxy", "proxy", port, 0);
+    // Its listener first; then clients that each leave a socket behind in the proxy.
+    thread::sleep(Duration::from_millis(800));
+    let clients = scenario(bin, dir, "topclients", "http-clients", port, 25);
+    (port, proxy, clients)
+}
+
 fn assert_restored(t: &Tmux, how: &str) {
     let screen = t.wait_for(
         &format!("the prompt after {how}"),
@@ -314,18 +327,7 @@ fn top_puts_the_socket_leaker_first_with_the_counts_of_proc() {
         s.contains("tracer top") && s.lines().any(|l| l.starts_with("PID"))
     });
     assert!(t.alternate_on(), "tracer top draws on the alternate screen");
-    let port = free_port();
-    let mut proxy = scenario(bin.path(), dir.path(), "leakyproxy", "proxy", port, 0);
-    // Its listener first; then clients that each leave a socket behind in the proxy.
-    thread::sleep(Duration::from_millis(800));
-    let mut clients = scenario(
-        bin.path(),
-        dir.path(),
-        "topclients",
-        "http-clients",
-        port,
-        25,
-    );
+    let (port, mut proxy, mut clients) = leak(bin.path(), dir.path());
     thread::sleep(Duration::from_secs(3));
     proxy.assert_running();
     t.keys(&["s"]);
@@ -388,6 +390,96 @@ fn top_puts_the_socket_leaker_first_with_the_counts_of_proc() {
     assert_restored(&t, "q");
     proxy.stop();
     eprintln!("took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// `tracer top --metrics --otlp` serves the same /metrics and exports the same OTLP metrics as
+/// `live` and `record`: the leaker's series carries the open-socket count that /proc gives, at
+/// the endpoint and at the OTLP receiver.
+#[test]
+fn top_serves_the_leakers_metrics_and_exports_them_over_otlp() {
+    if !require_root() || !require_tmux() {
+        return;
+    }
+    let Some(python) = require_otlp_python() else {
+        return;
+    };
+    let bin = Bin::pinned();
+    let dir = TempDir::new("top-metrics");
+    let received_at = dir.path().join("otlp.jsonl");
+    let otlp_port = free_port();
+    let mut receiver = start_receiver(&python, otlp_port, &received_at);
+    let t = Tmux::start("metrics");
+    let metrics_port = free_port();
+    t.type_line(&format!(
+        "{} top --pid {} --metrics 127.0.0.1:{metrics_port} --otlp http://127.0.0.1:{otlp_port} \
+         --otlp-interval 1s; echo EXIT=$?",
+        bin.path().display(),
+        test_pid()
+    ));
+    t.wait_for("tracer top's table", Duration::from_secs(30), |s| {
+        s.lines().any(|l| l.starts_with("PID"))
+    });
+    let (_, mut proxy, mut clients) = leak(bin.path(), dir.path());
+    thread::sleep(Duration::from_secs(3));
+    clients.stop();
+    proxy.assert_running();
+    // Once the leak stopped, the series settles on what /proc says (a snapshot a second),
+    // within one: the metrics count sockets apart from the screen's model (metrics/model.rs
+    // also counts a conn_close as a close) and may differ from it by the listener.
+    let pid = format!("pid=\"{}\"", proxy.pid());
+    let near =
+        |shown: Option<f64>, open: usize| shown.is_some_and(|v| (v - open as f64).abs() <= 1.0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut shown, mut open, mut body) = (None, 0, String::new());
+    while Instant::now() < deadline {
+        open = proc_sockets(proxy.pid());
+        let (code, b) = http_get(metrics_port, "/metrics").unwrap_or((0, String::new()));
+        assert!(code == 200 || code == 0, "GET /metrics: {code}\n{b}");
+        body = b;
+        shown = body
+            .lines()
+            .filter(|l| l.starts_with("tracer_process_open_sockets{") && l.contains(&pid))
+            .find_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        if near(shown, open) {
+            break;
+        }
+        thread::sleep(Duration::from_millis(300));
+    }
+    assert!(open > 40, "the proxy holds {open} sockets");
+    assert!(
+        near(shown, open),
+        "tracer_process_open_sockets of the leaker ({pid}) is {shown:?}, /proc says {open}:\n{body}"
+    );
+    assert!(
+        body.contains("comm=\"leakyproxy\""),
+        "the series names the leaker:\n{body}"
+    );
+    // The same series at the OTLP receiver (exported every second).
+    let proxy_pid = proxy.pid().to_string();
+    let exported = poll(
+        "the leaker's series over OTLP",
+        Duration::from_secs(10),
+        || {
+            let open = proc_sockets(proxy.pid()) as f64;
+            let reqs = received(&received_at);
+            let pts = metric_points(&reqs, "tracer_process_open_sockets");
+            pts.iter()
+                .find(|(kind, p)| {
+                    let a = attrs(&p["attributes"]);
+                    kind == "gauge"
+                        && a.get("pid") == Some(&proxy_pid)
+                        && a.get("comm").map(String::as_str) == Some("leakyproxy")
+                        && (point_value(p) - open).abs() <= 1.0
+                })
+                .map(|(_, p)| (point_value(p), open))
+                .ok_or_else(|| format!("/proc: {open}; {pts:?}"))
+        },
+    );
+    eprintln!("over OTLP: the leaker's open sockets {exported:?} (exported, /proc)");
+    t.keys(&["q"]);
+    assert_restored(&t, "q");
+    proxy.stop();
+    receiver.stop();
 }
 
 #[test]
@@ -647,5 +739,61 @@ fn top_replays_a_dump_with_the_same_screen() {
     }
     t.keys(&["q"]);
     assert_restored(&t, "q after a replay");
+
+    // Left at the end of the dump, it idles (an earlier top spun at 73% CPU there), and
+    // SIGTERM ends it; then a closed terminal does too.
+    let fast = line.replace("--speed 2", "--speed 0");
+    let at_end = |t: &Tmux| -> u32 {
+        t.type_line(&format!("clear; {fast}; echo EXIT=$?"));
+        t.wait_for("the end of the dump", Duration::from_secs(30), |s| {
+            s.contains("END OF DUMP")
+        });
+        children(t.shell_pid())
+            .into_iter()
+            .find(|p| alive(*p))
+            .expect("tracer top is running")
+    };
+    let top = at_end(&t);
+    let before = cpu_ticks(top);
+    thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(top) - before;
+    // SAFETY: sysconf has no memory preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    assert!(
+        used * 10 < 2 * hz,
+        "tracer top at the end of a replay used {used} ticks of CPU in 2 s (hz {hz})"
+    );
+    // SAFETY: kill has no memory preconditions; the pid is the tracer this test started.
+    unsafe { libc::kill(top as i32, libc::SIGTERM) };
+    assert_restored(&t, "SIGTERM at the end of a replay");
+    let top = at_end(&t);
+    t.tmux(&["kill-pane", "-t", "t"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(top) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let still = alive(top);
+    if still {
+        // SAFETY: as above.
+        unsafe { libc::kill(top as i32, libc::SIGKILL) };
+    }
+    assert!(
+        !still,
+        "tracer top --replay did not end when its terminal closed"
+    );
     eprintln!("took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// User plus system CPU time of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    // Fields 14 and 15 (utime, stime); `after` starts at field 3.
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum()
 }
