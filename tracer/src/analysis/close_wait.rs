@@ -8,16 +8,45 @@
 //! from the owners learnt in process context ([`super::state::State::owner`]).
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use serde::Serialize;
 use tracer_common::tcp::{STATE_FLAG_MODEL, state as tcp, status};
 
 use super::{
-    Analysis, AnalysisConfig, CloseWait as Evidence_, Cx, Evidence, Finding, Severity, comm_of, ns,
-    round, secs,
+    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Severity, comm_of, ns, round, secs,
 };
 use crate::{
     event::{Body, Event, socket_addr},
     proc_table::IdHash,
 };
+
+/// The evidence of a `close_wait` finding.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CloseWait {
+    pub pid: u32,
+    pub comm: String,
+    pub count: u64,
+    pub oldest_age_s: f64,
+    /// The local port most of them are on.
+    pub local_port: u16,
+    /// The peer of the oldest.
+    pub remote: String,
+    /// Of `count`, those still in the listener's accept queue (the listener is `pid`).
+    pub never_accepted: u64,
+}
+
+impl Check for CloseWait {
+    fn key(&self, _first_seen_ns: u64) -> String {
+        self.pid.to_string()
+    }
+
+    fn culprit(&self) -> Option<u32> {
+        Some(self.pid)
+    }
+
+    fn magnitude(&self) -> f64 {
+        self.count as f64
+    }
+}
 
 struct Stuck {
     owner: u32,
@@ -231,7 +260,7 @@ workload: None,
                 ),
                 first_seen_ns: oldest,
                 last_seen_ns: now_ns,
-                evidence: Evidence::CloseWait(Evidence_ {
+                evidence: Evidence::CloseWait(CloseWait {
                     pid: owner,
                     comm,
                     count,

@@ -6,14 +6,45 @@
 //! its limit, whatever the estimate says.
 use std::collections::BTreeMap;
 
+use serde::Serialize;
+
 use super::{
-    Analysis, AnalysisConfig, Cx, Evidence, FdExhaustion, Finding, Severity, comm_of,
-    state::FdChange,
+    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Severity, comm_of, state::FdChange,
 };
 use crate::{
     event::{Body, Event},
     vocab::errno_name,
 };
+
+/// The evidence of a `fd_exhaustion` finding.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FdExhaustion {
+    pub pid: u32,
+    pub comm: String,
+    /// accept()/socket() failures with EMFILE or ENFILE.
+    pub errors: u64,
+    pub emfile: u64,
+    pub enfile: u64,
+    pub fd_limit: Option<u64>,
+    /// Known or estimated open fds (at the limit when EMFILE was seen).
+    pub open_fds: Option<u64>,
+    /// The listening port accept() failed on, when known.
+    pub local_port: Option<u16>,
+}
+
+impl Check for FdExhaustion {
+    fn key(&self, _first_seen_ns: u64) -> String {
+        self.pid.to_string()
+    }
+
+    fn culprit(&self) -> Option<u32> {
+        Some(self.pid)
+    }
+
+    fn magnitude(&self) -> f64 {
+        self.errors.max(1) as f64
+    }
+}
 
 const EMFILE: i32 = 24;
 const ENFILE: i32 = 23;

@@ -13,14 +13,48 @@
 //! samples but only once it has grown by a real amount and eaten a share of its headroom.
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::Serialize;
+
 use super::{
-    Analysis, AnalysisConfig, Cx, Evidence, Finding, RunawayAlloc, Severity, comm_of, ns, round,
-    secs,
+    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Severity, comm_of, ns, round, secs,
 };
 use crate::{
     event::{Body, Event},
     units::bytes_human,
 };
+
+/// The evidence of a `runaway_alloc` finding.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunawayAlloc {
+    pub pid: u32,
+    pub comm: String,
+    pub rss_bytes: u64,
+    pub mapped_bytes: u64,
+    pub growth_bytes_per_sec: u64,
+    pub window_s: f64,
+    pub samples: u64,
+    pub limit_bytes: Option<u64>,
+    /// "cgroup" or "host".
+    pub limit_source: Option<String>,
+    pub seconds_to_limit: Option<f64>,
+    /// Raised before the window spanned mem_min_duration_s, because the limit is projected
+    /// to be hit sooner.
+    pub early_warning: bool,
+}
+
+impl Check for RunawayAlloc {
+    fn key(&self, _first_seen_ns: u64) -> String {
+        self.pid.to_string()
+    }
+
+    fn culprit(&self) -> Option<u32> {
+        Some(self.pid)
+    }
+
+    fn magnitude(&self) -> f64 {
+        self.rss_bytes as f64
+    }
+}
 
 /// Processes remembered as already warned early, at most (cleared when full).
 const MAX_WARNED: usize = 4096;

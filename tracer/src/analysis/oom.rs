@@ -2,13 +2,49 @@
 //! allocation triggered it; the victim and its memory are in the record (older kernels give
 //! only the pid: the rest then comes from the process table and the memory samples). The
 //! victim's growth before it died comes from its memory history.
+use serde::Serialize;
 use tracer_common::oom::{OOM_HAS_COMM, OOM_HAS_MEMORY};
 
-use super::{Analysis, Cx, Evidence, Finding, OomKillEvidence, Severity, comm_of, round};
+use super::{Analysis, Check, Cx, Evidence, Finding, Severity, comm_of, round};
 use crate::{
     event::{Body, Comm, Event},
     units::bytes_human,
 };
+
+/// The evidence of a `oom_kill` finding.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OomKillEvidence {
+    pub victim_pid: u32,
+    pub victim_comm: String,
+    pub trigger_pid: u32,
+    pub trigger_comm: String,
+    pub victim_rss_bytes: Option<u64>,
+    pub victim_total_vm_bytes: Option<u64>,
+    pub cgroup: String,
+    pub cgroup_limit_bytes: Option<u64>,
+    /// How the victim grew before it died, from its memory samples.
+    pub victim_growth_bytes_per_sec: Option<i64>,
+    pub victim_growth_window_s: Option<f64>,
+    pub victim_peak_rss_bytes: Option<u64>,
+}
+
+impl Check for OomKillEvidence {
+    fn key(&self, first_seen_ns: u64) -> String {
+        format!("{}@{first_seen_ns}", self.victim_pid)
+    }
+
+    fn culprit(&self) -> Option<u32> {
+        Some(self.victim_pid)
+    }
+
+    fn magnitude(&self) -> f64 {
+        1.0
+    }
+
+    fn others(&self) -> Vec<(&'static str, u32)> {
+        vec![("trigger_previous_comm", self.trigger_pid)]
+    }
+}
 
 /// OOM kills kept (each is its own finding).
 const MAX_KILLS: usize = 1024;

@@ -13,15 +13,42 @@ use std::{
     net::SocketAddr,
 };
 
+use serde::Serialize;
 use tracer_common::tcp::{ROLE_ACTIVE, STATE_FLAG_MODEL, state as tcp, status};
 
 use super::{
-    Analysis, AnalysisConfig, ConnPileup, Cx, Evidence, Finding, Severity, comm_of, ns, round, secs,
+    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Severity, comm_of, ns, round, secs,
 };
 use crate::{
     event::{Body, Event, socket_addr},
     proc_table::IdHash,
 };
+
+/// The evidence of a `conn_pileup` finding.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConnPileup {
+    pub pid: u32,
+    pub comm: String,
+    pub remote: String,
+    pub open: u64,
+    pub oldest_age_s: f64,
+    pub opened: u64,
+    pub closed: u64,
+}
+
+impl Check for ConnPileup {
+    fn key(&self, _first_seen_ns: u64) -> String {
+        format!("{}>{}", self.pid, self.remote)
+    }
+
+    fn culprit(&self) -> Option<u32> {
+        Some(self.pid)
+    }
+
+    fn magnitude(&self) -> f64 {
+        self.open as f64
+    }
+}
 
 struct Conn {
     owner: u32,

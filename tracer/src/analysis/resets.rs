@@ -21,19 +21,55 @@
 //! flood costs constant memory.
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use serde::Serialize;
 use tracer_common::{
     process::EXIT_CODE_KNOWN,
     tcp::{RESET_SENT, TcpReset, reset_reason_name, state},
 };
 
 use super::{
-    Analysis, AnalysisConfig, Cx, Evidence, Finding, ResetStorm, Severity, comm_of, round, secs,
+    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Severity, comm_of, round, secs,
     service_port,
 };
 use crate::{
     event::{Body, Event},
     proc_table::IdHash,
 };
+
+/// The evidence of a `reset_storm` finding.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ResetStorm {
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    /// The service port (the lower of local and remote port).
+    pub port: u16,
+    pub sent: u64,
+    pub received: u64,
+    /// Highest rate seen over the sliding window.
+    pub per_sec: f64,
+    /// The most frequent cause (`no_socket`, `received`, `other` or `abort_on_kill`).
+    pub cause: &'static str,
+    /// Resets counted per cause (`sent` + `received` in all). Resets sent by close() with
+    /// unread data or SO_LINGER 0 (`abort_on_close`) are not counted, nor the ones their other
+    /// end receives on this host: they are the closing process's own doing. Those a process
+    /// sends as it dies of a signal (killed or crashed, its exit closing sockets that hold
+    /// unread data) are, as `abort_on_kill`.
+    pub causes: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl Check for ResetStorm {
+    fn key(&self, _first_seen_ns: u64) -> String {
+        format!("{}:{}", self.pid.unwrap_or(0), self.port)
+    }
+
+    fn culprit(&self) -> Option<u32> {
+        self.pid
+    }
+
+    fn magnitude(&self) -> f64 {
+        (self.sent + self.received) as f64
+    }
+}
 
 /// Why a reset was sent or received.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

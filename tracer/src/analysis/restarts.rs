@@ -15,17 +15,49 @@
 //! different apps run by one `node` binary do not.
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use serde::Serialize;
 use tracer_common::process::EXIT_CODE_KNOWN;
 
 use super::{
-    Analysis, AnalysisConfig, Cx, Evidence, Finding, RestartLoop, Severity, comm_of, ns,
-    push_capped, secs,
+    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Severity, comm_of, ns, push_capped,
+    secs,
 };
 use crate::{
     event::{Body, Event},
     proc_table::ProcEntry,
     vocab::{signal_name, wait_status},
 };
+
+/// The evidence of a `restart_loop` finding.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RestartLoop {
+    pub supervisor_pid: u32,
+    pub supervisor_comm: String,
+    pub program: String,
+    pub restarts: u64,
+    /// The successive pids of the program, oldest first (at most 32).
+    pub pids: Vec<u32>,
+    /// How the previous instances died, e.g. "SIGTERM from 4242 monit", "exit 1".
+    pub deaths: Vec<String>,
+    /// How the latest instance descends from the supervisor, by fork, "pid comm" from the
+    /// instance up, e.g. `["5123 svc", "5120 sh", "4242 monit"]`: kept when the service
+    /// detached (reparented to init or a subreaper).
+    pub lineage: Vec<String>,
+}
+
+impl Check for RestartLoop {
+    fn key(&self, _first_seen_ns: u64) -> String {
+        format!("{}:{}", self.supervisor_pid, self.program)
+    }
+
+    fn culprit(&self) -> Option<u32> {
+        Some(self.supervisor_pid)
+    }
+
+    fn magnitude(&self) -> f64 {
+        self.restarts as f64
+    }
+}
 
 const MAX_LIST: usize = 32;
 

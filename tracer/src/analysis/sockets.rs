@@ -15,11 +15,47 @@
 //! swings up and down makes few, and its fitted rate stays low.
 use std::collections::{BTreeMap, VecDeque};
 
+use serde::Serialize;
+
 use super::{
-    Analysis, AnalysisConfig, Cx, Evidence, Finding, Severity, SocketLeak, comm_of, ns, round,
-    secs, slope, state::FdChange,
+    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Severity, comm_of, ns, round, secs,
+    slope, state::FdChange,
 };
 use crate::event::{Body, Event};
+
+/// The evidence of a `socket_leak` finding.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SocketLeak {
+    pub pid: u32,
+    pub comm: String,
+    pub open_sockets: u64,
+    /// Fitted growth over the window.
+    pub growth_per_min: f64,
+    /// Net growth over the window, and the window.
+    pub growth: u64,
+    pub window_s: f64,
+    pub opened: u64,
+    pub closed: u64,
+    pub fd_limit: Option<u64>,
+    /// Why it is a leak and not a ramp: of `intervals` equal sub-intervals of the window, the
+    /// number at whose end more sockets were open than at any earlier bound (a new high).
+    pub rising_intervals: u64,
+    pub intervals: u64,
+}
+
+impl Check for SocketLeak {
+    fn key(&self, _first_seen_ns: u64) -> String {
+        self.pid.to_string()
+    }
+
+    fn culprit(&self) -> Option<u32> {
+        Some(self.pid)
+    }
+
+    fn magnitude(&self) -> f64 {
+        self.open_sockets as f64
+    }
+}
 
 /// Sub-intervals the window is split into for the trend test.
 const INTERVALS: usize = 6;
