@@ -499,3 +499,177 @@ fn monit_restarting_a_detached_service_is_named() {
     }
     k.finish(&stopped.events);
 }
+
+/// The real supervisord (Debian's supervisor package) runs its programs as direct children:
+/// `supervisorctl restart` makes supervisord itself SIGTERM the service and start a new one,
+/// and a program that keeps exiting with 1 is restarted by autorestart. Both restart loops
+/// name supervisord (its pid and comm), never supervisorctl or init; the SIGTERMs' sender is
+/// supervisord.
+#[test]
+fn supervisord_restart_loops_are_named() {
+    if !require_root() {
+        return;
+    }
+    let needed = [Needed {
+        present: || std::path::Path::new("/usr/bin/supervisord").is_file(),
+        package: "supervisor",
+    }];
+    if let Err(e) = install_missing(&needed) {
+        if in_ci() {
+            panic!("CI=true and supervisord is not available: {e}");
+        }
+        eprintln!("\n***\nSKIP: {e}\n***");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tracer-supervisord-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let d = dir.display();
+    let conf = dir.join("supervisord.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[supervisord]\nnodaemon=true\nlogfile={d}/supervisord.log\npidfile={d}/supervisord.pid\n\
+             childlogdir={d}\n\
+             [unix_http_server]\nfile={d}/supervisor.sock\n\
+             [rpcinterface:supervisor]\n\
+             supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
+             [supervisorctl]\nserverurl=unix://{d}/supervisor.sock\n\
+             [program:svc]\ncommand=/usr/bin/sleep 60\nstartsecs=0\nautorestart=true\n\
+             stopsignal=TERM\n\
+             [program:crasher]\ncommand=/bin/sh -c \"/usr/bin/sleep 0.4; exit 1\"\nstartsecs=0\n\
+             startretries=1000\nautorestart=true\n"
+        ),
+    )
+    .expect("supervisord.conf");
+    let t = Tracer::for_test(&[
+        "--events",
+        "signal,process",
+        "--threshold",
+        "update_min_interval_s=0.001",
+        "--threshold",
+        "update_growth=0.01",
+    ]);
+    let mut sup = Workload::spawn(
+        Command::new("/usr/bin/supervisord")
+            .arg("-n")
+            .arg("-c")
+            .arg(&conf),
+    );
+    let sp = sup.pid();
+    // supervisorctl waits for each restart to complete (stop, then start).
+    let ctl = |what: &str| {
+        Command::new("/usr/bin/supervisorctl")
+            .arg("-c")
+            .arg(&conf)
+            .args(what.split(' '))
+            .output()
+    };
+    let ready = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < ready
+        && !ctl("status svc").is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("RUNNING"))
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut restarted = 0;
+    for _ in 0..4 {
+        if ctl("restart svc").is_ok_and(|o| o.status.success()) {
+            restarted += 1;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline
+        && t.wait_for_finding(|f| {
+            f.kind() == "restart_loop"
+                && f["program"].as_str().is_some_and(|p| p.contains("exit 1"))
+                && f["restarts"].as_u64().is_some_and(|n| n >= 3)
+        })
+        .is_none()
+    {}
+    let _ = ctl("stop all");
+    sup.signal(libc::SIGTERM);
+    let _ = sup.wait();
+    let stopped = t.stop();
+    let log = std::fs::read_to_string(dir.join("supervisord.log")).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut k = Checks::new();
+    k.that(
+        restarted == 4,
+        format!("supervisorctl restarted svc 4 times ({restarted})"),
+    );
+    let last = |pred: &dyn Fn(&serde_json::Value) -> bool| {
+        stopped
+            .findings
+            .iter()
+            .rev()
+            .find(|f| f.kind() == "restart_loop" && pred(f))
+            .cloned()
+    };
+    let svc = last(&|f| f["program"] == "/usr/bin/sleep 60");
+    match &svc {
+        Some(f) => {
+            k.fields(
+                "the restart_loop of svc (supervisorctl restart)",
+                f,
+                json!({"supervisor_pid": sp, "supervisor_comm": "supervisord"}),
+            );
+            k.that(
+                f["restarts"].as_u64().is_some_and(|n| n >= 3),
+                format!("svc: at least 3 restarts: {f}"),
+            );
+            k.that(
+                f["deaths"].as_array().is_some_and(|d| {
+                    !d.is_empty()
+                        && d.iter().all(|x| {
+                            x.as_str().is_some_and(|s| {
+                                s.starts_with(&format!("SIGTERM from {sp} supervisord"))
+                            })
+                        })
+                }),
+                format!("svc: every death a SIGTERM from supervisord: {f}"),
+            );
+        }
+        None => k.that(
+            false,
+            format!("a restart_loop for svc; supervisord's log:\n{log}"),
+        ),
+    }
+    match last(&|f| f["program"].as_str().is_some_and(|p| p.contains("exit 1"))) {
+        Some(f) => {
+            k.fields(
+                "the restart_loop of the crashing program (autorestart)",
+                &f,
+                json!({"supervisor_pid": sp, "supervisor_comm": "supervisord"}),
+            );
+            k.that(
+                f["deaths"].as_array().is_some_and(|d| {
+                    !d.is_empty() && d.iter().all(|x| x.as_str() == Some("exit 1"))
+                }),
+                format!("crasher: every death is exit 1: {f}"),
+            );
+        }
+        None => k.that(
+            false,
+            format!("a restart_loop for the crasher; supervisord's log:\n{log}"),
+        ),
+    }
+    k.that(
+        !stopped.findings.iter().any(|f| {
+            f.kind() == "restart_loop"
+                && (f["supervisor_pid"] == 1 || f["supervisor_comm"] == "supervisorctl")
+        }),
+        "neither init nor supervisorctl is named as the supervisor",
+    );
+    let sig = stopped.findings.iter().rev().find(|f| {
+        f.kind() == "signal_source" && f["target_comm"] == "sleep" && f["signal"] == "SIGTERM"
+    });
+    match sig {
+        Some(f) => k.fields(
+            "the signal_source finding",
+            f,
+            json!({"sender_pid": sp, "sender_comm": "supervisord", "signal": "SIGTERM"}),
+        ),
+        None => k.that(false, "a signal_source finding for sleep"),
+    }
+    k.finish(&stopped.events);
+}
