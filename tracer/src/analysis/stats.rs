@@ -1,7 +1,7 @@
 //! What the report shows besides findings: event counts and drops, connection lifetimes per
 //! process (histograms with a fixed maximum that count outliers instead of failing), and the
 //! incident timeline (notable events in time order, like a post-mortem). All bounded.
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use hdrhistogram::Histogram;
 use tracer_common::{process::EXIT_CODE_KNOWN, tcp::state as tcp};
@@ -109,7 +109,7 @@ pub struct Stats {
     pub recorder_lost: u64,
     pub recorder_lost_total: u64,
     pub recorder_gap_span: Option<(u64, u64)>,
-    pids: HashSet<u32, IdHash>,
+    pids: PidSet,
     pub conns: ConnLifetimes,
 }
 
@@ -122,7 +122,7 @@ impl Stats {
         *self.per_kind.entry(ev.kind_name()).or_default() += 1;
         self.first_ns = Some(self.first_ns.map_or(ev.ts_ns, |f| f.min(ev.ts_ns)));
         self.last_ns = self.last_ns.max(ev.ts_ns);
-        if ev.tgid != 0 && self.pids.len() < (1 << 22) {
+        if ev.tgid != 0 {
             self.pids.insert(ev.tgid);
         }
         if let Body::Drops(d) = &ev.body {
@@ -150,6 +150,45 @@ impl Stats {
 
     pub fn span_ns(&self) -> u64 {
         self.first_ns.map_or(0, |f| self.last_ns - f)
+    }
+}
+
+/// The distinct pids seen, as a bitmap over Linux's pid space (`PID_MAX_LIMIT`, 2^22 on 64-bit)
+/// allocated 8 KiB at a time: at most 512 KiB however many processes a recorder running for
+/// days sees (a set of a million pids held 10 MB and kept growing).
+#[derive(Default)]
+struct PidSet {
+    chunks: Vec<Option<Box<[u64; PID_CHUNK_WORDS]>>>,
+    len: usize,
+    /// Pids beyond the pid space (not Linux's): counted, not told apart.
+    beyond: usize,
+}
+
+const PID_SPACE: u32 = 1 << 22;
+const PID_CHUNK_WORDS: usize = 1024;
+const PIDS_PER_CHUNK: u32 = PID_CHUNK_WORDS as u32 * 64;
+
+impl PidSet {
+    fn insert(&mut self, pid: u32) {
+        if pid >= PID_SPACE {
+            self.beyond += 1;
+            return;
+        }
+        let chunk = (pid / PIDS_PER_CHUNK) as usize;
+        let bit = pid % PIDS_PER_CHUNK;
+        if self.chunks.len() <= chunk {
+            self.chunks.resize_with(chunk + 1, || None);
+        }
+        let words = self.chunks[chunk].get_or_insert_with(|| Box::new([0; PID_CHUNK_WORDS]));
+        let (w, m) = ((bit / 64) as usize, 1u64 << (bit % 64));
+        if words[w] & m == 0 {
+            words[w] |= m;
+            self.len += 1;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len + self.beyond
     }
 }
 
@@ -379,6 +418,28 @@ fn from_text(s: &Signaled) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pid_set_counts_distinct_pids_in_bounded_memory() {
+        let mut s = PidSet::default();
+        for pid in [1, 2, 2, 65535, 65536, 4_194_303, 1, 4_194_304] {
+            s.insert(pid);
+        }
+        assert_eq!(
+            s.len(),
+            6,
+            "1, 2, 65535, 65536, 4194303 and one beyond the pid space"
+        );
+        let mut s = PidSet::default();
+        for pid in 0..1_000_000u32 {
+            s.insert(300 + pid % 400_000);
+        }
+        assert_eq!(s.len(), 400_000);
+        assert!(
+            s.chunks.iter().flatten().count() <= 7,
+            "400k pids: 7 chunks of 8 KiB"
+        );
+    }
 
     #[test]
     fn lifetimes_saturate_and_count_outliers() {
