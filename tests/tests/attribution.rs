@@ -3,7 +3,9 @@ use std::{process::Command, time::Duration};
 
 use serde_json::json;
 use tracer_tests::{
-    Checks, EventExt, MemCgroup, Tracer, Workload, require_root,
+    Checks, EventExt, MemCgroup, Tracer, Workload,
+    recorder_util::{Bin, Recording, TempDir},
+    require_root,
     servers::{Needed, in_ci, install_missing},
     workload,
 };
@@ -549,6 +551,15 @@ fn supervisord_restart_loops_are_named() {
         "--threshold",
         "update_growth=0.01",
     ]);
+    // The same, recorded: `tracer report` on the dump must name the same supervisor.
+    let bin = Bin::pinned();
+    let dump = TempDir::new("supervisord-dump");
+    let me = std::process::id().to_string();
+    let rec = Recording::start(
+        &bin,
+        dump.path(),
+        &["--pid", me.as_str(), "--events", "signal,process"],
+    );
     let mut sup = Workload::spawn(
         Command::new("/usr/bin/supervisord")
             .arg("-n")
@@ -590,6 +601,18 @@ fn supervisord_restart_loops_are_named() {
     sup.signal(libc::SIGTERM);
     let _ = sup.wait();
     let stopped = t.stop();
+    rec.stop();
+    let report = bin
+        .run(
+            &[
+                "report".as_ref(),
+                dump.path().as_os_str(),
+                "--json".as_ref(),
+            ],
+            Duration::from_secs(60),
+        )
+        .ok()
+        .json();
     let log = std::fs::read_to_string(dir.join("supervisord.log")).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
     let mut k = Checks::new();
@@ -671,5 +694,37 @@ fn supervisord_restart_loops_are_named() {
         ),
         None => k.that(false, "a signal_source finding for sleep"),
     }
+    // The report of the recorded dump: the same restart loops, named on supervisord.
+    let reported: Vec<&serde_json::Value> = report["findings"]
+        .as_array()
+        .map(|a| a.iter().filter(|f| f["kind"] == "restart_loop").collect())
+        .unwrap_or_default();
+    for (what, live) in [("svc", svc.as_ref()), ("crasher", None)] {
+        let found = reported.iter().find(|f| match live {
+            Some(l) => f["program"] == l["program"],
+            None => f["program"].as_str().is_some_and(|p| p.contains("exit 1")),
+        });
+        match found {
+            Some(f) => {
+                k.fields(
+                    &format!("the report's restart_loop of {what}"),
+                    f,
+                    json!({"supervisor_pid": sp, "supervisor_comm": "supervisord"}),
+                );
+                k.that(
+                    f["restarts"].as_u64().is_some_and(|n| n >= 3),
+                    format!("report, {what}: at least 3 restarts: {f}"),
+                );
+            }
+            None => k.that(
+                false,
+                format!("the report has a restart_loop of {what}: {reported:?}"),
+            ),
+        }
+    }
+    k.that(
+        reported.iter().all(|f| f["supervisor_pid"] == sp),
+        format!("every restart_loop of the report is supervisord's: {reported:?}"),
+    );
     k.finish(&stopped.events);
 }
