@@ -426,6 +426,15 @@ fn monit_restarting_a_detached_service_is_named() {
         "--threshold",
         "update_growth=0.01",
     ]);
+    // The same, recorded: `tracer report` on the dump must name the same supervisor.
+    let bin = Bin::pinned();
+    let dump = TempDir::new("monit-dump");
+    let me = std::process::id().to_string();
+    let rec = Recording::start(
+        &bin,
+        dump.path(),
+        &["--pid", me.as_str(), "--events", "signal,process"],
+    );
     let mut monit = Workload::spawn(Command::new("/usr/bin/monit").arg("-I").arg("-c").arg(&rc));
     let mp = monit.pid();
     let deadline = std::time::Instant::now() + Duration::from_secs(25);
@@ -445,6 +454,18 @@ fn monit_restarting_a_detached_service_is_named() {
         unsafe { libc::kill(p, libc::SIGKILL) };
     }
     let stopped = t.stop();
+    rec.stop();
+    let report = bin
+        .run(
+            &[
+                "report".as_ref(),
+                dump.path().as_os_str(),
+                "--json".as_ref(),
+            ],
+            Duration::from_secs(60),
+        )
+        .ok()
+        .json();
     let log = std::fs::read_to_string(dir.join("monit.log")).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
     let mut k = Checks::new();
@@ -498,6 +519,18 @@ fn monit_restarting_a_detached_service_is_named() {
                    "signal": "SIGTERM"}),
         ),
         None => k.that(false, "a signal_source finding for sleep"),
+    }
+    let reported = report["findings"].as_array().and_then(|a| {
+        a.iter()
+            .find(|f| f["kind"] == "restart_loop" && f["program"] == "/usr/bin/sleep 60")
+    });
+    match reported {
+        Some(f) => k.fields(
+            "the report's restart_loop",
+            f,
+            json!({"supervisor_pid": mp, "supervisor_comm": "monit"}),
+        ),
+        None => k.that(false, format!("the report has the restart_loop: {report}")),
     }
     k.finish(&stopped.events);
 }
