@@ -246,14 +246,7 @@ pub fn render(engine: &Engine, model: &Model, host: &HostInfo) -> String {
         }
     );
     o.push_str("<table class=\"events\"><tr><th>kind</th><th>events</th><th>lost</th></tr>\n");
-    let mut kinds: Vec<&str> = st.per_kind.keys().copied().collect();
-    for k in st.drops.keys() {
-        if !kinds.contains(&k.as_str()) {
-            kinds.push(k);
-        }
-    }
-    kinds.sort_unstable();
-    for k in kinds {
+    for k in st.kinds() {
         let l = st.drops.get(k).copied().unwrap_or(0);
         let _ = writeln!(
             o,

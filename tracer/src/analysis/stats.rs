@@ -144,6 +144,18 @@ impl Stats {
         self.pids.len()
     }
 
+    /// The kinds seen or lost, by name.
+    pub fn kinds(&self) -> Vec<&str> {
+        let mut kinds: Vec<&str> = self.per_kind.keys().copied().collect();
+        for k in self.drops.keys() {
+            if !kinds.contains(&k.as_str()) {
+                kinds.push(k);
+            }
+        }
+        kinds.sort_unstable();
+        kinds
+    }
+
     pub fn drops_total(&self) -> u64 {
         self.drops.values().sum()
     }

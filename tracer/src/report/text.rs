@@ -245,14 +245,7 @@ pub fn text(engine: &Engine, host: &HostInfo) -> String {
     let _ = writeln!(o);
     let _ = writeln!(o, "EVENTS");
     let _ = writeln!(o, "  {:<14} {:>10} {:>8}", "kind", "count", "lost");
-    let mut kinds: Vec<&str> = st.per_kind.keys().copied().collect();
-    for k in st.drops.keys() {
-        if !kinds.contains(&k.as_str()) {
-            kinds.push(k);
-        }
-    }
-    kinds.sort_unstable();
-    for k in kinds {
+    for k in st.kinds() {
         let _ = writeln!(
             o,
             "  {:<14} {:>10} {:>8}",
