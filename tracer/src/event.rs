@@ -290,6 +290,73 @@ impl Event {
                 .map_or("unknown", CollectorKind::name),
         }
     }
+
+    /// The record kind id of this event (kernel or collector kind).
+    pub fn kind_id(&self) -> u16 {
+        match self.body.kind() {
+            Some(k) => k as u16,
+            None => self.body.collector_kind().map_or(0, |c| c as u16),
+        }
+    }
+}
+
+/// Events counted per kind: an array indexed by kind id, so counting every event of a live
+/// session or a replay costs an increment, not a map lookup by name. Iterates, and serializes,
+/// as `{name: count}` in name order, kinds never seen left out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KindCounts(Box<[u64; KIND_IDS]>);
+
+/// Kind ids are below this (kernel kinds below `MAX_KIND`, collector kinds from 200).
+const KIND_IDS: usize = 256;
+const _: () = {
+    let mut i = 0;
+    while i < CollectorKind::ALL.len() {
+        assert!(
+            (CollectorKind::ALL[i] as usize) < KIND_IDS,
+            "a kind id beyond KindCounts"
+        );
+        i += 1;
+    }
+};
+
+impl Default for KindCounts {
+    fn default() -> KindCounts {
+        KindCounts(Box::new([0; KIND_IDS]))
+    }
+}
+
+impl KindCounts {
+    pub fn add(&mut self, ev: &Event) {
+        self.0[ev.kind_id() as usize % KIND_IDS] += 1;
+    }
+
+    /// The count of the kind named `name` (0 when never seen or unknown).
+    pub fn get(&self, name: &str) -> u64 {
+        self.iter().find(|(k, _)| *k == name).map_or(0, |(_, n)| n)
+    }
+
+    /// (name, count) of every kind seen, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        let mut v: Vec<(&'static str, u64)> = self
+            .0
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .filter_map(|(id, n)| Some((tracer_common::kind_name(id as u16)?, *n)))
+            .collect();
+        v.sort_unstable();
+        v.into_iter()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+}
+
+impl Serialize for KindCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]

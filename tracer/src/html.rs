@@ -252,7 +252,7 @@ pub fn render(engine: &Engine, model: &Model, host: &HostInfo) -> String {
             o,
             "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n{}\">{l}</td></tr>",
             esc(k),
-            st.per_kind.get(k).copied().unwrap_or(0),
+            st.per_kind.get(k),
             if l > 0 { " bad" } else { "" }
         );
     }

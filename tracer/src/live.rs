@@ -1,9 +1,6 @@
 //! The live source: load and attach the programs, seed the process table from /proc, then
 //! read both ring buffers and feed every record through the pipeline until stopped.
-use std::{
-    collections::{BTreeMap, HashSet},
-    time::Duration,
-};
+use std::{collections::HashSet, time::Duration};
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
@@ -13,7 +10,7 @@ use tracer_common::Kind;
 
 use crate::{
     driver::{Driver, Source, record_ts},
-    event::{self, Body, Comm, Drops, Event, ProcInfo},
+    event::{self, Body, Comm, Drops, Event, KindCounts, ProcInfo},
     filter::{CgroupSel, Filter, FilterSpec},
     host::{self, HostInfo},
     kernel::tracefs::Tracefs,
@@ -119,7 +116,7 @@ impl TraceArgs {
 #[derive(Debug, Default)]
 pub struct Summary {
     pub events: u64,
-    pub per_kind: BTreeMap<&'static str, u64>,
+    pub per_kind: KindCounts,
     pub drops: Vec<(Kind, u64)>,
     pub decode_errors: u64,
     pub duration: Duration,
@@ -409,7 +406,7 @@ impl Session {
                 let raw = &arena[a..b];
                 if let Some(ev) = drv.decode(raw) {
                     self.enrich(&ev, drv)?;
-                    *self.summary.per_kind.entry(ev.kind_name()).or_default() += 1;
+                    self.summary.per_kind.add(&ev);
                     self.summary.events += 1;
                     drv.feed(&ev, raw)?;
                 }
@@ -432,7 +429,7 @@ impl Session {
             return Ok(());
         }
         for (ev, raw) in statuses {
-            *self.summary.per_kind.entry(ev.kind_name()).or_default() += 1;
+            self.summary.per_kind.add(&ev);
             self.summary.events += 1;
             drv.feed(&ev, &raw)?;
         }

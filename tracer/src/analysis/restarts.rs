@@ -247,7 +247,7 @@ impl Analysis for RestartLoops {
                 let Some(p) = cx.procs.get(ev.tgid) else {
                     return false;
                 };
-                self.started(ev.tgid, &p.clone(), ev.ts_ns, cx)
+                self.started(ev.tgid, p, ev.ts_ns, cx)
             }
             Body::Fork(f) => {
                 // Pre-fork servers: the new worker runs its parent's program without exec.
@@ -257,7 +257,7 @@ impl Analysis for RestartLoops {
                 let Some(child) = cx.procs.get(f.child_pid) else {
                     return false;
                 };
-                self.started(f.child_pid, &child.clone(), ev.ts_ns, cx)
+                self.started(f.child_pid, child, ev.ts_ns, cx)
             }
             _ => false,
         }

@@ -2,7 +2,10 @@
 //! process's memory over time, its open sockets and fds, and the owner of each TCP socket.
 //! Updated by the engine with every event before the analyses see it. Bounded: exited
 //! processes are forgotten after a while, closed sockets at once.
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    fmt,
+};
 
 use tracer_common::tcp::state as tcp_state;
 
@@ -152,7 +155,7 @@ pub enum FdChange {
 /// The open sockets and fds of every process (see [`FdCount`]).
 #[derive(Default)]
 pub struct FdTable {
-    procs: HashMap<u32, FdCount>,
+    procs: HashMap<u32, FdCount, IdHash>,
 }
 
 impl FdTable {
@@ -169,7 +172,7 @@ impl FdTable {
             .collect()
     }
 
-    fn entry(&mut self, pid: u32, comm: &str) -> &mut FdCount {
+    fn entry(&mut self, pid: u32, comm: impl fmt::Display) -> &mut FdCount {
         if self.procs.len() >= MAX_FD_PROCS && !self.procs.contains_key(&pid) {
             self.procs.retain(|_, c| !c.exited);
             if self.procs.len() >= MAX_FD_PROCS {
@@ -182,7 +185,7 @@ impl FdTable {
             *c = FdCount::default();
         }
         if c.comm.is_empty() {
-            c.comm = comm.to_owned();
+            c.comm = comm.to_string();
         }
         c
     }
@@ -192,7 +195,7 @@ impl FdTable {
         if pid == 0 {
             return None;
         }
-        let c = self.entry(pid, &ev.comm.to_string());
+        let c = self.entry(pid, ev.comm);
         if ev.ts_ns <= c.counted_until_ns {
             return None;
         }

@@ -8,7 +8,7 @@ use tracer_common::{process::EXIT_CODE_KNOWN, tcp::state as tcp};
 
 use super::{Cx, Finding, comm_of, signals, state::Signaled};
 use crate::{
-    event::{Body, Comm, Event},
+    event::{Body, Comm, Event, KindCounts},
     proc_table::IdHash,
     units::bytes_human,
     vocab::{errno_name, signal_name, wait_status},
@@ -99,7 +99,7 @@ impl ConnLifetimes {
 #[derive(Default)]
 pub struct Stats {
     pub events: u64,
-    pub per_kind: BTreeMap<&'static str, u64>,
+    pub per_kind: KindCounts,
     pub first_ns: Option<u64>,
     pub last_ns: u64,
     /// Records lost in the kernel, per kind (the latest cumulative counts).
@@ -119,7 +119,7 @@ impl Stats {
             return;
         }
         self.events += 1;
-        *self.per_kind.entry(ev.kind_name()).or_default() += 1;
+        self.per_kind.add(ev);
         self.first_ns = Some(self.first_ns.map_or(ev.ts_ns, |f| f.min(ev.ts_ns)));
         self.last_ns = self.last_ns.max(ev.ts_ns);
         if ev.tgid != 0 {
@@ -146,7 +146,7 @@ impl Stats {
 
     /// The kinds seen or lost, by name.
     pub fn kinds(&self) -> Vec<&str> {
-        let mut kinds: Vec<&str> = self.per_kind.keys().copied().collect();
+        let mut kinds: Vec<&str> = self.per_kind.iter().map(|(k, _)| k).collect();
         for k in self.drops.keys() {
             if !kinds.contains(&k.as_str()) {
                 kinds.push(k);

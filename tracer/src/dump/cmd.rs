@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     driver::{Driver, Source},
-    event::{self, Body, Drops, Event},
+    event::{self, Body, Drops, Event, KindCounts},
     filter::{self, FilterSpec},
     host::{self, HostInfo},
     output::{self, Format},
@@ -461,7 +461,7 @@ impl Sink for JsonlFile {
 
 #[derive(Debug, Default)]
 struct Counts {
-    per_kind: BTreeMap<&'static str, u64>,
+    per_kind: KindCounts,
     events: u64,
     first_wall: Option<i64>,
     last_wall: Option<i64>,
@@ -489,7 +489,7 @@ impl Sink for StatsSink {
             }
             Body::ProcInfo(_) | Body::Tick => {}
             _ => {
-                *c.per_kind.entry(ev.kind_name()).or_default() += 1;
+                c.per_kind.add(ev);
                 c.events += 1;
                 let w = ctx.host.wall_ns(ev.ts_ns);
                 c.first_wall = Some(c.first_wall.map_or(w, |x| x.min(w)));
@@ -565,7 +565,7 @@ fn print_stats(paths: &[PathBuf], o: &Outcome, c: &Counts, as_json: bool) {
     ));
     lines.push(format!("events        {}", c.events));
     let mut kinds: Vec<_> = c.per_kind.iter().collect();
-    kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    kinds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     for (k, n) in kinds {
         lines.push(format!("  {k:<14}{n}"));
     }

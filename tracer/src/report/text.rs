@@ -250,7 +250,7 @@ pub fn text(engine: &Engine, host: &HostInfo) -> String {
             o,
             "  {:<14} {:>10} {:>8}",
             k,
-            st.per_kind.get(k).copied().unwrap_or(0),
+            st.per_kind.get(k),
             st.drops.get(k).copied().unwrap_or(0)
         );
     }
