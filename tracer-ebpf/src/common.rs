@@ -28,23 +28,27 @@ pub static TASK_OFFSETS: TaskOffsets = TaskOffsets::unknown();
 
 macro_rules! conf {
     ($($field:ident).+) => {
+        // SAFETY: CONFIG is an initialised global that nothing writes after load; a
+        // volatile read of one of its fields through a raw pointer is always valid.
         unsafe { core::ptr::read_volatile(&raw const $crate::common::CONFIG.$($field).+) }
     };
 }
 macro_rules! off {
     ($field:ident) => {
+        // SAFETY: as for `conf!`: OFFSETS is an initialised, read-only global.
         unsafe { core::ptr::read_volatile(&raw const $crate::common::OFFSETS.$field) }
     };
 }
 macro_rules! task_off {
     ($field:ident) => {
+        // SAFETY: as for `conf!`: TASK_OFFSETS is an initialised, read-only global.
         unsafe { core::ptr::read_volatile(&raw const $crate::common::TASK_OFFSETS.$field) }
     };
 }
 pub(crate) use {conf, off, task_off};
 
 /// Per-CPU LRU lists: no global lock on the hot paths (socket(), close(), every syscall pair).
-const NO_COMMON_LRU: u32 = aya_ebpf::bindings::BPF_F_NO_COMMON_LRU as u32;
+const NO_COMMON_LRU: u32 = aya_ebpf::bindings::BPF_F_NO_COMMON_LRU;
 
 /// Signals, process tree and OOM kills: never shares space with the bulk families.
 #[map]
@@ -135,6 +139,7 @@ impl Task {
 
     #[inline(always)]
     pub fn cgroup_id(&self) -> u64 {
+        // SAFETY: a helper without pointer arguments.
         unsafe { bpf_get_current_cgroup_id() }
     }
 }
@@ -183,6 +188,7 @@ pub fn current_raw() -> Task {
 
 #[inline(always)]
 pub fn tracked(tgid: u32) -> bool {
+    // SAFETY: only whether an entry exists is used; the value is never read.
     unsafe { TRACKED.get(&tgid).is_some() }
 }
 
@@ -291,6 +297,8 @@ pub fn other_allowed(tgid: u32, comm: &[u8; 16], cgroup_id: u64) -> bool {
 #[inline(always)]
 fn count_drop(kind: u32) {
     if let Some(p) = DROPS.get_ptr_mut(kind) {
+        // SAFETY: a per-CPU array value pointer is valid for the rest of this program. A
+        // program nesting on this CPU (softirq) may race the increment: a rare undercount.
         unsafe { *p += 1 };
     }
 }
@@ -300,7 +308,9 @@ fn header<T: Payload>(t: &Task) -> Header {
     Header {
         kind: T::KIND as u16,
         payload_len: core::mem::size_of::<T>() as u16,
+        // SAFETY: a helper without pointer arguments.
         cpu: unsafe { bpf_get_smp_processor_id() },
+        // SAFETY: a helper without pointer arguments.
         ts_ns: unsafe { bpf_ktime_get_boot_ns() },
         tgid: t.tgid,
         pid: t.pid,
@@ -322,6 +332,8 @@ pub fn reserve<T: Payload + 'static>(t: &Task) -> Option<RingBufEntry<Record<T>>
     };
     match rb.reserve::<Record<T>>(0) {
         Some(mut e) => {
+            // SAFETY: the reserved entry is exclusively ours and large enough for a Record<T>; the
+            // header is written in place without reading the uninitialised memory.
             unsafe { (&raw mut (*e.as_mut_ptr()).header).write(header::<T>(t)) };
             Some(e)
         }
@@ -360,6 +372,8 @@ pub fn submit_flags<T: Payload>() -> u64 {
 #[inline(always)]
 pub fn emit<T: Payload + 'static>(t: &Task, payload: T) {
     if let Some(mut e) = reserve::<T>(t) {
+        // SAFETY: the reserved entry is exclusively ours and large enough for a Record<T>; the
+        // payload is written in place without reading the uninitialised memory.
         unsafe { (&raw mut (*e.as_mut_ptr()).payload).write(payload) };
         e.submit(submit_flags::<T>());
     }
@@ -371,11 +385,15 @@ pub fn kread<T>(base: u64, off: u32) -> Option<T> {
     if off == TaskOffsets::UNKNOWN || base == 0 {
         return None;
     }
+    // SAFETY: bpf_probe_read_kernel checks the address itself and returns an error on a fault; T is
+    // plain data (integers, byte arrays) for which any bytes are a valid value.
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
 }
 
 #[inline(always)]
 pub fn current_task_ptr() -> u64 {
+    // SAFETY: a helper without pointer arguments; the task pointer is only read through
+    // bpf_probe_read_kernel.
     unsafe { bpf_get_current_task() }
 }
 
@@ -388,6 +406,8 @@ pub fn field<T>(
     if f.size == 0 {
         return None;
     }
+    // SAFETY: read_at goes through bpf_probe_read_kernel, which checks the address; T is plain
+    // data.
     unsafe { ctx.read_at::<T>(f.offset as usize).ok() }
 }
 
@@ -398,6 +418,7 @@ pub fn sys_arg(ctx: &aya_ebpf::programs::TracePointContext, i: u16) -> Option<u6
     if base.size == 0 {
         return None;
     }
+    // SAFETY: read_at goes through bpf_probe_read_kernel, which checks the address.
     unsafe { ctx.read_at::<u64>((base.offset + 8 * i) as usize).ok() }
 }
 
@@ -442,6 +463,7 @@ pub fn save_enter_args(
 
 #[inline(always)]
 pub fn take_args(tid: u32) -> Option<[u64; 4]> {
+    // SAFETY: the value is copied out before the map is touched again.
     let v = unsafe { ARGS.get(&tid).copied() };
     if v.is_some() {
         let _ = ARGS.remove(&tid);

@@ -49,6 +49,7 @@ pub fn forked(parent: u32, child: u32) {
 /// socket its parent or grandparent holds at that number. Tombstones are no socket.
 #[inline(always)]
 pub fn sock_fd(tgid: u32, fd: u32) -> Option<SockFd> {
+    // SAFETY: the value is copied out at once.
     if let Some(e) = unsafe { SOCK_FDS.get(&fd_key(tgid, fd)).copied() } {
         return if e.flags & FD_TOMBSTONE != 0 {
             None
@@ -58,7 +59,9 @@ pub fn sock_fd(tgid: u32, fd: u32) -> Option<SockFd> {
     }
     let mut t = tgid;
     for _ in 0..FORK_DEPTH {
+        // SAFETY: the value is copied out at once.
         t = unsafe { FORKED_FROM.get(&t).copied() }?;
+        // SAFETY: the value is copied out at once.
         if let Some(e) = unsafe { SOCK_FDS.get(&fd_key(t, fd)).copied() } {
             if e.flags & FD_TOMBSTONE != 0 {
                 return None;
@@ -75,6 +78,7 @@ pub fn sock_fd(tgid: u32, fd: u32) -> Option<SockFd> {
 #[inline(always)]
 pub fn closed(tgid: u32, fd: u32) {
     let key = fd_key(tgid, fd);
+    // SAFETY: only whether an entry exists is used; the value is never read.
     if unsafe { FORKED_FROM.get(&tgid) }.is_some() {
         let _ = SOCK_FDS.insert(
             &key,
@@ -107,6 +111,7 @@ fn dup_enter(oldfd: u64, newfd: u64) -> Option<()> {
         return None;
     }
     let tgid = current_tgid();
+    // SAFETY: only whether an entry exists is used; the value is never read.
     let known =
         |fd: u64| fd != ANY_FD && unsafe { SOCK_FDS.get(&fd_key(tgid, fd as u32)) }.is_some();
     if !known(oldfd) && !known(newfd) {

@@ -4,6 +4,7 @@
 //! ring buffer.
 #![no_std]
 #![no_main]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod common;
 mod fd;

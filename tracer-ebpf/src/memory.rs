@@ -73,6 +73,7 @@ fn moved(now: u64, last: u64, by: u64) -> bool {
 #[inline(always)]
 fn maybe_sample(cur: &Task, st: *mut MemState, mapped: Option<u64>) {
     let max = conf!(mem_sample_bytes);
+    // SAFETY: `st` is a map value pointer from `state`, valid for the rest of this program.
     let s = unsafe { &mut *st };
     let c = s.counters;
     let rss = c[0] + c[1] + c[3];
@@ -128,6 +129,7 @@ fn try_rss_stat(ctx: &TracePointContext) -> Option<()> {
     }
     let size = field::<i64>(ctx, off!(rss_size))?;
     let st = state(cur.tgid)?;
+    // SAFETY: `st` is a map value pointer from `state`, valid for the rest of this program.
     unsafe { (*st).counters[member as usize & 3] = size.max(0) as u64 };
     maybe_sample(&cur, st, None);
     Some(())
@@ -254,6 +256,7 @@ fn try_sys_exit_brk(ctx: &TracePointContext) -> Option<()> {
     let brk = sys_ret(ctx)? as u64;
     let cur = current()?;
     let st = state(cur.tgid)?;
+    // SAFETY: `st` is a map value pointer from `state`, valid for the rest of this program.
     let s = unsafe { &mut *st };
     if s.last_brk == 0 {
         s.last_brk = brk;

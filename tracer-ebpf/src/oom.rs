@@ -43,6 +43,8 @@ fn try_mark_victim(ctx: &TracePointContext) -> Option<()> {
         // __data_loc char[]: low 16 bits offset in the record, high 16 bits length.
         let loc: u32 = field(ctx, comm)?;
         let src = (ctx.as_ptr() as u64 + (loc & 0xffff) as u64) as *const u8;
+        // SAFETY: bpf_probe_read_kernel_str_bytes checks the address (inside the tracepoint record)
+        // and writes at most `victim_comm`'s length.
         if unsafe { bpf_probe_read_kernel_str_bytes(src, &mut ev.victim_comm) }.is_ok() {
             ev.flags |= OOM_HAS_COMM;
         }

@@ -73,6 +73,9 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Option<()> {
     let loc: u32 = field(ctx, off!(exec_filename))?;
     let old_pid: u32 = field(ctx, off!(exec_old_pid)).unwrap_or(cur.tgid);
     let mut e = reserve::<Exec>(&cur)?;
+    // SAFETY: the reserved entry is exclusively ours until submitted and sized for a
+    // Record<Exec>; `reserve` wrote the header, the scalar fields are set below, and the
+    // filename and args buffers are read only up to the lengths set here.
     let rec = unsafe { &mut *e.as_mut_ptr() };
     rec.payload.old_pid = old_pid;
     rec.payload._pad = 0;
@@ -81,6 +84,8 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Option<()> {
     rec.payload.filename_len = 0;
     rec.payload.args_len = 0;
     let src = (ctx.as_ptr_u64() + (loc & 0xffff) as u64) as *const u8;
+    // SAFETY: bpf_probe_read_kernel_str_bytes checks the address (inside the tracepoint record) and
+    // writes at most the filename buffer's length.
     if let Ok(s) = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut rec.payload.filename) } {
         rec.payload.filename_len = s.len() as u16;
     }
@@ -97,6 +102,8 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Option<()> {
             n
         };
         let dst = rec.payload.args.as_mut_ptr() as *mut core::ffi::c_void;
+        // SAFETY: bpf_probe_read_user checks the user address; `dst` is the record's args buffer
+        // and `n` is at most its length (EXEC_ARGS_LEN).
         if unsafe { generated::bpf_probe_read_user(dst, n, start as *const core::ffi::c_void) } == 0
         {
             rec.payload.args_len = n as u16;
@@ -165,6 +172,7 @@ fn rlimit_enter(target: u64, resource: u64, new: u64) -> Option<()> {
         return None;
     }
     // struct rlimit64 { rlim_cur, rlim_max } (struct rlimit has the same layout on 64-bit).
+    // SAFETY: bpf_probe_read_user checks the user pointer; a fault returns an error.
     let lim: [u64; 2] = unsafe { bpf_probe_read_user(new as *const [u64; 2]) }.ok()?;
     let target = if target == 0 { cur.tgid as u64 } else { target };
     save_args(cur.pid, [TAG_RLIMIT, target, lim[0], lim[1]]);
@@ -251,6 +259,7 @@ fn try_task_rename(ctx: &BtfTracePointContext) -> Option<()> {
     let cur = current()?;
     let old: [u8; 16] = kread(task, task_off!(task_comm))?;
     let mut new = [0u8; 16];
+    // SAFETY: bpf_probe_read_kernel_str_bytes checks the address and writes at most `new`'s length.
     let _ = unsafe { bpf_probe_read_kernel_str_bytes(comm as *const u8, &mut new) };
     if same_comm(&old, &new) {
         return None; // stress-ng and others set the name they already have, again and again
@@ -264,6 +273,8 @@ fn try_task_rename(ctx: &BtfTracePointContext) -> Option<()> {
         return None;
     }
     let mut e = reserve::<Rename>(&cur)?;
+    // SAFETY: the reserved ring buffer entry is exclusively ours until submitted; every payload
+    // field is written below before the submit.
     let rec = unsafe { &mut *e.as_mut_ptr() };
     rec.payload.target_pid = tgid;
     rec.payload._pad = 0;

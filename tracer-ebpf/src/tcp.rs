@@ -40,6 +40,7 @@ pub(crate) fn fd_key(tgid: u32, fd: u32) -> u64 {
 
 #[inline(always)]
 fn now() -> u64 {
+    // SAFETY: a helper without pointer arguments.
     unsafe { bpf_ktime_get_boot_ns() }
 }
 
@@ -119,6 +120,7 @@ fn conn_or_recent(sk: u64) -> Option<Owner> {
     if sk == 0 {
         return None;
     }
+    // SAFETY: the entry is copied into an Owner at once.
     if let Some(c) = unsafe { CONNS.get(&sk) } {
         return Some(owner_of(c));
     }
@@ -942,6 +944,7 @@ fn try_sys_enter_connect(ctx: &TracePointContext) -> Option<()> {
     }
     let fd = sys_arg(ctx, 0)?;
     let cur = current()?;
+    // SAFETY: the value is copied out at once.
     let info = unsafe { SOCK_FDS.get(&fd_key(cur.tgid, fd as u32)).copied() }?;
     // TCP only, and once: a non-blocking connect() is often called again to learn its result.
     if (info.family != AF_INET && info.family != AF_INET6)
@@ -965,8 +968,10 @@ fn try_sys_enter_connect(ctx: &TracePointContext) -> Option<()> {
 fn user_sockaddr(ptr: u64, len: u64, addr: &mut [u8; 16]) -> (u16, u16) {
     let mut sa = [0u8; 28];
     if len >= 28 {
+        // SAFETY: bpf_probe_read_user checks the user pointer; a fault returns an error.
         sa = unsafe { bpf_probe_read_user(ptr as *const [u8; 28]) }.unwrap_or([0; 28]);
     } else if len >= 16 {
+        // SAFETY: bpf_probe_read_user checks the user pointer; a fault returns an error.
         let v4: [u8; 16] =
             unsafe { bpf_probe_read_user(ptr as *const [u8; 16]) }.unwrap_or([0; 16]);
         sa[..16].copy_from_slice(&v4);
@@ -994,6 +999,7 @@ fn try_sys_exit_connect(ctx: &TracePointContext) -> Option<()> {
     let cur = current()?;
     let fd = args[1] as u32;
     let key = fd_key(cur.tgid, fd);
+    // SAFETY: the value is copied out at once.
     let mut info = unsafe { SOCK_FDS.get(&key).copied() }?;
     let mut daddr = [0u8; 16];
     let (ufamily, dport) = user_sockaddr(args[2], args[3], &mut daddr);
@@ -1055,6 +1061,7 @@ fn try_sys_enter_listen(ctx: &TracePointContext) -> Option<()> {
     let fd = sys_arg(ctx, 0)?;
     let backlog = sys_arg(ctx, 1)?;
     let key = fd_key(cur.tgid, fd as u32);
+    // SAFETY: the value is copied out at once.
     if let Some(mut info) = unsafe { SOCK_FDS.get(&key).copied() }
         && info.flags & FD_ANNOUNCED == 0
     {
