@@ -24,7 +24,7 @@ use crate::{
         FD_ANNOUNCED, SOCK_FDS, SockFd, current, current_allowed, current_tgid, emit,
         family_enabled, save_args, save_enter_args, sys_arg, sys_ret, take_args,
     },
-    tcp::fd_key,
+    sockets::fd_key,
 };
 
 /// Child tgid → the tgid that forked it (processes only, not threads).

@@ -12,6 +12,7 @@ mod memory;
 mod oom;
 mod process;
 mod signal;
+mod sockets;
 mod tcp;
 
 #[cfg(not(test))]

@@ -8,6 +8,7 @@ mod memory;
 mod oom;
 mod process;
 mod signal;
+mod sockets;
 mod tcp;
 
 use std::{collections::HashSet, io};
@@ -62,6 +63,7 @@ pub struct ProbeSpec {
 pub fn all_probes() -> impl Iterator<Item = &'static ProbeSpec> {
     [
         tcp::PROBES,
+        sockets::PROBES,
         signal::PROBES,
         process::PROBES,
         oom::PROBES,
