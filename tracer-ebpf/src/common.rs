@@ -1,9 +1,13 @@
-//! Maps, load-time globals, filters and record emission shared by every program.
+//! Maps, load-time globals, filters, record emission and memory reads shared by every program.
+//! Every read of kernel or user memory goes through a helper here (`kread`, `field`, `sys_arg`,
+//! `uread`, ...) that counts a failure in PROG_ERRORS under the calling program's id (the one
+//! raw read, exec's argv, calls `read_failed` itself).
 use aya_ebpf::{
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
         bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
     },
     macros::map,
     maps::{LruHashMap, PerCpuArray, RingBuf, ring_buf::RingBufEntry},
@@ -12,6 +16,7 @@ use tracer_common::{
     Family, Header, MAX_KIND, Payload, Record,
     config::{Config, Offsets, TaskOffsets},
     filter::{self, Rule, Subject},
+    prog::{MAX_PROG, Prog},
     tcp::ConnInfo,
 };
 
@@ -59,6 +64,10 @@ pub static BULK: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 /// Records lost because a ring buffer was full, per kind id.
 #[map]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_KIND, 0);
+/// Reads that failed (a fault, or a tracepoint record shorter than its format), per program
+/// ([`Prog`]): told apart from "filtered out", which is not counted.
+#[map]
+pub static PROG_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_PROG, 0);
 /// `--pid`: the processes followed, and their descendants as they fork. Entries outlive the
 /// process (its sockets close, and reset, after its exit event); a pid reused by a process
 /// that is not a descendant is removed when that process forks into existence.
@@ -379,15 +388,61 @@ pub fn emit<T: Payload + 'static>(t: &Task, payload: T) {
     }
 }
 
-/// Reads a kernel value at `base + off`; None when the offset is unknown or the read faults.
+/// Counts a failed read of program `p` in PROG_ERRORS. Only failure paths call it: a read that
+/// succeeds costs nothing more.
 #[inline(always)]
-pub fn kread<T>(base: u64, off: u32) -> Option<T> {
+pub fn read_failed(p: Prog) {
+    if let Some(c) = PROG_ERRORS.get_ptr_mut(p as u32) {
+        // SAFETY: a per-CPU array value pointer is valid for the rest of this program. A
+        // program nesting on this CPU (softirq) may race the increment: a rare undercount.
+        unsafe { *c += 1 };
+    }
+}
+
+/// The value of a read, or None with the failure counted for `p`.
+#[inline(always)]
+fn counted<T, E>(p: Prog, r: Result<T, E>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(_) => {
+            read_failed(p);
+            None
+        }
+    }
+}
+
+/// Reads a kernel value at `base + off`; None when the offset is unknown or the base null
+/// (not counted), or when the read faults (counted for `p`).
+#[inline(always)]
+pub fn kread<T>(p: Prog, base: u64, off: u32) -> Option<T> {
     if off == TaskOffsets::UNKNOWN || base == 0 {
         return None;
     }
     // SAFETY: bpf_probe_read_kernel checks the address itself and returns an error on a fault; T is
     // plain data (integers, byte arrays) for which any bytes are a valid value.
-    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
+    counted(p, unsafe {
+        bpf_probe_read_kernel((base + off as u64) as *const T)
+    })
+}
+
+/// Reads a value from the current process's memory at `addr`; a fault is counted for `p`.
+#[inline(always)]
+pub fn uread<T>(p: Prog, addr: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_user checks the user address and returns an error on a fault; T is
+    // plain data for which any bytes are a valid value.
+    counted(p, unsafe { bpf_probe_read_user(addr as *const T) })
+}
+
+/// Reads a NUL-terminated kernel string at `src` into `dst`: its length without the NUL, or
+/// None with the failure counted for `p`.
+#[inline(always)]
+pub fn kread_str(p: Prog, src: *const u8, dst: &mut [u8]) -> Option<usize> {
+    // SAFETY: bpf_probe_read_kernel_str_bytes checks the address and writes at most `dst`'s
+    // length.
+    counted(
+        p,
+        unsafe { bpf_probe_read_kernel_str_bytes(src, dst) }.map(|s| s.len()),
+    )
 }
 
 #[inline(always)]
@@ -397,9 +452,11 @@ pub fn current_task_ptr() -> u64 {
     unsafe { bpf_get_current_task() }
 }
 
-/// Reads a tracepoint field; None when this kernel lacks it.
+/// Reads a tracepoint field; None when this kernel lacks it (not counted) or the read fails
+/// (counted for `p`).
 #[inline(always)]
 pub fn field<T>(
+    p: Prog,
     ctx: &aya_ebpf::programs::TracePointContext,
     f: tracer_common::config::FieldOffset,
 ) -> Option<T> {
@@ -408,24 +465,26 @@ pub fn field<T>(
     }
     // SAFETY: read_at goes through bpf_probe_read_kernel, which checks the address; T is plain
     // data.
-    unsafe { ctx.read_at::<T>(f.offset as usize).ok() }
+    counted(p, unsafe { ctx.read_at::<T>(f.offset as usize) })
 }
 
 /// Reads syscall argument `i` of a sys_enter_* tracepoint.
 #[inline(always)]
-pub fn sys_arg(ctx: &aya_ebpf::programs::TracePointContext, i: u16) -> Option<u64> {
+pub fn sys_arg(p: Prog, ctx: &aya_ebpf::programs::TracePointContext, i: u16) -> Option<u64> {
     let base = off!(sys_args0);
     if base.size == 0 {
         return None;
     }
     // SAFETY: read_at goes through bpf_probe_read_kernel, which checks the address.
-    unsafe { ctx.read_at::<u64>((base.offset + 8 * i) as usize).ok() }
+    counted(p, unsafe {
+        ctx.read_at::<u64>((base.offset + 8 * i) as usize)
+    })
 }
 
 /// The return value of a sys_exit_* tracepoint.
 #[inline(always)]
-pub fn sys_ret(ctx: &aya_ebpf::programs::TracePointContext) -> Option<i64> {
-    field::<i64>(ctx, off!(sys_ret))
+pub fn sys_ret(p: Prog, ctx: &aya_ebpf::programs::TracePointContext) -> Option<i64> {
+    field::<i64>(p, ctx, off!(sys_ret))
 }
 
 #[inline(always)]
@@ -437,6 +496,7 @@ pub fn save_args(tid: u32, args: [u64; 4]) {
 /// when the current task passes the filters.
 #[inline(always)]
 pub fn save_enter_args(
+    p: Prog,
     ctx: &aya_ebpf::programs::TracePointContext,
     family: Family,
     tag: u64,
@@ -453,9 +513,9 @@ pub fn save_enter_args(
         cur.pid,
         [
             tag,
-            sys_arg(ctx, idx[0])?,
-            sys_arg(ctx, idx[1])?,
-            sys_arg(ctx, idx[2])?,
+            sys_arg(p, ctx, idx[0])?,
+            sys_arg(p, ctx, idx[1])?,
+            sys_arg(p, ctx, idx[2])?,
         ],
     );
     Some(())

@@ -3,9 +3,10 @@
 //! socket fd is seen as one. A connection is announced (`conn_open`) when connect() or accept()
 //! returns and closed (`conn_close`) at its fd's close(); its entry in the connection model is
 //! `tcp.rs`'s. Fds made by dup()/socketpair() or inherited through fork are `fd.rs`'s.
-use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use tracer_common::{
     AF_INET, AF_INET6, Family,
+    prog::Prog,
     tcp::{
         CONN_CLOSED, ConnClose, ConnOpen, ROLE_ACTIVE, ROLE_PASSIVE, ROLE_UNKNOWN, SocketClose,
         SocketOpen, TcpAccept, TcpListen, state,
@@ -15,7 +16,7 @@ use tracer_common::{
 use crate::{
     common::{
         CONNS, FD_ANNOUNCED, SOCK_FDS, SockFd, Task, current, current_allowed, current_task_ptr,
-        emit, family_enabled, kread, save_args, sys_arg, sys_ret, take_args, task_off,
+        emit, family_enabled, kread, save_args, sys_arg, sys_ret, take_args, task_off, uread,
     },
     tcp::{Addrs, adopt, from_sockaddr, remember_closed, sock_addrs},
 };
@@ -32,18 +33,18 @@ pub(crate) fn fd_key(tgid: u32, fd: u32) -> u64 {
 /// The `struct sock` behind fd `fd` of the current process, through BTF offsets:
 /// task->files->fdt->fd[fd]->private_data (struct socket)->sk.
 #[inline(always)]
-fn sock_of_fd(fd: u32) -> Option<u64> {
+fn sock_of_fd(p: Prog, fd: u32) -> Option<u64> {
     let task = current_task_ptr();
-    let files: u64 = kread(task, task_off!(task_files))?;
-    let fdt: u64 = kread(files, task_off!(files_fdt))?;
-    let max: u32 = kread(fdt, task_off!(fdtable_max_fds))?;
+    let files: u64 = kread(p, task, task_off!(task_files))?;
+    let fdt: u64 = kread(p, files, task_off!(files_fdt))?;
+    let max: u32 = kread(p, fdt, task_off!(fdtable_max_fds))?;
     if fd >= max {
         return None;
     }
-    let fds: u64 = kread(fdt, task_off!(fdtable_fd))?;
-    let file: u64 = kread(fds, fd.checked_mul(8)?)?;
-    let sock: u64 = kread(file, task_off!(file_private_data))?;
-    let sk: u64 = kread(sock, task_off!(socket_sk))?;
+    let fds: u64 = kread(p, fdt, task_off!(fdtable_fd))?;
+    let file: u64 = kread(p, fds, fd.checked_mul(8)?)?;
+    let sock: u64 = kread(p, file, task_off!(file_private_data))?;
+    let sk: u64 = kread(p, sock, task_off!(socket_sk))?;
     if sk == 0 { None } else { Some(sk) }
 }
 
@@ -52,7 +53,7 @@ const TAG_SOCKET: u64 = 2;
 const TAG_CONNECT: u64 = 3;
 
 #[inline(always)]
-fn accept_enter(ctx: &TracePointContext) -> Option<()> {
+fn accept_enter(p: Prog, ctx: &TracePointContext) -> Option<()> {
     if !family_enabled(Family::Tcp) {
         return None;
     }
@@ -60,7 +61,7 @@ fn accept_enter(ctx: &TracePointContext) -> Option<()> {
     if !current_allowed(&cur) {
         return None;
     }
-    save_args(cur.pid, [TAG_ACCEPT, sys_arg(ctx, 0)?, 0, 0]);
+    save_args(cur.pid, [TAG_ACCEPT, sys_arg(p, ctx, 0)?, 0, 0]);
     Some(())
 }
 
@@ -80,13 +81,13 @@ fn socket_open(cur: &Task, fd: i32, family: u16) {
 }
 
 #[inline(always)]
-fn accept_exit(ctx: &TracePointContext) -> Option<()> {
+fn accept_exit(p: Prog, ctx: &TracePointContext) -> Option<()> {
     let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
     let args = take_args(tid)?;
     if args[0] != TAG_ACCEPT {
         return None;
     }
-    let ret = sys_ret(ctx)?;
+    let ret = sys_ret(p, ctx)?;
     // Non-blocking accept loops see EAGAIN constantly: not an event.
     if ret == -EAGAIN || ret == -EINTR {
         return None;
@@ -94,9 +95,9 @@ fn accept_exit(ctx: &TracePointContext) -> Option<()> {
     let cur = current()?;
     if ret >= 0 {
         let fd = ret as i32;
-        let sk = sock_of_fd(ret as u32).unwrap_or(0);
+        let sk = sock_of_fd(p, ret as u32).unwrap_or(0);
         let a = if sk != 0 {
-            sock_addrs(sk)
+            sock_addrs(p, sk)
         } else {
             Addrs {
                 family: 0,
@@ -154,9 +155,9 @@ fn accept_exit(ctx: &TracePointContext) -> Option<()> {
         saddr: [0; 16],
         daddr: [0; 16],
     };
-    if let Some(sk) = sock_of_fd(args[1] as u32) {
+    if let Some(sk) = sock_of_fd(p, args[1] as u32) {
         // Failure: report the listening socket's address, so EMFILE names the port.
-        let a = sock_addrs(sk);
+        let a = sock_addrs(p, sk);
         if a.family != AF_INET && a.family != AF_INET6 {
             socket_open(&cur, ret as i32, a.family);
             return Some(());
@@ -173,51 +174,51 @@ fn accept_exit(ctx: &TracePointContext) -> Option<()> {
 
 #[tracepoint]
 pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
-    let _ = accept_enter(&ctx);
+    let _ = accept_enter(Prog::sys_enter_accept, &ctx);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_accept4(ctx: TracePointContext) -> u32 {
-    let _ = accept_enter(&ctx);
+    let _ = accept_enter(Prog::sys_enter_accept4, &ctx);
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
-    let _ = accept_exit(&ctx);
+    let _ = accept_exit(Prog::sys_exit_accept, &ctx);
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
-    let _ = accept_exit(&ctx);
+    let _ = accept_exit(Prog::sys_exit_accept4, &ctx);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_socket(ctx: TracePointContext) -> u32 {
-    let _ = try_sys_enter_socket(&ctx);
+    let _ = try_sys_enter_socket(Prog::sys_enter_socket, &ctx);
     0
 }
 
-fn try_sys_enter_socket(ctx: &TracePointContext) -> Option<()> {
-    crate::common::save_enter_args(ctx, Family::Tcp, TAG_SOCKET, [0, 1, 2])
+fn try_sys_enter_socket(p: Prog, ctx: &TracePointContext) -> Option<()> {
+    crate::common::save_enter_args(p, ctx, Family::Tcp, TAG_SOCKET, [0, 1, 2])
 }
 
 #[tracepoint]
 pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
-    let _ = try_sys_exit_socket(&ctx);
+    let _ = try_sys_exit_socket(Prog::sys_exit_socket, &ctx);
     0
 }
 
-fn try_sys_exit_socket(ctx: &TracePointContext) -> Option<()> {
+fn try_sys_exit_socket(p: Prog, ctx: &TracePointContext) -> Option<()> {
     let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
     let args = take_args(tid)?;
     if args[0] != TAG_SOCKET {
         return None;
     }
-    let ret = sys_ret(ctx)?;
+    let ret = sys_ret(p, ctx)?;
     let cur = current()?;
     let family = args[1] as u16;
     // SOCK_NONBLOCK / SOCK_CLOEXEC live in the upper bits of the type argument.
@@ -256,15 +257,15 @@ fn try_sys_exit_socket(ctx: &TracePointContext) -> Option<()> {
 
 #[tracepoint]
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
-    let _ = try_sys_enter_close(&ctx);
+    let _ = try_sys_enter_close(Prog::sys_enter_close, &ctx);
     0
 }
 
-fn try_sys_enter_close(ctx: &TracePointContext) -> Option<()> {
+fn try_sys_enter_close(p: Prog, ctx: &TracePointContext) -> Option<()> {
     if !family_enabled(Family::Tcp) {
         return None;
     }
-    let fd = sys_arg(ctx, 0)? as u32;
+    let fd = sys_arg(p, ctx, 0)? as u32;
     let tgid = crate::common::current_tgid();
     let info = crate::fd::sock_fd(tgid, fd)?;
     crate::fd::closed(tgid, fd);
@@ -334,15 +335,15 @@ fn try_sys_enter_close(ctx: &TracePointContext) -> Option<()> {
 
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
-    let _ = try_sys_enter_connect(&ctx);
+    let _ = try_sys_enter_connect(Prog::sys_enter_connect, &ctx);
     0
 }
 
-fn try_sys_enter_connect(ctx: &TracePointContext) -> Option<()> {
+fn try_sys_enter_connect(p: Prog, ctx: &TracePointContext) -> Option<()> {
     if !family_enabled(Family::Tcp) {
         return None;
     }
-    let fd = sys_arg(ctx, 0)?;
+    let fd = sys_arg(p, ctx, 0)?;
     let cur = current()?;
     // SAFETY: the value is copied out at once.
     let info = unsafe { SOCK_FDS.get(&fd_key(cur.tgid, fd as u32)).copied() }?;
@@ -358,22 +359,19 @@ fn try_sys_enter_connect(ctx: &TracePointContext) -> Option<()> {
     }
     save_args(
         cur.pid,
-        [TAG_CONNECT, fd, sys_arg(ctx, 1)?, sys_arg(ctx, 2)?],
+        [TAG_CONNECT, fd, sys_arg(p, ctx, 1)?, sys_arg(p, ctx, 2)?],
     );
     Some(())
 }
 
 /// The destination connect() was given, read no further than its `addrlen`.
 #[inline(always)]
-fn user_sockaddr(ptr: u64, len: u64, addr: &mut [u8; 16]) -> (u16, u16) {
+fn user_sockaddr(p: Prog, ptr: u64, len: u64, addr: &mut [u8; 16]) -> (u16, u16) {
     let mut sa = [0u8; 28];
     if len >= 28 {
-        // SAFETY: bpf_probe_read_user checks the user pointer; a fault returns an error.
-        sa = unsafe { bpf_probe_read_user(ptr as *const [u8; 28]) }.unwrap_or([0; 28]);
+        sa = uread(p, ptr).unwrap_or([0; 28]);
     } else if len >= 16 {
-        // SAFETY: bpf_probe_read_user checks the user pointer; a fault returns an error.
-        let v4: [u8; 16] =
-            unsafe { bpf_probe_read_user(ptr as *const [u8; 16]) }.unwrap_or([0; 16]);
+        let v4: [u8; 16] = uread(p, ptr).unwrap_or([0; 16]);
         sa[..16].copy_from_slice(&v4);
     }
     let (family, port) = from_sockaddr(&sa, addr);
@@ -385,27 +383,27 @@ fn user_sockaddr(ptr: u64, len: u64, addr: &mut [u8; 16]) -> (u16, u16) {
 
 #[tracepoint]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
-    let _ = try_sys_exit_connect(&ctx);
+    let _ = try_sys_exit_connect(Prog::sys_exit_connect, &ctx);
     0
 }
 
-fn try_sys_exit_connect(ctx: &TracePointContext) -> Option<()> {
+fn try_sys_exit_connect(p: Prog, ctx: &TracePointContext) -> Option<()> {
     let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
     let args = take_args(tid)?;
     if args[0] != TAG_CONNECT {
         return None;
     }
-    let ret = sys_ret(ctx)?;
+    let ret = sys_ret(p, ctx)?;
     let cur = current()?;
     let fd = args[1] as u32;
     let key = fd_key(cur.tgid, fd);
     // SAFETY: the value is copied out at once.
     let mut info = unsafe { SOCK_FDS.get(&key).copied() }?;
     let mut daddr = [0u8; 16];
-    let (ufamily, dport) = user_sockaddr(args[2], args[3], &mut daddr);
-    let sk = sock_of_fd(fd).unwrap_or(0);
+    let (ufamily, dport) = user_sockaddr(p, args[2], args[3], &mut daddr);
+    let sk = sock_of_fd(p, fd).unwrap_or(0);
     let mut a = if sk != 0 {
-        sock_addrs(sk)
+        sock_addrs(p, sk)
     } else {
         Addrs {
             family: info.family,
@@ -446,11 +444,11 @@ fn try_sys_exit_connect(ctx: &TracePointContext) -> Option<()> {
 
 #[tracepoint]
 pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
-    let _ = try_sys_enter_listen(&ctx);
+    let _ = try_sys_enter_listen(Prog::sys_enter_listen, &ctx);
     0
 }
 
-fn try_sys_enter_listen(ctx: &TracePointContext) -> Option<()> {
+fn try_sys_enter_listen(p: Prog, ctx: &TracePointContext) -> Option<()> {
     if !family_enabled(Family::Tcp) {
         return None;
     }
@@ -458,8 +456,8 @@ fn try_sys_enter_listen(ctx: &TracePointContext) -> Option<()> {
     if !current_allowed(&cur) {
         return None;
     }
-    let fd = sys_arg(ctx, 0)?;
-    let backlog = sys_arg(ctx, 1)?;
+    let fd = sys_arg(p, ctx, 0)?;
+    let backlog = sys_arg(p, ctx, 1)?;
     let key = fd_key(cur.tgid, fd as u32);
     // SAFETY: the value is copied out at once.
     if let Some(mut info) = unsafe { SOCK_FDS.get(&key).copied() }

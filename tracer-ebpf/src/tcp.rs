@@ -16,6 +16,7 @@ use aya_ebpf::{
 use tracer_common::{
     AF_INET6, Family,
     config::{OPT_TCP_STATES, ReasonMap},
+    prog::Prog,
     tcp::{
         CONN_ALLOWED, CONN_ANNOUNCED, CONN_CLOSED, ConnInfo, RESET_REASON_UNRECOGNISED,
         RESET_RECEIVED, RESET_SENT, ROLE_ACTIVE, ROLE_PASSIVE, ROLE_UNKNOWN, STATE_FLAG_MODEL,
@@ -140,61 +141,61 @@ fn subject_allowed(conn: Option<&Owner>, cur: &Task) -> bool {
 /// trace buffer; the rest is read from the socket only when needed.
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> i32 {
-    let _ = try_inet_sock_set_state_btf(&ctx);
+    let _ = try_inet_sock_set_state_btf(Prog::inet_sock_set_state_btf, &ctx);
     0
 }
 
-fn try_inet_sock_set_state_btf(ctx: &BtfTracePointContext) -> Option<()> {
+fn try_inet_sock_set_state_btf(p: Prog, ctx: &BtfTracePointContext) -> Option<()> {
     if !family_enabled(Family::Tcp) {
         return None;
     }
     let sk = ctx.arg::<*const u8>(0) as u64;
-    if kread::<u16>(sk, task_off!(sk_protocol))? != IPPROTO_TCP {
+    if kread::<u16>(p, sk, task_off!(sk_protocol))? != IPPROTO_TCP {
         return None;
     }
     let old = ctx.arg::<i64>(1) as u16;
     let new = ctx.arg::<i64>(2) as u16;
-    state_change(sk, old, new, |a: &mut Addrs| *a = sock_addrs(sk))
+    state_change(sk, old, new, |a: &mut Addrs| *a = sock_addrs(p, sk))
 }
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    let _ = try_inet_sock_set_state(&ctx);
+    let _ = try_inet_sock_set_state(Prog::inet_sock_set_state, &ctx);
     0
 }
 
 /// The classic tracepoint's copy of the socket's addresses (filled in place: a BPF function
 /// may not return a pointer to its stack, which a returned struct becomes).
 #[inline(always)]
-fn tp_addrs(ctx: &TracePointContext, a: &mut Addrs) {
-    let family: u16 = field(ctx, off!(iss_family)).unwrap_or(0);
+fn tp_addrs(p: Prog, ctx: &TracePointContext, a: &mut Addrs) {
+    let family: u16 = field(p, ctx, off!(iss_family)).unwrap_or(0);
     a.family = family;
-    a.sport = field(ctx, off!(iss_sport)).unwrap_or(0);
-    a.dport = field(ctx, off!(iss_dport)).unwrap_or(0);
+    a.sport = field(p, ctx, off!(iss_sport)).unwrap_or(0);
+    a.dport = field(p, ctx, off!(iss_dport)).unwrap_or(0);
     if family == AF_INET6 {
-        a.saddr = field(ctx, off!(iss_saddr_v6)).unwrap_or([0; 16]);
-        a.daddr = field(ctx, off!(iss_daddr_v6)).unwrap_or([0; 16]);
+        a.saddr = field(p, ctx, off!(iss_saddr_v6)).unwrap_or([0; 16]);
+        a.daddr = field(p, ctx, off!(iss_daddr_v6)).unwrap_or([0; 16]);
     } else {
-        let s: [u8; 4] = field(ctx, off!(iss_saddr)).unwrap_or([0; 4]);
-        let d: [u8; 4] = field(ctx, off!(iss_daddr)).unwrap_or([0; 4]);
+        let s: [u8; 4] = field(p, ctx, off!(iss_saddr)).unwrap_or([0; 4]);
+        let d: [u8; 4] = field(p, ctx, off!(iss_daddr)).unwrap_or([0; 4]);
         a.saddr[..4].copy_from_slice(&s);
         a.daddr[..4].copy_from_slice(&d);
     }
 }
 
-fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
+fn try_inet_sock_set_state(p: Prog, ctx: &TracePointContext) -> Option<()> {
     if !family_enabled(Family::Tcp) {
         return None;
     }
-    if let Some(p) = field::<u16>(ctx, off!(iss_protocol))
-        && p != IPPROTO_TCP
+    if let Some(proto) = field::<u16>(p, ctx, off!(iss_protocol))
+        && proto != IPPROTO_TCP
     {
         return None;
     }
-    let sk: u64 = field(ctx, off!(iss_skaddr))?;
-    let old = field::<i32>(ctx, off!(iss_oldstate))? as u16;
-    let new = field::<i32>(ctx, off!(iss_newstate))? as u16;
-    state_change(sk, old, new, |a: &mut Addrs| tp_addrs(ctx, a))
+    let sk: u64 = field(p, ctx, off!(iss_skaddr))?;
+    let old = field::<i32>(p, ctx, off!(iss_oldstate))? as u16;
+    let new = field::<i32>(p, ctx, off!(iss_newstate))? as u16;
+    state_change(sk, old, new, |a: &mut Addrs| tp_addrs(p, ctx, a))
 }
 
 /// Keeps CONNS up to date with a state change. A new socket (connect's SYN_SENT, or a passive
@@ -319,8 +320,8 @@ pub(crate) fn from_sockaddr(sa: &[u8; 28], addr: &mut [u8; 16]) -> (u16, u16) {
 /// The send reset's reason in tracer's numbering, through the collector's map of this
 /// kernel's `enum sk_rst_reason` (0 when the kernel has no reason).
 #[inline(always)]
-fn reset_reason(ctx: &TracePointContext) -> u8 {
-    let Some(v) = field::<u32>(ctx, off!(tsr_reason)) else {
+fn reset_reason(p: Prog, ctx: &TracePointContext) -> u8 {
+    let Some(v) = field::<u32>(p, ctx, off!(tsr_reason)) else {
         return 0;
     };
     if v as usize >= ReasonMap::LEN {
@@ -339,15 +340,15 @@ fn reset_reason(ctx: &TracePointContext) -> u8 {
 
 #[tracepoint]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
-    let _ = try_tcp_send_reset(&ctx);
+    let _ = try_tcp_send_reset(Prog::tcp_send_reset, &ctx);
     0
 }
 
-fn try_tcp_send_reset(ctx: &TracePointContext) -> Option<()> {
+fn try_tcp_send_reset(p: Prog, ctx: &TracePointContext) -> Option<()> {
     if !family_enabled(Family::Tcp) {
         return None;
     }
-    let sk: u64 = field(ctx, off!(tsr_skaddr)).unwrap_or(0);
+    let sk: u64 = field(p, ctx, off!(tsr_skaddr)).unwrap_or(0);
     let cur = current_raw();
     let owner = conn_or_recent(sk);
     if !subject_allowed(owner.as_ref(), &cur) {
@@ -356,34 +357,34 @@ fn try_tcp_send_reset(ctx: &TracePointContext) -> Option<()> {
     let mut ev = TcpReset {
         sk,
         direction: RESET_SENT,
-        reason: reset_reason(ctx),
+        reason: reset_reason(p, ctx),
         family: 0,
         sport: 0,
         dport: 0,
         owner_tgid: owner.map(|o| o.tgid).unwrap_or(0),
-        state: field::<i32>(ctx, off!(tsr_state)).unwrap_or(0) as u32,
+        state: field::<i32>(p, ctx, off!(tsr_state)).unwrap_or(0) as u32,
         saddr: [0; 16],
         daddr: [0; 16],
     };
     let saddr = off!(tsr_saddr);
     if saddr.size == 28 {
-        let s: [u8; 28] = field(ctx, saddr)?;
-        let d: [u8; 28] = field(ctx, off!(tsr_daddr))?;
+        let s: [u8; 28] = field(p, ctx, saddr)?;
+        let d: [u8; 28] = field(p, ctx, off!(tsr_daddr))?;
         let (family, sport) = from_sockaddr(&s, &mut ev.saddr);
         let (_, dport) = from_sockaddr(&d, &mut ev.daddr);
         ev.family = family;
         ev.sport = sport;
         ev.dport = dport;
     } else {
-        ev.family = field(ctx, off!(tsr_family)).unwrap_or(0);
-        ev.sport = field(ctx, off!(tsr_sport)).unwrap_or(0);
-        ev.dport = field(ctx, off!(tsr_dport)).unwrap_or(0);
+        ev.family = field(p, ctx, off!(tsr_family)).unwrap_or(0);
+        ev.sport = field(p, ctx, off!(tsr_sport)).unwrap_or(0);
+        ev.dport = field(p, ctx, off!(tsr_dport)).unwrap_or(0);
         if ev.family == AF_INET6 {
-            ev.saddr = field(ctx, off!(tsr_saddr_v6)).unwrap_or([0; 16]);
-            ev.daddr = field(ctx, off!(tsr_daddr_v6)).unwrap_or([0; 16]);
+            ev.saddr = field(p, ctx, off!(tsr_saddr_v6)).unwrap_or([0; 16]);
+            ev.daddr = field(p, ctx, off!(tsr_daddr_v6)).unwrap_or([0; 16]);
         } else {
-            let s: [u8; 4] = field(ctx, saddr).unwrap_or([0; 4]);
-            let d: [u8; 4] = field(ctx, off!(tsr_daddr)).unwrap_or([0; 4]);
+            let s: [u8; 4] = field(p, ctx, saddr).unwrap_or([0; 4]);
+            let d: [u8; 4] = field(p, ctx, off!(tsr_daddr)).unwrap_or([0; 4]);
             ev.saddr[..4].copy_from_slice(&s);
             ev.daddr[..4].copy_from_slice(&d);
         }
@@ -394,39 +395,39 @@ fn try_tcp_send_reset(ctx: &TracePointContext) -> Option<()> {
 
 #[tracepoint]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
-    let _ = try_tcp_receive_reset(&ctx);
+    let _ = try_tcp_receive_reset(Prog::tcp_receive_reset, &ctx);
     0
 }
 
-fn try_tcp_receive_reset(ctx: &TracePointContext) -> Option<()> {
+fn try_tcp_receive_reset(p: Prog, ctx: &TracePointContext) -> Option<()> {
     if !family_enabled(Family::Tcp) {
         return None;
     }
-    let sk: u64 = field(ctx, off!(trr_skaddr)).unwrap_or(0);
+    let sk: u64 = field(p, ctx, off!(trr_skaddr)).unwrap_or(0);
     let cur = current_raw();
     let owner = conn_or_recent(sk);
     if !subject_allowed(owner.as_ref(), &cur) {
         return None;
     }
-    let family: u16 = field(ctx, off!(trr_family)).unwrap_or(0);
+    let family: u16 = field(p, ctx, off!(trr_family)).unwrap_or(0);
     let mut ev = TcpReset {
         sk,
         direction: RESET_RECEIVED,
         reason: 0,
         family,
-        sport: field(ctx, off!(trr_sport)).unwrap_or(0),
-        dport: field(ctx, off!(trr_dport)).unwrap_or(0),
+        sport: field(p, ctx, off!(trr_sport)).unwrap_or(0),
+        dport: field(p, ctx, off!(trr_dport)).unwrap_or(0),
         owner_tgid: owner.map(|o| o.tgid).unwrap_or(0),
         state: 0,
         saddr: [0; 16],
         daddr: [0; 16],
     };
     if family == AF_INET6 {
-        ev.saddr = field(ctx, off!(trr_saddr_v6)).unwrap_or([0; 16]);
-        ev.daddr = field(ctx, off!(trr_daddr_v6)).unwrap_or([0; 16]);
+        ev.saddr = field(p, ctx, off!(trr_saddr_v6)).unwrap_or([0; 16]);
+        ev.daddr = field(p, ctx, off!(trr_daddr_v6)).unwrap_or([0; 16]);
     } else {
-        let s: [u8; 4] = field(ctx, off!(trr_saddr)).unwrap_or([0; 4]);
-        let d: [u8; 4] = field(ctx, off!(trr_daddr)).unwrap_or([0; 4]);
+        let s: [u8; 4] = field(p, ctx, off!(trr_saddr)).unwrap_or([0; 4]);
+        let d: [u8; 4] = field(p, ctx, off!(trr_daddr)).unwrap_or([0; 4]);
         ev.saddr[..4].copy_from_slice(&s);
         ev.daddr[..4].copy_from_slice(&d);
     }
@@ -496,7 +497,7 @@ fn sock_length(sk: u64, ret: i32, recv: bool) -> Option<()> {
 
 /// BTF tracepoints: (sk, ret, flags) straight from the kernel, no trace buffer.
 #[inline(always)]
-fn sock_length_btf(ctx: &BtfTracePointContext, recv: bool) -> Option<()> {
+fn sock_length_btf(p: Prog, ctx: &BtfTracePointContext, recv: bool) -> Option<()> {
     if !family_enabled(Family::Tcp) {
         return None;
     }
@@ -505,7 +506,7 @@ fn sock_length_btf(ctx: &BtfTracePointContext, recv: bool) -> Option<()> {
         return None;
     }
     let sk = ctx.arg::<*const u8>(0) as u64;
-    if kread::<u16>(sk, task_off!(sk_protocol))? != IPPROTO_TCP {
+    if kread::<u16>(p, sk, task_off!(sk_protocol))? != IPPROTO_TCP {
         return None;
     }
     sock_length(sk, ret, recv)
@@ -513,41 +514,41 @@ fn sock_length_btf(ctx: &BtfTracePointContext, recv: bool) -> Option<()> {
 
 #[btf_tracepoint(function = "sock_recv_length")]
 pub fn sock_recv_length_btf(ctx: BtfTracePointContext) -> i32 {
-    let _ = sock_length_btf(&ctx, true);
+    let _ = sock_length_btf(Prog::sock_recv_length_btf, &ctx, true);
     0
 }
 
 #[btf_tracepoint(function = "sock_send_length")]
 pub fn sock_send_length_btf(ctx: BtfTracePointContext) -> i32 {
-    let _ = sock_length_btf(&ctx, false);
+    let _ = sock_length_btf(Prog::sock_send_length_btf, &ctx, false);
     0
 }
 
 #[inline(always)]
-fn sock_length_tp(ctx: &TracePointContext, recv: bool) -> Option<()> {
+fn sock_length_tp(p: Prog, ctx: &TracePointContext, recv: bool) -> Option<()> {
     if !family_enabled(Family::Tcp) {
         return None;
     }
-    let ret = field::<i32>(ctx, off!(sl_ret)).unwrap_or(0);
+    let ret = field::<i32>(p, ctx, off!(sl_ret)).unwrap_or(0);
     if ret <= 0 {
         return None;
     }
-    if field::<u16>(ctx, off!(sl_protocol))? != IPPROTO_TCP {
+    if field::<u16>(p, ctx, off!(sl_protocol))? != IPPROTO_TCP {
         return None;
     }
-    let sk: u64 = field(ctx, off!(sl_sk))?;
+    let sk: u64 = field(p, ctx, off!(sl_sk))?;
     sock_length(sk, ret, recv)
 }
 
 #[tracepoint]
 pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
-    let _ = sock_length_tp(&ctx, true);
+    let _ = sock_length_tp(Prog::sock_recv_length, &ctx, true);
     0
 }
 
 #[tracepoint]
 pub fn sock_send_length(ctx: TracePointContext) -> u32 {
-    let _ = sock_length_tp(&ctx, false);
+    let _ = sock_length_tp(Prog::sock_send_length, &ctx, false);
     0
 }
 
@@ -562,27 +563,27 @@ pub(crate) struct Addrs {
 }
 
 #[inline(always)]
-pub(crate) fn sock_addrs(sk: u64) -> Addrs {
-    let family: u16 = kread(sk, task_off!(skc_family)).unwrap_or(0);
+pub(crate) fn sock_addrs(p: Prog, sk: u64) -> Addrs {
+    let family: u16 = kread(p, sk, task_off!(skc_family)).unwrap_or(0);
     // inet_sport outlives skc_num, which is cleared when the port is released (before the
     // socket's CLOSE state change).
-    let sport = match kread::<u16>(sk, task_off!(inet_sport)) {
-        Some(p) => u16::from_be(p),
-        None => kread(sk, task_off!(skc_num)).unwrap_or(0),
+    let sport = match kread::<u16>(p, sk, task_off!(inet_sport)) {
+        Some(port) => u16::from_be(port),
+        None => kread(p, sk, task_off!(skc_num)).unwrap_or(0),
     };
     let mut a = Addrs {
         family,
         sport,
-        dport: u16::from_be(kread(sk, task_off!(skc_dport)).unwrap_or(0)),
+        dport: u16::from_be(kread(p, sk, task_off!(skc_dport)).unwrap_or(0)),
         saddr: [0; 16],
         daddr: [0; 16],
     };
     if family == AF_INET6 {
-        a.saddr = kread(sk, task_off!(skc_v6_rcv_saddr)).unwrap_or([0; 16]);
-        a.daddr = kread(sk, task_off!(skc_v6_daddr)).unwrap_or([0; 16]);
+        a.saddr = kread(p, sk, task_off!(skc_v6_rcv_saddr)).unwrap_or([0; 16]);
+        a.daddr = kread(p, sk, task_off!(skc_v6_daddr)).unwrap_or([0; 16]);
     } else {
-        let s: [u8; 4] = kread(sk, task_off!(skc_rcv_saddr)).unwrap_or([0; 4]);
-        let d: [u8; 4] = kread(sk, task_off!(skc_daddr)).unwrap_or([0; 4]);
+        let s: [u8; 4] = kread(p, sk, task_off!(skc_rcv_saddr)).unwrap_or([0; 4]);
+        let d: [u8; 4] = kread(p, sk, task_off!(skc_daddr)).unwrap_or([0; 4]);
         a.saddr[..4].copy_from_slice(&s);
         a.daddr[..4].copy_from_slice(&d);
     }
