@@ -12,6 +12,10 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 step "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --exclude tracer-ebpf --all-targets -q -- -D warnings
+# The eBPF crate only builds for the BPF target, with core built from source (the pinned stable
+# toolchain accepts -Z with RUSTC_BOOTSTRAP=1, as in tracer/build.rs).
+RUSTC_BOOTSTRAP=1 cargo clippy -p tracer-ebpf --target bpfel-unknown-none -Z build-std=core -q -- \
+  -D warnings
 
 step "unit tests (no root needed)"
 cargo test -q

@@ -12,6 +12,7 @@ pub mod filter;
 pub mod memory;
 pub mod oom;
 pub mod process;
+pub mod prog;
 pub mod signal;
 pub mod tcp;
 

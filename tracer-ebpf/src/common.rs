@@ -1,9 +1,13 @@
-//! Maps, load-time globals, filters and record emission shared by every program.
+//! Maps, load-time globals, filters, record emission and memory reads shared by every program.
+//! Every read of kernel or user memory goes through a helper here (`kread`, `field`, `sys_arg`,
+//! `uread`, ...) that counts a failure in PROG_ERRORS under the calling program's id (the one
+//! raw read, exec's argv, calls `read_failed` itself).
 use aya_ebpf::{
     helpers::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
         bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
     },
     macros::map,
     maps::{LruHashMap, PerCpuArray, RingBuf, ring_buf::RingBufEntry},
@@ -12,6 +16,7 @@ use tracer_common::{
     Family, Header, MAX_KIND, Payload, Record,
     config::{Config, Offsets, TaskOffsets},
     filter::{self, Rule, Subject},
+    prog::{MAX_PROG, Prog},
     tcp::ConnInfo,
 };
 
@@ -28,23 +33,27 @@ pub static TASK_OFFSETS: TaskOffsets = TaskOffsets::unknown();
 
 macro_rules! conf {
     ($($field:ident).+) => {
+        // SAFETY: CONFIG is an initialised global that nothing writes after load; a
+        // volatile read of one of its fields through a raw pointer is always valid.
         unsafe { core::ptr::read_volatile(&raw const $crate::common::CONFIG.$($field).+) }
     };
 }
 macro_rules! off {
     ($field:ident) => {
+        // SAFETY: as for `conf!`: OFFSETS is an initialised, read-only global.
         unsafe { core::ptr::read_volatile(&raw const $crate::common::OFFSETS.$field) }
     };
 }
 macro_rules! task_off {
     ($field:ident) => {
+        // SAFETY: as for `conf!`: TASK_OFFSETS is an initialised, read-only global.
         unsafe { core::ptr::read_volatile(&raw const $crate::common::TASK_OFFSETS.$field) }
     };
 }
 pub(crate) use {conf, off, task_off};
 
 /// Per-CPU LRU lists: no global lock on the hot paths (socket(), close(), every syscall pair).
-const NO_COMMON_LRU: u32 = aya_ebpf::bindings::BPF_F_NO_COMMON_LRU as u32;
+const NO_COMMON_LRU: u32 = aya_ebpf::bindings::BPF_F_NO_COMMON_LRU;
 
 /// Signals, process tree and OOM kills: never shares space with the bulk families.
 #[map]
@@ -55,6 +64,10 @@ pub static BULK: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 /// Records lost because a ring buffer was full, per kind id.
 #[map]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_KIND, 0);
+/// Reads that failed (a fault, or a tracepoint record shorter than its format), per program
+/// ([`Prog`]): told apart from "filtered out", which is not counted.
+#[map]
+pub static PROG_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_PROG, 0);
 /// `--pid`: the processes followed, and their descendants as they fork. Entries outlive the
 /// process (its sockets close, and reset, after its exit event); a pid reused by a process
 /// that is not a descendant is removed when that process forks into existence.
@@ -135,6 +148,7 @@ impl Task {
 
     #[inline(always)]
     pub fn cgroup_id(&self) -> u64 {
+        // SAFETY: a helper without pointer arguments.
         unsafe { bpf_get_current_cgroup_id() }
     }
 }
@@ -183,6 +197,7 @@ pub fn current_raw() -> Task {
 
 #[inline(always)]
 pub fn tracked(tgid: u32) -> bool {
+    // SAFETY: only whether an entry exists is used; the value is never read.
     unsafe { TRACKED.get(&tgid).is_some() }
 }
 
@@ -291,6 +306,8 @@ pub fn other_allowed(tgid: u32, comm: &[u8; 16], cgroup_id: u64) -> bool {
 #[inline(always)]
 fn count_drop(kind: u32) {
     if let Some(p) = DROPS.get_ptr_mut(kind) {
+        // SAFETY: a per-CPU array value pointer is valid for the rest of this program. A
+        // program nesting on this CPU (softirq) may race the increment: a rare undercount.
         unsafe { *p += 1 };
     }
 }
@@ -300,7 +317,9 @@ fn header<T: Payload>(t: &Task) -> Header {
     Header {
         kind: T::KIND as u16,
         payload_len: core::mem::size_of::<T>() as u16,
+        // SAFETY: a helper without pointer arguments.
         cpu: unsafe { bpf_get_smp_processor_id() },
+        // SAFETY: a helper without pointer arguments.
         ts_ns: unsafe { bpf_ktime_get_boot_ns() },
         tgid: t.tgid,
         pid: t.pid,
@@ -322,6 +341,8 @@ pub fn reserve<T: Payload + 'static>(t: &Task) -> Option<RingBufEntry<Record<T>>
     };
     match rb.reserve::<Record<T>>(0) {
         Some(mut e) => {
+            // SAFETY: the reserved entry is exclusively ours and large enough for a Record<T>; the
+            // header is written in place without reading the uninitialised memory.
             unsafe { (&raw mut (*e.as_mut_ptr()).header).write(header::<T>(t)) };
             Some(e)
         }
@@ -360,51 +381,110 @@ pub fn submit_flags<T: Payload>() -> u64 {
 #[inline(always)]
 pub fn emit<T: Payload + 'static>(t: &Task, payload: T) {
     if let Some(mut e) = reserve::<T>(t) {
+        // SAFETY: the reserved entry is exclusively ours and large enough for a Record<T>; the
+        // payload is written in place without reading the uninitialised memory.
         unsafe { (&raw mut (*e.as_mut_ptr()).payload).write(payload) };
         e.submit(submit_flags::<T>());
     }
 }
 
-/// Reads a kernel value at `base + off`; None when the offset is unknown or the read faults.
+/// Counts a failed read of program `p` in PROG_ERRORS. Only failure paths call it: a read that
+/// succeeds costs nothing more.
 #[inline(always)]
-pub fn kread<T>(base: u64, off: u32) -> Option<T> {
+pub fn read_failed(p: Prog) {
+    if let Some(c) = PROG_ERRORS.get_ptr_mut(p as u32) {
+        // SAFETY: a per-CPU array value pointer is valid for the rest of this program. A
+        // program nesting on this CPU (softirq) may race the increment: a rare undercount.
+        unsafe { *c += 1 };
+    }
+}
+
+/// The value of a read, or None with the failure counted for `p`.
+#[inline(always)]
+fn counted<T, E>(p: Prog, r: Result<T, E>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(_) => {
+            read_failed(p);
+            None
+        }
+    }
+}
+
+/// Reads a kernel value at `base + off`; None when the offset is unknown or the base null
+/// (not counted), or when the read faults (counted for `p`).
+#[inline(always)]
+pub fn kread<T>(p: Prog, base: u64, off: u32) -> Option<T> {
     if off == TaskOffsets::UNKNOWN || base == 0 {
         return None;
     }
-    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
+    // SAFETY: bpf_probe_read_kernel checks the address itself and returns an error on a fault; T is
+    // plain data (integers, byte arrays) for which any bytes are a valid value.
+    counted(p, unsafe {
+        bpf_probe_read_kernel((base + off as u64) as *const T)
+    })
+}
+
+/// Reads a value from the current process's memory at `addr`; a fault is counted for `p`.
+#[inline(always)]
+pub fn uread<T>(p: Prog, addr: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_user checks the user address and returns an error on a fault; T is
+    // plain data for which any bytes are a valid value.
+    counted(p, unsafe { bpf_probe_read_user(addr as *const T) })
+}
+
+/// Reads a NUL-terminated kernel string at `src` into `dst`: its length without the NUL, or
+/// None with the failure counted for `p`.
+#[inline(always)]
+pub fn kread_str(p: Prog, src: *const u8, dst: &mut [u8]) -> Option<usize> {
+    // SAFETY: bpf_probe_read_kernel_str_bytes checks the address and writes at most `dst`'s
+    // length.
+    counted(
+        p,
+        unsafe { bpf_probe_read_kernel_str_bytes(src, dst) }.map(|s| s.len()),
+    )
 }
 
 #[inline(always)]
 pub fn current_task_ptr() -> u64 {
+    // SAFETY: a helper without pointer arguments; the task pointer is only read through
+    // bpf_probe_read_kernel.
     unsafe { bpf_get_current_task() }
 }
 
-/// Reads a tracepoint field; None when this kernel lacks it.
+/// Reads a tracepoint field; None when this kernel lacks it (not counted) or the read fails
+/// (counted for `p`).
 #[inline(always)]
 pub fn field<T>(
+    p: Prog,
     ctx: &aya_ebpf::programs::TracePointContext,
     f: tracer_common::config::FieldOffset,
 ) -> Option<T> {
     if f.size == 0 {
         return None;
     }
-    unsafe { ctx.read_at::<T>(f.offset as usize).ok() }
+    // SAFETY: read_at goes through bpf_probe_read_kernel, which checks the address; T is plain
+    // data.
+    counted(p, unsafe { ctx.read_at::<T>(f.offset as usize) })
 }
 
 /// Reads syscall argument `i` of a sys_enter_* tracepoint.
 #[inline(always)]
-pub fn sys_arg(ctx: &aya_ebpf::programs::TracePointContext, i: u16) -> Option<u64> {
+pub fn sys_arg(p: Prog, ctx: &aya_ebpf::programs::TracePointContext, i: u16) -> Option<u64> {
     let base = off!(sys_args0);
     if base.size == 0 {
         return None;
     }
-    unsafe { ctx.read_at::<u64>((base.offset + 8 * i) as usize).ok() }
+    // SAFETY: read_at goes through bpf_probe_read_kernel, which checks the address.
+    counted(p, unsafe {
+        ctx.read_at::<u64>((base.offset + 8 * i) as usize)
+    })
 }
 
 /// The return value of a sys_exit_* tracepoint.
 #[inline(always)]
-pub fn sys_ret(ctx: &aya_ebpf::programs::TracePointContext) -> Option<i64> {
-    field::<i64>(ctx, off!(sys_ret))
+pub fn sys_ret(p: Prog, ctx: &aya_ebpf::programs::TracePointContext) -> Option<i64> {
+    field::<i64>(p, ctx, off!(sys_ret))
 }
 
 #[inline(always)]
@@ -416,6 +496,7 @@ pub fn save_args(tid: u32, args: [u64; 4]) {
 /// when the current task passes the filters.
 #[inline(always)]
 pub fn save_enter_args(
+    p: Prog,
     ctx: &aya_ebpf::programs::TracePointContext,
     family: Family,
     tag: u64,
@@ -432,9 +513,9 @@ pub fn save_enter_args(
         cur.pid,
         [
             tag,
-            sys_arg(ctx, idx[0])?,
-            sys_arg(ctx, idx[1])?,
-            sys_arg(ctx, idx[2])?,
+            sys_arg(p, ctx, idx[0])?,
+            sys_arg(p, ctx, idx[1])?,
+            sys_arg(p, ctx, idx[2])?,
         ],
     );
     Some(())
@@ -442,6 +523,7 @@ pub fn save_enter_args(
 
 #[inline(always)]
 pub fn take_args(tid: u32) -> Option<[u64; 4]> {
+    // SAFETY: the value is copied out before the map is touched again.
     let v = unsafe { ARGS.get(&tid).copied() };
     if v.is_some() {
         let _ = ARGS.remove(&tid);

@@ -9,22 +9,22 @@
 //! then stands in the child's entry, so the fd number, reused for a file, is not taken for
 //! the parent's socket again.
 use aya_ebpf::{
-    helpers::bpf_probe_read_user,
     macros::{map, tracepoint},
     maps::LruHashMap,
     programs::TracePointContext,
 };
 use tracer_common::{
     Family,
+    prog::Prog,
     tcp::{DUP_REPLACED, FdDup, SocketClose, SocketOpen},
 };
 
 use crate::{
     common::{
         FD_ANNOUNCED, SOCK_FDS, SockFd, current, current_allowed, current_tgid, emit,
-        family_enabled, save_args, save_enter_args, sys_arg, sys_ret, take_args,
+        family_enabled, save_args, save_enter_args, sys_arg, sys_ret, take_args, uread,
     },
-    tcp::fd_key,
+    sockets::fd_key,
 };
 
 /// Child tgid → the tgid that forked it (processes only, not threads).
@@ -49,6 +49,7 @@ pub fn forked(parent: u32, child: u32) {
 /// socket its parent or grandparent holds at that number. Tombstones are no socket.
 #[inline(always)]
 pub fn sock_fd(tgid: u32, fd: u32) -> Option<SockFd> {
+    // SAFETY: the value is copied out at once.
     if let Some(e) = unsafe { SOCK_FDS.get(&fd_key(tgid, fd)).copied() } {
         return if e.flags & FD_TOMBSTONE != 0 {
             None
@@ -58,7 +59,9 @@ pub fn sock_fd(tgid: u32, fd: u32) -> Option<SockFd> {
     }
     let mut t = tgid;
     for _ in 0..FORK_DEPTH {
+        // SAFETY: the value is copied out at once.
         t = unsafe { FORKED_FROM.get(&t).copied() }?;
+        // SAFETY: the value is copied out at once.
         if let Some(e) = unsafe { SOCK_FDS.get(&fd_key(t, fd)).copied() } {
             if e.flags & FD_TOMBSTONE != 0 {
                 return None;
@@ -75,6 +78,7 @@ pub fn sock_fd(tgid: u32, fd: u32) -> Option<SockFd> {
 #[inline(always)]
 pub fn closed(tgid: u32, fd: u32) {
     let key = fd_key(tgid, fd);
+    // SAFETY: only whether an entry exists is used; the value is never read.
     if unsafe { FORKED_FROM.get(&tgid) }.is_some() {
         let _ = SOCK_FDS.insert(
             &key,
@@ -107,6 +111,7 @@ fn dup_enter(oldfd: u64, newfd: u64) -> Option<()> {
         return None;
     }
     let tgid = current_tgid();
+    // SAFETY: only whether an entry exists is used; the value is never read.
     let known =
         |fd: u64| fd != ANY_FD && unsafe { SOCK_FDS.get(&fd_key(tgid, fd as u32)) }.is_some();
     if !known(oldfd) && !known(newfd) {
@@ -118,13 +123,13 @@ fn dup_enter(oldfd: u64, newfd: u64) -> Option<()> {
 }
 
 #[inline(always)]
-fn dup_exit(ctx: &TracePointContext) -> Option<()> {
+fn dup_exit(p: Prog, ctx: &TracePointContext) -> Option<()> {
     let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
     let args = take_args(tid)?;
     if args[0] != TAG_DUP {
         return None;
     }
-    let ret = sys_ret(ctx)?;
+    let ret = sys_ret(p, ctx)?;
     if ret < 0 || ret as u64 == args[1] {
         // Failed, or dup2(fd, fd): nothing changed.
         return None;
@@ -186,7 +191,8 @@ fn dup_exit(ctx: &TracePointContext) -> Option<()> {
 
 #[tracepoint]
 pub fn sys_enter_dup(ctx: TracePointContext) -> u32 {
-    if let Some(fd) = sys_arg(&ctx, 0) {
+    let p = Prog::sys_enter_dup;
+    if let Some(fd) = sys_arg(p, &ctx, 0) {
         let _ = dup_enter(fd as u32 as u64, ANY_FD);
     }
     0
@@ -194,7 +200,8 @@ pub fn sys_enter_dup(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_enter_dup2(ctx: TracePointContext) -> u32 {
-    if let (Some(old), Some(new)) = (sys_arg(&ctx, 0), sys_arg(&ctx, 1)) {
+    let p = Prog::sys_enter_dup2;
+    if let (Some(old), Some(new)) = (sys_arg(p, &ctx, 0), sys_arg(p, &ctx, 1)) {
         let _ = dup_enter(old as u32 as u64, new as u32 as u64);
     }
     0
@@ -202,7 +209,8 @@ pub fn sys_enter_dup2(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_enter_dup3(ctx: TracePointContext) -> u32 {
-    if let (Some(old), Some(new)) = (sys_arg(&ctx, 0), sys_arg(&ctx, 1)) {
+    let p = Prog::sys_enter_dup3;
+    if let (Some(old), Some(new)) = (sys_arg(p, &ctx, 0), sys_arg(p, &ctx, 1)) {
         let _ = dup_enter(old as u32 as u64, new as u32 as u64);
     }
     0
@@ -210,7 +218,8 @@ pub fn sys_enter_dup3(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_enter_fcntl(ctx: TracePointContext) -> u32 {
-    if let (Some(fd), Some(cmd)) = (sys_arg(&ctx, 0), sys_arg(&ctx, 1))
+    let p = Prog::sys_enter_fcntl;
+    if let (Some(fd), Some(cmd)) = (sys_arg(p, &ctx, 0), sys_arg(p, &ctx, 1))
         && (cmd as u32 as u64 == F_DUPFD || cmd as u32 as u64 == F_DUPFD_CLOEXEC)
     {
         let _ = dup_enter(fd as u32 as u64, ANY_FD);
@@ -220,55 +229,54 @@ pub fn sys_enter_fcntl(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_exit_dup(ctx: TracePointContext) -> u32 {
-    let _ = dup_exit(&ctx);
+    let _ = dup_exit(Prog::sys_exit_dup, &ctx);
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_dup2(ctx: TracePointContext) -> u32 {
-    let _ = dup_exit(&ctx);
+    let _ = dup_exit(Prog::sys_exit_dup2, &ctx);
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_dup3(ctx: TracePointContext) -> u32 {
-    let _ = dup_exit(&ctx);
+    let _ = dup_exit(Prog::sys_exit_dup3, &ctx);
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_fcntl(ctx: TracePointContext) -> u32 {
-    let _ = dup_exit(&ctx);
+    let _ = dup_exit(Prog::sys_exit_fcntl, &ctx);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_socketpair(ctx: TracePointContext) -> u32 {
-    let _ = try_enter_socketpair(&ctx);
+    let _ = try_enter_socketpair(Prog::sys_enter_socketpair, &ctx);
     0
 }
 
 /// family, type, and the user pointer the two fds are written to.
-fn try_enter_socketpair(ctx: &TracePointContext) -> Option<()> {
-    save_enter_args(ctx, Family::Tcp, TAG_PAIR, [0, 1, 3])
+fn try_enter_socketpair(p: Prog, ctx: &TracePointContext) -> Option<()> {
+    save_enter_args(p, ctx, Family::Tcp, TAG_PAIR, [0, 1, 3])
 }
 
 #[tracepoint]
 pub fn sys_exit_socketpair(ctx: TracePointContext) -> u32 {
-    let _ = try_exit_socketpair(&ctx);
+    let _ = try_exit_socketpair(Prog::sys_exit_socketpair, &ctx);
     0
 }
 
 /// Two connected (unix) socket fds: counted like two from socket().
-fn try_exit_socketpair(ctx: &TracePointContext) -> Option<()> {
+fn try_exit_socketpair(p: Prog, ctx: &TracePointContext) -> Option<()> {
     let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
     let args = take_args(tid)?;
-    if args[0] != TAG_PAIR || sys_ret(ctx)? != 0 {
+    if args[0] != TAG_PAIR || sys_ret(p, ctx)? != 0 {
         return None;
     }
     let cur = current()?;
-    // SAFETY: bpf_probe_read_user checks the user pointer; a fault returns an error.
-    let fds: [i32; 2] = unsafe { bpf_probe_read_user(args[3] as *const [i32; 2]) }.ok()?;
+    let fds: [i32; 2] = uread(p, args[3])?;
     let family = args[1] as u16;
     // SOCK_NONBLOCK / SOCK_CLOEXEC live in the upper bits of the type argument.
     let sock_type = (args[2] & 0xf) as u16;

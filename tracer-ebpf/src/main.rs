@@ -4,6 +4,7 @@
 //! ring buffer.
 #![no_std]
 #![no_main]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod common;
 mod fd;
@@ -11,6 +12,7 @@ mod memory;
 mod oom;
 mod process;
 mod signal;
+mod sockets;
 mod tcp;
 
 #[cfg(not(test))]

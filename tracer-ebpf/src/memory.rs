@@ -11,6 +11,7 @@ use aya_ebpf::{
 use tracer_common::{
     Family,
     memory::{Brk, MAP_ANONYMOUS, MemSample, Mmap, Munmap, sample_step},
+    prog::Prog,
 };
 
 use crate::common::{
@@ -56,9 +57,9 @@ fn state(tgid: u32) -> Option<*mut MemState> {
 }
 
 #[inline(always)]
-fn mapped_bytes() -> u64 {
-    let mm: u64 = kread(current_task_ptr(), task_off!(task_mm)).unwrap_or(0);
-    let pages: u64 = kread(mm, task_off!(mm_total_vm)).unwrap_or(0);
+fn mapped_bytes(p: Prog) -> u64 {
+    let mm: u64 = kread(p, current_task_ptr(), task_off!(task_mm)).unwrap_or(0);
+    let pages: u64 = kread(p, mm, task_off!(mm_total_vm)).unwrap_or(0);
     pages * conf!(page_size) as u64
 }
 
@@ -71,8 +72,9 @@ fn moved(now: u64, last: u64, by: u64) -> bool {
 /// is relative to the current value, so the last sample stays within ~3% of it (a fixed
 /// 16 MiB step left small processes up to 19% off, or unsampled below 16 MiB).
 #[inline(always)]
-fn maybe_sample(cur: &Task, st: *mut MemState, mapped: Option<u64>) {
+fn maybe_sample(p: Prog, cur: &Task, st: *mut MemState, mapped: Option<u64>) {
     let max = conf!(mem_sample_bytes);
+    // SAFETY: `st` is a map value pointer from `state`, valid for the rest of this program.
     let s = unsafe { &mut *st };
     let c = s.counters;
     let rss = c[0] + c[1] + c[3];
@@ -87,7 +89,7 @@ fn maybe_sample(cur: &Task, st: *mut MemState, mapped: Option<u64>) {
     if !rss_moved && !mapped_moved {
         return;
     }
-    let mapped = mapped.unwrap_or_else(mapped_bytes);
+    let mapped = mapped.unwrap_or_else(|| mapped_bytes(p));
     s.last_rss = rss;
     s.last_mapped = mapped;
     emit(
@@ -105,11 +107,11 @@ fn maybe_sample(cur: &Task, st: *mut MemState, mapped: Option<u64>) {
 
 #[tracepoint]
 pub fn rss_stat(ctx: TracePointContext) -> u32 {
-    let _ = try_rss_stat(&ctx);
+    let _ = try_rss_stat(Prog::rss_stat, &ctx);
     0
 }
 
-fn try_rss_stat(ctx: &TracePointContext) -> Option<()> {
+fn try_rss_stat(p: Prog, ctx: &TracePointContext) -> Option<()> {
     if !family_enabled(Family::Memory) {
         return None;
     }
@@ -119,27 +121,28 @@ fn try_rss_stat(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     // Updates of another process's mm (reclaim, remote faults) cannot be attributed here.
-    if field::<u32>(ctx, off!(rss_curr))? == 0 {
+    if field::<u32>(p, ctx, off!(rss_curr))? == 0 {
         return None;
     }
-    let member = field::<i32>(ctx, off!(rss_member))?;
+    let member = field::<i32>(p, ctx, off!(rss_member))?;
     if !(0..4).contains(&member) {
         return None;
     }
-    let size = field::<i64>(ctx, off!(rss_size))?;
+    let size = field::<i64>(p, ctx, off!(rss_size))?;
     let st = state(cur.tgid)?;
+    // SAFETY: `st` is a map value pointer from `state`, valid for the rest of this program.
     unsafe { (*st).counters[member as usize & 3] = size.max(0) as u64 };
-    maybe_sample(&cur, st, None);
+    maybe_sample(p, &cur, st, None);
     Some(())
 }
 
 #[tracepoint]
 pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
-    let _ = try_sys_enter_mmap(&ctx);
+    let _ = try_sys_enter_mmap(Prog::sys_enter_mmap, &ctx);
     0
 }
 
-fn try_sys_enter_mmap(ctx: &TracePointContext) -> Option<()> {
+fn try_sys_enter_mmap(p: Prog, ctx: &TracePointContext) -> Option<()> {
     if !family_enabled(Family::Memory) {
         return None;
     }
@@ -147,10 +150,10 @@ fn try_sys_enter_mmap(ctx: &TracePointContext) -> Option<()> {
     if !current_allowed(&cur) {
         return None;
     }
-    let len = sys_arg(ctx, 1)?;
-    let prot = sys_arg(ctx, 2)?;
-    let flags = sys_arg(ctx, 3)?;
-    let fd = sys_arg(ctx, 4)?;
+    let len = sys_arg(p, ctx, 1)?;
+    let prot = sys_arg(p, ctx, 2)?;
+    let flags = sys_arg(p, ctx, 3)?;
+    let fd = sys_arg(p, ctx, 4)?;
     save_args(
         cur.pid,
         [TAG_MMAP, len, (prot << 32) | (flags & 0xffff_ffff), fd],
@@ -160,17 +163,17 @@ fn try_sys_enter_mmap(ctx: &TracePointContext) -> Option<()> {
 
 #[tracepoint]
 pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
-    let _ = try_sys_exit_mmap(&ctx);
+    let _ = try_sys_exit_mmap(Prog::sys_exit_mmap, &ctx);
     0
 }
 
-fn try_sys_exit_mmap(ctx: &TracePointContext) -> Option<()> {
+fn try_sys_exit_mmap(p: Prog, ctx: &TracePointContext) -> Option<()> {
     let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
     let args = take_args(tid)?;
     if args[0] != TAG_MMAP {
         return None;
     }
-    let ret = sys_ret(ctx)?;
+    let ret = sys_ret(p, ctx)?;
     let cur = current()?;
     let len = args[1];
     if len >= conf!(large_mapping_bytes) || ret < 0 {
@@ -193,18 +196,18 @@ fn try_sys_exit_mmap(ctx: &TracePointContext) -> Option<()> {
     }
     if ret >= 0 {
         let st = state(cur.tgid)?;
-        maybe_sample(&cur, st, Some(mapped_bytes()));
+        maybe_sample(p, &cur, st, Some(mapped_bytes(p)));
     }
     Some(())
 }
 
 #[tracepoint]
 pub fn sys_enter_munmap(ctx: TracePointContext) -> u32 {
-    let _ = try_sys_enter_munmap(&ctx);
+    let _ = try_sys_enter_munmap(Prog::sys_enter_munmap, &ctx);
     0
 }
 
-fn try_sys_enter_munmap(ctx: &TracePointContext) -> Option<()> {
+fn try_sys_enter_munmap(p: Prog, ctx: &TracePointContext) -> Option<()> {
     if !family_enabled(Family::Memory) {
         return None;
     }
@@ -212,8 +215,8 @@ fn try_sys_enter_munmap(ctx: &TracePointContext) -> Option<()> {
     if !current_allowed(&cur) {
         return None;
     }
-    let addr = sys_arg(ctx, 0)?;
-    let len = sys_arg(ctx, 1)?;
+    let addr = sys_arg(p, ctx, 0)?;
+    let len = sys_arg(p, ctx, 1)?;
     if len >= conf!(large_mapping_bytes) {
         emit(&cur, Munmap { addr, len });
     }
@@ -223,11 +226,11 @@ fn try_sys_enter_munmap(ctx: &TracePointContext) -> Option<()> {
 
 #[tracepoint]
 pub fn sys_enter_brk(ctx: TracePointContext) -> u32 {
-    let _ = try_sys_enter_brk(&ctx);
+    let _ = try_sys_enter_brk(Prog::sys_enter_brk, &ctx);
     0
 }
 
-fn try_sys_enter_brk(ctx: &TracePointContext) -> Option<()> {
+fn try_sys_enter_brk(p: Prog, ctx: &TracePointContext) -> Option<()> {
     if !family_enabled(Family::Memory) {
         return None;
     }
@@ -235,25 +238,26 @@ fn try_sys_enter_brk(ctx: &TracePointContext) -> Option<()> {
     if !current_allowed(&cur) {
         return None;
     }
-    save_args(cur.pid, [TAG_BRK, sys_arg(ctx, 0)?, 0, 0]);
+    save_args(cur.pid, [TAG_BRK, sys_arg(p, ctx, 0)?, 0, 0]);
     Some(())
 }
 
 #[tracepoint]
 pub fn sys_exit_brk(ctx: TracePointContext) -> u32 {
-    let _ = try_sys_exit_brk(&ctx);
+    let _ = try_sys_exit_brk(Prog::sys_exit_brk, &ctx);
     0
 }
 
-fn try_sys_exit_brk(ctx: &TracePointContext) -> Option<()> {
+fn try_sys_exit_brk(p: Prog, ctx: &TracePointContext) -> Option<()> {
     let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
     let args = take_args(tid)?;
     if args[0] != TAG_BRK {
         return None;
     }
-    let brk = sys_ret(ctx)? as u64;
+    let brk = sys_ret(p, ctx)? as u64;
     let cur = current()?;
     let st = state(cur.tgid)?;
+    // SAFETY: `st` is a map value pointer from `state`, valid for the rest of this program.
     let s = unsafe { &mut *st };
     if s.last_brk == 0 {
         s.last_brk = brk;
@@ -267,6 +271,6 @@ fn try_sys_exit_brk(ctx: &TracePointContext) -> Option<()> {
         );
         s.last_brk = brk;
     }
-    maybe_sample(&cur, st, Some(mapped_bytes()));
+    maybe_sample(p, &cur, st, Some(mapped_bytes(p)));
     Some(())
 }

@@ -1,6 +1,6 @@
 //! Process tree: fork (BTF tracepoint, to tell processes from threads), exec and exit.
 use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, generated},
+    helpers::generated,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -8,23 +8,25 @@ use tracer_common::{
     Family,
     config::FILTER_PID,
     process::{EXEC_ARGS_LEN, EXIT_CODE_KNOWN, Exec, Exit, Fork, RLIMIT_NOFILE, Rename, Rlimit},
+    prog::Prog,
 };
 
 use crate::common::{
     TRACKED, conf, current, current_allowed, current_task_ptr, emit, family_enabled, field, kread,
-    off, other_allowed, reserve, save_args, sys_arg, sys_ret, take_args, task_off, tracked,
+    kread_str, off, other_allowed, read_failed, reserve, save_args, sys_arg, sys_ret, take_args,
+    task_off, tracked, uread,
 };
 
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
-    let _ = try_sched_process_fork(&ctx);
+    let _ = try_sched_process_fork(Prog::sched_process_fork, &ctx);
     0
 }
 
-fn try_sched_process_fork(ctx: &BtfTracePointContext) -> Option<()> {
+fn try_sched_process_fork(p: Prog, ctx: &BtfTracePointContext) -> Option<()> {
     let child: u64 = ctx.arg::<*const u8>(1) as u64;
-    let child_tgid: u32 = kread(child, task_off!(task_tgid))?;
-    let child_pid: u32 = kread(child, task_off!(task_pid))?;
+    let child_tgid: u32 = kread(p, child, task_off!(task_tgid))?;
+    let child_pid: u32 = kread(p, child, task_off!(task_pid))?;
     if child_tgid != child_pid {
         return None; // a new thread, not a process
     }
@@ -56,11 +58,11 @@ fn try_sched_process_fork(ctx: &BtfTracePointContext) -> Option<()> {
 
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
-    let _ = try_sched_process_exec(&ctx);
+    let _ = try_sched_process_exec(Prog::sched_process_exec, &ctx);
     0
 }
 
-fn try_sched_process_exec(ctx: &TracePointContext) -> Option<()> {
+fn try_sched_process_exec(p: Prog, ctx: &TracePointContext) -> Option<()> {
     // A new program image: its memory accounting starts afresh (brk base, counters).
     crate::memory::forget(crate::common::current_tgid());
     if !family_enabled(Family::Process) {
@@ -70,24 +72,27 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Option<()> {
     if !current_allowed(&cur) {
         return None;
     }
-    let loc: u32 = field(ctx, off!(exec_filename))?;
-    let old_pid: u32 = field(ctx, off!(exec_old_pid)).unwrap_or(cur.tgid);
+    let loc: u32 = field(p, ctx, off!(exec_filename))?;
+    let old_pid: u32 = field(p, ctx, off!(exec_old_pid)).unwrap_or(cur.tgid);
     let mut e = reserve::<Exec>(&cur)?;
+    // SAFETY: the reserved entry is exclusively ours until submitted and sized for a
+    // Record<Exec>; `reserve` wrote the header, the scalar fields are set below, and the
+    // filename and args buffers are read only up to the lengths set here.
     let rec = unsafe { &mut *e.as_mut_ptr() };
     rec.payload.old_pid = old_pid;
     rec.payload._pad = 0;
-    let parent: u64 = kread(current_task_ptr(), task_off!(task_real_parent)).unwrap_or(0);
-    rec.payload.ppid = kread(parent, task_off!(task_tgid)).unwrap_or(0);
+    let parent: u64 = kread(p, current_task_ptr(), task_off!(task_real_parent)).unwrap_or(0);
+    rec.payload.ppid = kread(p, parent, task_off!(task_tgid)).unwrap_or(0);
     rec.payload.filename_len = 0;
     rec.payload.args_len = 0;
     let src = (ctx.as_ptr_u64() + (loc & 0xffff) as u64) as *const u8;
-    if let Ok(s) = unsafe { bpf_probe_read_kernel_str_bytes(src, &mut rec.payload.filename) } {
-        rec.payload.filename_len = s.len() as u16;
+    if let Some(n) = kread_str(p, src, &mut rec.payload.filename) {
+        rec.payload.filename_len = n as u16;
     }
     // The new program's argv, from its mm (we run in the new program's context).
-    let mm: u64 = kread(current_task_ptr(), task_off!(task_mm)).unwrap_or(0);
-    let start: u64 = kread(mm, task_off!(mm_arg_start)).unwrap_or(0);
-    let end: u64 = kread(mm, task_off!(mm_arg_end)).unwrap_or(0);
+    let mm: u64 = kread(p, current_task_ptr(), task_off!(task_mm)).unwrap_or(0);
+    let start: u64 = kread(p, mm, task_off!(mm_arg_start)).unwrap_or(0);
+    let end: u64 = kread(p, mm, task_off!(mm_arg_end)).unwrap_or(0);
     if start != 0 && end > start {
         let len = core::cmp::min(end - start, EXEC_ARGS_LEN as u64) as u32;
         let n = len & (EXEC_ARGS_LEN as u32 - 1);
@@ -97,9 +102,13 @@ fn try_sched_process_exec(ctx: &TracePointContext) -> Option<()> {
             n
         };
         let dst = rec.payload.args.as_mut_ptr() as *mut core::ffi::c_void;
+        // SAFETY: bpf_probe_read_user checks the user address; `dst` is the record's args buffer
+        // and `n` is at most its length (EXEC_ARGS_LEN).
         if unsafe { generated::bpf_probe_read_user(dst, n, start as *const core::ffi::c_void) } == 0
         {
             rec.payload.args_len = n as u16;
+        } else {
+            read_failed(p);
         }
     }
     e.submit(crate::common::submit_flags::<Exec>());
@@ -117,16 +126,16 @@ impl CtxPtr for TracePointContext {
 
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
-    let _ = try_sched_process_exit(&ctx);
+    let _ = try_sched_process_exit(Prog::sched_process_exit, &ctx);
     0
 }
 
-fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
+fn try_sched_process_exit(p: Prog, ctx: &TracePointContext) -> Option<()> {
     let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
     let (tgid, tid) = ((id >> 32) as u32, id as u32);
     // Only the end of the whole process: the last thread (group_dead), or the leader on
     // kernels without that field.
-    let last = match field::<u8>(ctx, off!(exit_group_dead)) {
+    let last = match field::<u8>(p, ctx, off!(exit_group_dead)) {
         Some(g) => g != 0,
         None => tgid == tid,
     };
@@ -139,7 +148,7 @@ fn try_sched_process_exit(ctx: &TracePointContext) -> Option<()> {
     if !family_enabled(Family::Process) || !allowed {
         return None;
     }
-    let code: Option<i32> = kread(current_task_ptr(), task_off!(task_exit_code));
+    let code: Option<i32> = kread(p, current_task_ptr(), task_off!(task_exit_code));
     emit(
         &cur,
         Exit {
@@ -156,7 +165,7 @@ const TAG_RLIMIT: u64 = 20;
 /// Saves a new RLIMIT_NOFILE (read from the caller's memory now: it may change before the
 /// exit) for the exit to emit if the call succeeds.
 #[inline(always)]
-fn rlimit_enter(target: u64, resource: u64, new: u64) -> Option<()> {
+fn rlimit_enter(p: Prog, target: u64, resource: u64, new: u64) -> Option<()> {
     if resource != RLIMIT_NOFILE as u64 || new == 0 || !family_enabled(Family::Process) {
         return None;
     }
@@ -165,17 +174,17 @@ fn rlimit_enter(target: u64, resource: u64, new: u64) -> Option<()> {
         return None;
     }
     // struct rlimit64 { rlim_cur, rlim_max } (struct rlimit has the same layout on 64-bit).
-    let lim: [u64; 2] = unsafe { bpf_probe_read_user(new as *const [u64; 2]) }.ok()?;
+    let lim: [u64; 2] = uread(p, new)?;
     let target = if target == 0 { cur.tgid as u64 } else { target };
     save_args(cur.pid, [TAG_RLIMIT, target, lim[0], lim[1]]);
     Some(())
 }
 
 #[inline(always)]
-fn rlimit_exit(ctx: &TracePointContext) -> Option<()> {
+fn rlimit_exit(p: Prog, ctx: &TracePointContext) -> Option<()> {
     let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
     let args = take_args(tid)?;
-    if args[0] != TAG_RLIMIT || sys_ret(ctx)? != 0 {
+    if args[0] != TAG_RLIMIT || sys_ret(p, ctx)? != 0 {
         return None;
     }
     let cur = current()?;
@@ -193,33 +202,37 @@ fn rlimit_exit(ctx: &TracePointContext) -> Option<()> {
 
 #[tracepoint]
 pub fn sys_enter_prlimit64(ctx: TracePointContext) -> u32 {
+    let p = Prog::sys_enter_prlimit64;
     // prlimit64(pid, resource, new_rlim, old_rlim); pid 0 is the caller.
-    if let (Some(pid), Some(res), Some(new)) =
-        (sys_arg(&ctx, 0), sys_arg(&ctx, 1), sys_arg(&ctx, 2))
-    {
-        let _ = rlimit_enter(pid & 0xffff_ffff, res, new);
+    if let (Some(pid), Some(res), Some(new)) = (
+        sys_arg(p, &ctx, 0),
+        sys_arg(p, &ctx, 1),
+        sys_arg(p, &ctx, 2),
+    ) {
+        let _ = rlimit_enter(p, pid & 0xffff_ffff, res, new);
     }
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_prlimit64(ctx: TracePointContext) -> u32 {
-    let _ = rlimit_exit(&ctx);
+    let _ = rlimit_exit(Prog::sys_exit_prlimit64, &ctx);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_setrlimit(ctx: TracePointContext) -> u32 {
+    let p = Prog::sys_enter_setrlimit;
     // setrlimit(resource, rlim): always the caller.
-    if let (Some(res), Some(new)) = (sys_arg(&ctx, 0), sys_arg(&ctx, 1)) {
-        let _ = rlimit_enter(0, res, new);
+    if let (Some(res), Some(new)) = (sys_arg(p, &ctx, 0), sys_arg(p, &ctx, 1)) {
+        let _ = rlimit_enter(p, 0, res, new);
     }
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_setrlimit(ctx: TracePointContext) -> u32 {
-    let _ = rlimit_exit(&ctx);
+    let _ = rlimit_exit(Prog::sys_exit_setrlimit, &ctx);
     0
 }
 
@@ -228,30 +241,30 @@ pub fn sys_exit_setrlimit(ctx: TracePointContext) -> u32 {
 /// program's mm, whose arguments are not laid out yet (`arg_start` 0) when exec renames.
 #[btf_tracepoint(function = "task_rename")]
 pub fn task_rename(ctx: BtfTracePointContext) -> i32 {
-    let _ = try_task_rename(&ctx);
+    let _ = try_task_rename(Prog::task_rename, &ctx);
     0
 }
 
-fn try_task_rename(ctx: &BtfTracePointContext) -> Option<()> {
+fn try_task_rename(p: Prog, ctx: &BtfTracePointContext) -> Option<()> {
     if !family_enabled(Family::Process) {
         return None;
     }
     let task: u64 = ctx.arg::<*const u8>(0) as u64;
     let comm: u64 = ctx.arg::<*const u8>(1) as u64;
-    let tgid: u32 = kread(task, task_off!(task_tgid))?;
-    let pid: u32 = kread(task, task_off!(task_pid))?;
+    let tgid: u32 = kread(p, task, task_off!(task_tgid))?;
+    let pid: u32 = kread(p, task, task_off!(task_pid))?;
     if tgid != pid {
         return None; // a thread's name, not the process's
     }
-    let mm: u64 = kread(task, task_off!(task_mm))?;
-    let arg_start: u64 = kread(mm, task_off!(mm_arg_start))?;
+    let mm: u64 = kread(p, task, task_off!(task_mm))?;
+    let arg_start: u64 = kread(p, mm, task_off!(mm_arg_start))?;
     if arg_start == 0 {
         return None; // exec (or a kernel thread: no mm)
     }
     let cur = current()?;
-    let old: [u8; 16] = kread(task, task_off!(task_comm))?;
+    let old: [u8; 16] = kread(p, task, task_off!(task_comm))?;
     let mut new = [0u8; 16];
-    let _ = unsafe { bpf_probe_read_kernel_str_bytes(comm as *const u8, &mut new) };
+    let _ = kread_str(p, comm as *const u8, &mut new);
     if same_comm(&old, &new) {
         return None; // stress-ng and others set the name they already have, again and again
     }
@@ -264,6 +277,8 @@ fn try_task_rename(ctx: &BtfTracePointContext) -> Option<()> {
         return None;
     }
     let mut e = reserve::<Rename>(&cur)?;
+    // SAFETY: the reserved ring buffer entry is exclusively ours until submitted; every payload
+    // field is written below before the submit.
     let rec = unsafe { &mut *e.as_mut_ptr() };
     rec.payload.target_pid = tgid;
     rec.payload._pad = 0;

@@ -6,6 +6,7 @@ use aya_ebpf::{
 use tracer_common::{
     Family,
     config::OPT_SIGCHLD,
+    prog::Prog,
     signal::{SIGCHLD, Signal},
 };
 
@@ -27,11 +28,11 @@ const SI_USER: i32 = 0;
 /// process is whichever thread was picked).
 #[btf_tracepoint(function = "signal_generate")]
 pub fn signal_generate_btf(ctx: BtfTracePointContext) -> i32 {
-    let _ = try_signal_generate_btf(&ctx);
+    let _ = try_signal_generate_btf(Prog::signal_generate_btf, &ctx);
     0
 }
 
-fn try_signal_generate_btf(ctx: &BtfTracePointContext) -> Option<()> {
+fn try_signal_generate_btf(p: Prog, ctx: &BtfTracePointContext) -> Option<()> {
     if !family_enabled(Family::Signal) {
         return None;
     }
@@ -45,17 +46,17 @@ fn try_signal_generate_btf(ctx: &BtfTracePointContext) -> Option<()> {
     if is_self(cur.tgid) {
         return None;
     }
-    let target_pid: u32 = kread(task, task_off!(task_tgid))?;
-    let target_comm: [u8; 16] = kread(task, task_off!(task_comm)).unwrap_or([0; 16]);
+    let target_pid: u32 = kread(p, task, task_off!(task_tgid))?;
+    let target_comm: [u8; 16] = kread(p, task, task_off!(task_comm)).unwrap_or([0; 16]);
     if !current_allowed(&cur) && !other_allowed(target_pid, &target_comm, 0) {
         return None;
     }
     let (code, errno) = match info {
         SEND_SIG_NOINFO => (SI_USER, 0),
         SEND_SIG_PRIV => (tracer_common::signal::SI_KERNEL, 0),
-        p => (
-            kread(p, SI_CODE_OFF).unwrap_or(0),
-            kread(p, SI_ERRNO_OFF).unwrap_or(0),
+        si => (
+            kread(p, si, SI_CODE_OFF).unwrap_or(0),
+            kread(p, si, SI_ERRNO_OFF).unwrap_or(0),
         ),
     };
     emit(
@@ -75,22 +76,22 @@ fn try_signal_generate_btf(ctx: &BtfTracePointContext) -> Option<()> {
 
 #[tracepoint]
 pub fn signal_generate(ctx: TracePointContext) -> u32 {
-    let _ = try_signal_generate(&ctx);
+    let _ = try_signal_generate(Prog::signal_generate, &ctx);
     0
 }
 
-fn try_signal_generate(ctx: &TracePointContext) -> Option<()> {
+fn try_signal_generate(p: Prog, ctx: &TracePointContext) -> Option<()> {
     if !family_enabled(Family::Signal) {
         return None;
     }
-    let sig: i32 = field(ctx, off!(sg_sig))?;
+    let sig: i32 = field(p, ctx, off!(sg_sig))?;
     // Every child exit sends SIGCHLD to its parent: noise unless asked for.
     if sig == SIGCHLD && conf!(options) & OPT_SIGCHLD == 0 {
         return None;
     }
     let cur = current_raw();
-    let target_pid: i32 = field(ctx, off!(sg_pid)).unwrap_or(0);
-    let target_comm: [u8; 16] = field(ctx, off!(sg_comm)).unwrap_or([0; 16]);
+    let target_pid: i32 = field(p, ctx, off!(sg_pid)).unwrap_or(0);
+    let target_comm: [u8; 16] = field(p, ctx, off!(sg_comm)).unwrap_or([0; 16]);
     if is_self(cur.tgid) {
         return None;
     }
@@ -102,11 +103,11 @@ fn try_signal_generate(ctx: &TracePointContext) -> Option<()> {
         &cur,
         Signal {
             sig,
-            code: field(ctx, off!(sg_code)).unwrap_or(0),
-            result: field(ctx, off!(sg_result)).unwrap_or(0),
+            code: field(p, ctx, off!(sg_code)).unwrap_or(0),
+            result: field(p, ctx, off!(sg_result)).unwrap_or(0),
             target_pid,
-            group: field(ctx, off!(sg_group)).unwrap_or(0),
-            errno: field(ctx, off!(sg_errno)).unwrap_or(0),
+            group: field(p, ctx, off!(sg_group)).unwrap_or(0),
+            errno: field(p, ctx, off!(sg_errno)).unwrap_or(0),
             target_comm,
         },
     );

@@ -1,4 +1,6 @@
-//! TCP: the connection model, resets, accept results, socket fd accounting.
+//! TCP: the connection model (CONNS), state changes (`inet_sock_set_state`, BTF and classic),
+//! resets sent and received, and bytes moved (`sock_send_length`/`sock_recv_length`). The
+//! socket syscalls that open, announce and close connections are in `sockets.rs`.
 //!
 //! Each connection lives in CONNS (keyed by its `struct sock`) from connect()/accept() to
 //! close(): state changes update it in place and emit nothing, so a short connection costs a
@@ -7,39 +9,31 @@
 //! current task is not the socket's owner: ownership is learnt only in process context
 //! (connect, listen, accept, close, send/recv).
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_boot_ns, bpf_probe_read_user},
+    helpers::bpf_ktime_get_boot_ns,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
-    AF_INET, AF_INET6, Family,
+    AF_INET6, Family,
     config::{OPT_TCP_STATES, ReasonMap},
+    prog::Prog,
     tcp::{
-        CONN_ALLOWED, CONN_ANNOUNCED, CONN_CLOSED, ConnClose, ConnInfo, ConnOpen,
-        RESET_REASON_UNRECOGNISED, RESET_RECEIVED, RESET_SENT, ROLE_ACTIVE, ROLE_PASSIVE,
-        ROLE_UNKNOWN, STATE_FLAG_MODEL, SockOwner, SocketClose, SocketOpen, TcpAccept, TcpListen,
-        TcpReset, TcpState, state,
+        CONN_ALLOWED, CONN_ANNOUNCED, CONN_CLOSED, ConnInfo, RESET_REASON_UNRECOGNISED,
+        RESET_RECEIVED, RESET_SENT, ROLE_ACTIVE, ROLE_PASSIVE, ROLE_UNKNOWN, STATE_FLAG_MODEL,
+        SockOwner, TcpReset, TcpState, state,
     },
 };
 
 use crate::common::{
-    CONNS, FD_ANNOUNCED, Owner, RECENT_CLOSE, RECENT_CLOSES, SOCK_FDS, SockFd, Task, current,
-    current_allowed, current_raw, current_task_ptr, emit, family_enabled, field, filtering,
-    is_self, kread, off, option, other_allowed, save_args, sys_arg, sys_ret, take_args, task_off,
+    CONNS, Owner, RECENT_CLOSE, RECENT_CLOSES, Task, current_allowed, current_raw, emit,
+    family_enabled, field, filtering, is_self, kread, off, option, other_allowed, task_off,
 };
 
 const IPPROTO_TCP: u16 = 6;
-const SOCK_STREAM: u16 = 1;
-const EAGAIN: i64 = 11;
-const EINTR: i64 = 4;
-
-#[inline(always)]
-pub(crate) fn fd_key(tgid: u32, fd: u32) -> u64 {
-    ((tgid as u64) << 32) | fd as u64
-}
 
 #[inline(always)]
 fn now() -> u64 {
+    // SAFETY: a helper without pointer arguments.
     unsafe { bpf_ktime_get_boot_ns() }
 }
 
@@ -90,7 +84,7 @@ fn set_owner(c: &mut ConnInfo, t: &Task) {
 }
 
 #[inline(always)]
-fn remember_closed(sk: u64, c: &ConnInfo) {
+pub(crate) fn remember_closed(sk: u64, c: &ConnInfo) {
     if let Some(p) = RECENT_CLOSE.get_ptr_mut(0) {
         // SAFETY: a valid per-CPU map value pointer for the rest of this program.
         unsafe {
@@ -119,6 +113,7 @@ fn conn_or_recent(sk: u64) -> Option<Owner> {
     if sk == 0 {
         return None;
     }
+    // SAFETY: the entry is copied into an Owner at once.
     if let Some(c) = unsafe { CONNS.get(&sk) } {
         return Some(owner_of(c));
     }
@@ -146,61 +141,61 @@ fn subject_allowed(conn: Option<&Owner>, cur: &Task) -> bool {
 /// trace buffer; the rest is read from the socket only when needed.
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state_btf(ctx: BtfTracePointContext) -> i32 {
-    let _ = try_inet_sock_set_state_btf(&ctx);
+    let _ = try_inet_sock_set_state_btf(Prog::inet_sock_set_state_btf, &ctx);
     0
 }
 
-fn try_inet_sock_set_state_btf(ctx: &BtfTracePointContext) -> Option<()> {
+fn try_inet_sock_set_state_btf(p: Prog, ctx: &BtfTracePointContext) -> Option<()> {
     if !family_enabled(Family::Tcp) {
         return None;
     }
     let sk = ctx.arg::<*const u8>(0) as u64;
-    if kread::<u16>(sk, task_off!(sk_protocol))? != IPPROTO_TCP {
+    if kread::<u16>(p, sk, task_off!(sk_protocol))? != IPPROTO_TCP {
         return None;
     }
     let old = ctx.arg::<i64>(1) as u16;
     let new = ctx.arg::<i64>(2) as u16;
-    state_change(sk, old, new, |a: &mut Addrs| *a = sock_addrs(sk))
+    state_change(sk, old, new, |a: &mut Addrs| *a = sock_addrs(p, sk))
 }
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    let _ = try_inet_sock_set_state(&ctx);
+    let _ = try_inet_sock_set_state(Prog::inet_sock_set_state, &ctx);
     0
 }
 
 /// The classic tracepoint's copy of the socket's addresses (filled in place: a BPF function
 /// may not return a pointer to its stack, which a returned struct becomes).
 #[inline(always)]
-fn tp_addrs(ctx: &TracePointContext, a: &mut Addrs) {
-    let family: u16 = field(ctx, off!(iss_family)).unwrap_or(0);
+fn tp_addrs(p: Prog, ctx: &TracePointContext, a: &mut Addrs) {
+    let family: u16 = field(p, ctx, off!(iss_family)).unwrap_or(0);
     a.family = family;
-    a.sport = field(ctx, off!(iss_sport)).unwrap_or(0);
-    a.dport = field(ctx, off!(iss_dport)).unwrap_or(0);
+    a.sport = field(p, ctx, off!(iss_sport)).unwrap_or(0);
+    a.dport = field(p, ctx, off!(iss_dport)).unwrap_or(0);
     if family == AF_INET6 {
-        a.saddr = field(ctx, off!(iss_saddr_v6)).unwrap_or([0; 16]);
-        a.daddr = field(ctx, off!(iss_daddr_v6)).unwrap_or([0; 16]);
+        a.saddr = field(p, ctx, off!(iss_saddr_v6)).unwrap_or([0; 16]);
+        a.daddr = field(p, ctx, off!(iss_daddr_v6)).unwrap_or([0; 16]);
     } else {
-        let s: [u8; 4] = field(ctx, off!(iss_saddr)).unwrap_or([0; 4]);
-        let d: [u8; 4] = field(ctx, off!(iss_daddr)).unwrap_or([0; 4]);
+        let s: [u8; 4] = field(p, ctx, off!(iss_saddr)).unwrap_or([0; 4]);
+        let d: [u8; 4] = field(p, ctx, off!(iss_daddr)).unwrap_or([0; 4]);
         a.saddr[..4].copy_from_slice(&s);
         a.daddr[..4].copy_from_slice(&d);
     }
 }
 
-fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
+fn try_inet_sock_set_state(p: Prog, ctx: &TracePointContext) -> Option<()> {
     if !family_enabled(Family::Tcp) {
         return None;
     }
-    if let Some(p) = field::<u16>(ctx, off!(iss_protocol))
-        && p != IPPROTO_TCP
+    if let Some(proto) = field::<u16>(p, ctx, off!(iss_protocol))
+        && proto != IPPROTO_TCP
     {
         return None;
     }
-    let sk: u64 = field(ctx, off!(iss_skaddr))?;
-    let old = field::<i32>(ctx, off!(iss_oldstate))? as u16;
-    let new = field::<i32>(ctx, off!(iss_newstate))? as u16;
-    state_change(sk, old, new, |a: &mut Addrs| tp_addrs(ctx, a))
+    let sk: u64 = field(p, ctx, off!(iss_skaddr))?;
+    let old = field::<i32>(p, ctx, off!(iss_oldstate))? as u16;
+    let new = field::<i32>(p, ctx, off!(iss_newstate))? as u16;
+    state_change(sk, old, new, |a: &mut Addrs| tp_addrs(p, ctx, a))
 }
 
 /// Keeps CONNS up to date with a state change. A new socket (connect's SYN_SENT, or a passive
@@ -311,7 +306,7 @@ fn state_change(sk: u64, old: u16, new: u16, addrs: impl Fn(&mut Addrs)) -> Opti
 
 /// Decodes a `struct sockaddr_in`/`sockaddr_in6` image (as in tcp_send_reset on 6.10+).
 #[inline(always)]
-fn from_sockaddr(sa: &[u8; 28], addr: &mut [u8; 16]) -> (u16, u16) {
+pub(crate) fn from_sockaddr(sa: &[u8; 28], addr: &mut [u8; 16]) -> (u16, u16) {
     let family = u16::from_ne_bytes([sa[0], sa[1]]);
     let port = u16::from_be_bytes([sa[2], sa[3]]);
     if family == AF_INET6 {
@@ -325,8 +320,8 @@ fn from_sockaddr(sa: &[u8; 28], addr: &mut [u8; 16]) -> (u16, u16) {
 /// The send reset's reason in tracer's numbering, through the collector's map of this
 /// kernel's `enum sk_rst_reason` (0 when the kernel has no reason).
 #[inline(always)]
-fn reset_reason(ctx: &TracePointContext) -> u8 {
-    let Some(v) = field::<u32>(ctx, off!(tsr_reason)) else {
+fn reset_reason(p: Prog, ctx: &TracePointContext) -> u8 {
+    let Some(v) = field::<u32>(p, ctx, off!(tsr_reason)) else {
         return 0;
     };
     if v as usize >= ReasonMap::LEN {
@@ -345,15 +340,15 @@ fn reset_reason(ctx: &TracePointContext) -> u8 {
 
 #[tracepoint]
 pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
-    let _ = try_tcp_send_reset(&ctx);
+    let _ = try_tcp_send_reset(Prog::tcp_send_reset, &ctx);
     0
 }
 
-fn try_tcp_send_reset(ctx: &TracePointContext) -> Option<()> {
+fn try_tcp_send_reset(p: Prog, ctx: &TracePointContext) -> Option<()> {
     if !family_enabled(Family::Tcp) {
         return None;
     }
-    let sk: u64 = field(ctx, off!(tsr_skaddr)).unwrap_or(0);
+    let sk: u64 = field(p, ctx, off!(tsr_skaddr)).unwrap_or(0);
     let cur = current_raw();
     let owner = conn_or_recent(sk);
     if !subject_allowed(owner.as_ref(), &cur) {
@@ -362,34 +357,34 @@ fn try_tcp_send_reset(ctx: &TracePointContext) -> Option<()> {
     let mut ev = TcpReset {
         sk,
         direction: RESET_SENT,
-        reason: reset_reason(ctx),
+        reason: reset_reason(p, ctx),
         family: 0,
         sport: 0,
         dport: 0,
         owner_tgid: owner.map(|o| o.tgid).unwrap_or(0),
-        state: field::<i32>(ctx, off!(tsr_state)).unwrap_or(0) as u32,
+        state: field::<i32>(p, ctx, off!(tsr_state)).unwrap_or(0) as u32,
         saddr: [0; 16],
         daddr: [0; 16],
     };
     let saddr = off!(tsr_saddr);
     if saddr.size == 28 {
-        let s: [u8; 28] = field(ctx, saddr)?;
-        let d: [u8; 28] = field(ctx, off!(tsr_daddr))?;
+        let s: [u8; 28] = field(p, ctx, saddr)?;
+        let d: [u8; 28] = field(p, ctx, off!(tsr_daddr))?;
         let (family, sport) = from_sockaddr(&s, &mut ev.saddr);
         let (_, dport) = from_sockaddr(&d, &mut ev.daddr);
         ev.family = family;
         ev.sport = sport;
         ev.dport = dport;
     } else {
-        ev.family = field(ctx, off!(tsr_family)).unwrap_or(0);
-        ev.sport = field(ctx, off!(tsr_sport)).unwrap_or(0);
-        ev.dport = field(ctx, off!(tsr_dport)).unwrap_or(0);
+        ev.family = field(p, ctx, off!(tsr_family)).unwrap_or(0);
+        ev.sport = field(p, ctx, off!(tsr_sport)).unwrap_or(0);
+        ev.dport = field(p, ctx, off!(tsr_dport)).unwrap_or(0);
         if ev.family == AF_INET6 {
-            ev.saddr = field(ctx, off!(tsr_saddr_v6)).unwrap_or([0; 16]);
-            ev.daddr = field(ctx, off!(tsr_daddr_v6)).unwrap_or([0; 16]);
+            ev.saddr = field(p, ctx, off!(tsr_saddr_v6)).unwrap_or([0; 16]);
+            ev.daddr = field(p, ctx, off!(tsr_daddr_v6)).unwrap_or([0; 16]);
         } else {
-            let s: [u8; 4] = field(ctx, saddr).unwrap_or([0; 4]);
-            let d: [u8; 4] = field(ctx, off!(tsr_daddr)).unwrap_or([0; 4]);
+            let s: [u8; 4] = field(p, ctx, saddr).unwrap_or([0; 4]);
+            let d: [u8; 4] = field(p, ctx, off!(tsr_daddr)).unwrap_or([0; 4]);
             ev.saddr[..4].copy_from_slice(&s);
             ev.daddr[..4].copy_from_slice(&d);
         }
@@ -400,39 +395,39 @@ fn try_tcp_send_reset(ctx: &TracePointContext) -> Option<()> {
 
 #[tracepoint]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
-    let _ = try_tcp_receive_reset(&ctx);
+    let _ = try_tcp_receive_reset(Prog::tcp_receive_reset, &ctx);
     0
 }
 
-fn try_tcp_receive_reset(ctx: &TracePointContext) -> Option<()> {
+fn try_tcp_receive_reset(p: Prog, ctx: &TracePointContext) -> Option<()> {
     if !family_enabled(Family::Tcp) {
         return None;
     }
-    let sk: u64 = field(ctx, off!(trr_skaddr)).unwrap_or(0);
+    let sk: u64 = field(p, ctx, off!(trr_skaddr)).unwrap_or(0);
     let cur = current_raw();
     let owner = conn_or_recent(sk);
     if !subject_allowed(owner.as_ref(), &cur) {
         return None;
     }
-    let family: u16 = field(ctx, off!(trr_family)).unwrap_or(0);
+    let family: u16 = field(p, ctx, off!(trr_family)).unwrap_or(0);
     let mut ev = TcpReset {
         sk,
         direction: RESET_RECEIVED,
         reason: 0,
         family,
-        sport: field(ctx, off!(trr_sport)).unwrap_or(0),
-        dport: field(ctx, off!(trr_dport)).unwrap_or(0),
+        sport: field(p, ctx, off!(trr_sport)).unwrap_or(0),
+        dport: field(p, ctx, off!(trr_dport)).unwrap_or(0),
         owner_tgid: owner.map(|o| o.tgid).unwrap_or(0),
         state: 0,
         saddr: [0; 16],
         daddr: [0; 16],
     };
     if family == AF_INET6 {
-        ev.saddr = field(ctx, off!(trr_saddr_v6)).unwrap_or([0; 16]);
-        ev.daddr = field(ctx, off!(trr_daddr_v6)).unwrap_or([0; 16]);
+        ev.saddr = field(p, ctx, off!(trr_saddr_v6)).unwrap_or([0; 16]);
+        ev.daddr = field(p, ctx, off!(trr_daddr_v6)).unwrap_or([0; 16]);
     } else {
-        let s: [u8; 4] = field(ctx, off!(trr_saddr)).unwrap_or([0; 4]);
-        let d: [u8; 4] = field(ctx, off!(trr_daddr)).unwrap_or([0; 4]);
+        let s: [u8; 4] = field(p, ctx, off!(trr_saddr)).unwrap_or([0; 4]);
+        let d: [u8; 4] = field(p, ctx, off!(trr_daddr)).unwrap_or([0; 4]);
         ev.saddr[..4].copy_from_slice(&s);
         ev.daddr[..4].copy_from_slice(&d);
     }
@@ -502,7 +497,7 @@ fn sock_length(sk: u64, ret: i32, recv: bool) -> Option<()> {
 
 /// BTF tracepoints: (sk, ret, flags) straight from the kernel, no trace buffer.
 #[inline(always)]
-fn sock_length_btf(ctx: &BtfTracePointContext, recv: bool) -> Option<()> {
+fn sock_length_btf(p: Prog, ctx: &BtfTracePointContext, recv: bool) -> Option<()> {
     if !family_enabled(Family::Tcp) {
         return None;
     }
@@ -511,7 +506,7 @@ fn sock_length_btf(ctx: &BtfTracePointContext, recv: bool) -> Option<()> {
         return None;
     }
     let sk = ctx.arg::<*const u8>(0) as u64;
-    if kread::<u16>(sk, task_off!(sk_protocol))? != IPPROTO_TCP {
+    if kread::<u16>(p, sk, task_off!(sk_protocol))? != IPPROTO_TCP {
         return None;
     }
     sock_length(sk, ret, recv)
@@ -519,94 +514,76 @@ fn sock_length_btf(ctx: &BtfTracePointContext, recv: bool) -> Option<()> {
 
 #[btf_tracepoint(function = "sock_recv_length")]
 pub fn sock_recv_length_btf(ctx: BtfTracePointContext) -> i32 {
-    let _ = sock_length_btf(&ctx, true);
+    let _ = sock_length_btf(Prog::sock_recv_length_btf, &ctx, true);
     0
 }
 
 #[btf_tracepoint(function = "sock_send_length")]
 pub fn sock_send_length_btf(ctx: BtfTracePointContext) -> i32 {
-    let _ = sock_length_btf(&ctx, false);
+    let _ = sock_length_btf(Prog::sock_send_length_btf, &ctx, false);
     0
 }
 
 #[inline(always)]
-fn sock_length_tp(ctx: &TracePointContext, recv: bool) -> Option<()> {
+fn sock_length_tp(p: Prog, ctx: &TracePointContext, recv: bool) -> Option<()> {
     if !family_enabled(Family::Tcp) {
         return None;
     }
-    let ret = field::<i32>(ctx, off!(sl_ret)).unwrap_or(0);
+    let ret = field::<i32>(p, ctx, off!(sl_ret)).unwrap_or(0);
     if ret <= 0 {
         return None;
     }
-    if field::<u16>(ctx, off!(sl_protocol))? != IPPROTO_TCP {
+    if field::<u16>(p, ctx, off!(sl_protocol))? != IPPROTO_TCP {
         return None;
     }
-    let sk: u64 = field(ctx, off!(sl_sk))?;
+    let sk: u64 = field(p, ctx, off!(sl_sk))?;
     sock_length(sk, ret, recv)
 }
 
 #[tracepoint]
 pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
-    let _ = sock_length_tp(&ctx, true);
+    let _ = sock_length_tp(Prog::sock_recv_length, &ctx, true);
     0
 }
 
 #[tracepoint]
 pub fn sock_send_length(ctx: TracePointContext) -> u32 {
-    let _ = sock_length_tp(&ctx, false);
+    let _ = sock_length_tp(Prog::sock_send_length, &ctx, false);
     0
-}
-
-/// The `struct sock` behind fd `fd` of the current process, through BTF offsets:
-/// task->files->fdt->fd[fd]->private_data (struct socket)->sk.
-#[inline(always)]
-fn sock_of_fd(fd: u32) -> Option<u64> {
-    let task = current_task_ptr();
-    let files: u64 = kread(task, task_off!(task_files))?;
-    let fdt: u64 = kread(files, task_off!(files_fdt))?;
-    let max: u32 = kread(fdt, task_off!(fdtable_max_fds))?;
-    if fd >= max {
-        return None;
-    }
-    let fds: u64 = kread(fdt, task_off!(fdtable_fd))?;
-    let file: u64 = kread(fds, fd.checked_mul(8)?)?;
-    let sock: u64 = kread(file, task_off!(file_private_data))?;
-    let sk: u64 = kread(sock, task_off!(socket_sk))?;
-    if sk == 0 { None } else { Some(sk) }
 }
 
 /// Family, local and remote ports and addresses of a `struct sock`.
 #[derive(Default)]
-struct Addrs {
-    family: u16,
-    sport: u16,
-    dport: u16,
-    saddr: [u8; 16],
-    daddr: [u8; 16],
+pub(crate) struct Addrs {
+    pub family: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
 }
 
 #[inline(always)]
-fn sock_addrs(sk: u64) -> Addrs {
-    let family: u16 = kread(sk, task_off!(skc_family)).unwrap_or(0);
+pub(crate) fn sock_addrs(p: Prog, sk: u64) -> Addrs {
+    let family: u16 = kread(p, sk, task_off!(skc_family)).unwrap_or(0);
     // inet_sport outlives skc_num, which is cleared when the port is released (before the
     // socket's CLOSE state change).
-    let sport = match kread::<u16>(sk, task_off!(inet_sport)) {
-        Some(p) => u16::from_be(p),
-        None => kread(sk, task_off!(skc_num)).unwrap_or(0),
+    let sport = match kread::<u16>(p, sk, task_off!(inet_sport)) {
+        Some(port) => u16::from_be(port),
+        None => kread(p, sk, task_off!(skc_num)).unwrap_or(0),
     };
     let mut a = Addrs {
         family,
         sport,
-        dport: u16::from_be(kread(sk, task_off!(skc_dport)).unwrap_or(0)),
+        dport: u16::from_be(kread(p, sk, task_off!(skc_dport)).unwrap_or(0)),
         saddr: [0; 16],
         daddr: [0; 16],
     };
     if family == AF_INET6 {
-        a.saddr = kread(sk, task_off!(skc_v6_rcv_saddr)).unwrap_or([0; 16]);
-        a.daddr = kread(sk, task_off!(skc_v6_daddr)).unwrap_or([0; 16]);
+        a.saddr = kread(p, sk, task_off!(skc_v6_rcv_saddr)).unwrap_or([0; 16]);
+        a.daddr = kread(p, sk, task_off!(skc_v6_daddr)).unwrap_or([0; 16]);
     } else {
-        let s: [u8; 4] = kread(sk, task_off!(skc_rcv_saddr)).unwrap_or([0; 4]);
-        let d: [u8; 4] = kread(sk, task_off!(skc_daddr)).unwrap_or([0; 4]);
+        let s: [u8; 4] = kread(p, sk, task_off!(skc_rcv_saddr)).unwrap_or([0; 4]);
+        let d: [u8; 4] = kread(p, sk, task_off!(skc_daddr)).unwrap_or([0; 4]);
         a.saddr[..4].copy_from_slice(&s);
         a.daddr[..4].copy_from_slice(&d);
     }
@@ -615,7 +592,7 @@ fn sock_addrs(sk: u64) -> Addrs {
 
 /// The connection `sk` is now `cur`'s fd `fd`, announced in a conn_open: its entry says so.
 #[inline(always)]
-fn adopt(sk: u64, cur: &Task, fd: i32, role: u8, a: &Addrs) {
+pub(crate) fn adopt(sk: u64, cur: &Task, fd: i32, role: u8, a: &Addrs) {
     let ts = now();
     let p = match CONNS.get_ptr_mut(&sk) {
         Some(p) => p,
@@ -643,441 +620,4 @@ fn adopt(sk: u64, cur: &Task, fd: i32, role: u8, a: &Addrs) {
     c.dport = a.dport;
     c.saddr = a.saddr;
     c.daddr = a.daddr;
-}
-
-const TAG_ACCEPT: u64 = 1;
-const TAG_SOCKET: u64 = 2;
-const TAG_CONNECT: u64 = 3;
-
-#[inline(always)]
-fn accept_enter(ctx: &TracePointContext) -> Option<()> {
-    if !family_enabled(Family::Tcp) {
-        return None;
-    }
-    let cur = current()?;
-    if !current_allowed(&cur) {
-        return None;
-    }
-    save_args(cur.pid, [TAG_ACCEPT, sys_arg(ctx, 0)?, 0, 0]);
-    Some(())
-}
-
-/// A unix (or other non-inet) socket fd: counted, not a connection.
-#[inline(always)]
-fn socket_open(cur: &Task, fd: i32, family: u16) {
-    emit(
-        cur,
-        SocketOpen {
-            fd,
-            family,
-            sock_type: SOCK_STREAM,
-            protocol: 0,
-            _pad: 0,
-        },
-    );
-}
-
-#[inline(always)]
-fn accept_exit(ctx: &TracePointContext) -> Option<()> {
-    let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
-    let args = take_args(tid)?;
-    if args[0] != TAG_ACCEPT {
-        return None;
-    }
-    let ret = sys_ret(ctx)?;
-    // Non-blocking accept loops see EAGAIN constantly: not an event.
-    if ret == -EAGAIN || ret == -EINTR {
-        return None;
-    }
-    let cur = current()?;
-    if ret >= 0 {
-        let fd = ret as i32;
-        let sk = sock_of_fd(ret as u32).unwrap_or(0);
-        let a = if sk != 0 {
-            sock_addrs(sk)
-        } else {
-            Addrs {
-                family: 0,
-                sport: 0,
-                dport: 0,
-                saddr: [0; 16],
-                daddr: [0; 16],
-            }
-        };
-        let inet = a.family == AF_INET || a.family == AF_INET6;
-        let _ = SOCK_FDS.insert(
-            &fd_key(cur.tgid, ret as u32),
-            &SockFd {
-                family: a.family,
-                sock_type: SOCK_STREAM,
-                flags: FD_ANNOUNCED,
-                _pad: 0,
-                sk: if inet { sk } else { 0 },
-            },
-            0,
-        );
-        if a.family != 0 && !inet {
-            // accept() on a unix socket: still a socket fd for the accounting.
-            socket_open(&cur, fd, a.family);
-            return Some(());
-        }
-        if sk != 0 {
-            adopt(sk, &cur, fd, ROLE_PASSIVE, &a);
-        }
-        emit(
-            &cur,
-            ConnOpen {
-                sk,
-                fd,
-                ret: 0,
-                role: ROLE_PASSIVE,
-                _pad: 0,
-                family: a.family,
-                sport: a.sport,
-                dport: a.dport,
-                saddr: a.saddr,
-                daddr: a.daddr,
-            },
-        );
-        return Some(());
-    }
-    let mut ev = TcpAccept {
-        ret: ret as i32,
-        listen_fd: args[1] as i32,
-        sk: 0,
-        family: 0,
-        sport: 0,
-        dport: 0,
-        _pad: 0,
-        saddr: [0; 16],
-        daddr: [0; 16],
-    };
-    if let Some(sk) = sock_of_fd(args[1] as u32) {
-        // Failure: report the listening socket's address, so EMFILE names the port.
-        let a = sock_addrs(sk);
-        if a.family != AF_INET && a.family != AF_INET6 {
-            socket_open(&cur, ret as i32, a.family);
-            return Some(());
-        }
-        ev.family = a.family;
-        ev.sport = a.sport;
-        ev.dport = a.dport;
-        ev.saddr = a.saddr;
-        ev.daddr = a.daddr;
-    }
-    emit(&cur, ev);
-    Some(())
-}
-
-#[tracepoint]
-pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
-    let _ = accept_enter(&ctx);
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_accept4(ctx: TracePointContext) -> u32 {
-    let _ = accept_enter(&ctx);
-    0
-}
-
-#[tracepoint]
-pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
-    let _ = accept_exit(&ctx);
-    0
-}
-
-#[tracepoint]
-pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
-    let _ = accept_exit(&ctx);
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_socket(ctx: TracePointContext) -> u32 {
-    let _ = try_sys_enter_socket(&ctx);
-    0
-}
-
-fn try_sys_enter_socket(ctx: &TracePointContext) -> Option<()> {
-    crate::common::save_enter_args(ctx, Family::Tcp, TAG_SOCKET, [0, 1, 2])
-}
-
-#[tracepoint]
-pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
-    let _ = try_sys_exit_socket(&ctx);
-    0
-}
-
-fn try_sys_exit_socket(ctx: &TracePointContext) -> Option<()> {
-    let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
-    let args = take_args(tid)?;
-    if args[0] != TAG_SOCKET {
-        return None;
-    }
-    let ret = sys_ret(ctx)?;
-    let cur = current()?;
-    let family = args[1] as u16;
-    // SOCK_NONBLOCK / SOCK_CLOEXEC live in the upper bits of the type argument.
-    let sock_type = (args[2] & 0xf) as u16;
-    // A TCP socket is announced when it is connected, accepted or listened on: a short
-    // connection then costs one record at each end of its life, not three.
-    let tcp = sock_type == SOCK_STREAM && (family == AF_INET || family == AF_INET6);
-    if ret >= 0 {
-        let _ = SOCK_FDS.insert(
-            &fd_key(cur.tgid, ret as u32),
-            &SockFd {
-                family,
-                sock_type,
-                flags: if tcp { 0 } else { FD_ANNOUNCED },
-                _pad: 0,
-                sk: 0,
-            },
-            0,
-        );
-        if tcp {
-            return Some(());
-        }
-    }
-    emit(
-        &cur,
-        SocketOpen {
-            fd: ret as i32,
-            family,
-            sock_type,
-            protocol: args[3] as i32,
-            _pad: 0,
-        },
-    );
-    Some(())
-}
-
-#[tracepoint]
-pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
-    let _ = try_sys_enter_close(&ctx);
-    0
-}
-
-fn try_sys_enter_close(ctx: &TracePointContext) -> Option<()> {
-    if !family_enabled(Family::Tcp) {
-        return None;
-    }
-    let fd = sys_arg(ctx, 0)? as u32;
-    let tgid = crate::common::current_tgid();
-    let info = crate::fd::sock_fd(tgid, fd)?;
-    crate::fd::closed(tgid, fd);
-    if info.flags & FD_ANNOUNCED == 0 {
-        return None;
-    }
-    let cur = current()?;
-    let allowed = current_allowed(&cur);
-    if info.sk == 0 {
-        if allowed {
-            emit(
-                &cur,
-                SocketClose {
-                    fd: fd as i32,
-                    family: info.family,
-                    sock_type: info.sock_type,
-                },
-            );
-        }
-        return None;
-    }
-    let mut ev = ConnClose {
-        sk: info.sk,
-        open_ns: 0,
-        wait_ns: 0,
-        last_recv_ns: 0,
-        bytes_in: 0,
-        bytes_out: 0,
-        fd: fd as i32,
-        state: 0,
-        role: ROLE_UNKNOWN,
-        family: info.family,
-        sport: 0,
-        dport: 0,
-        _pad: 0,
-        saddr: [0; 16],
-        daddr: [0; 16],
-    };
-    if let Some(p) = CONNS.get_ptr_mut(&info.sk) {
-        // SAFETY: a valid map value pointer for the rest of this program.
-        let c = unsafe { &mut *p };
-        ev.open_ns = c.open_ns;
-        ev.wait_ns = c.wait_ns;
-        ev.last_recv_ns = c.last_recv_ns;
-        ev.bytes_in = c.bytes_in;
-        ev.bytes_out = c.bytes_out;
-        ev.state = c.state;
-        ev.role = c.role;
-        ev.family = c.family;
-        ev.sport = c.sport;
-        ev.dport = c.dport;
-        ev.saddr = c.saddr;
-        ev.daddr = c.daddr;
-        if c.state == 0 || c.state as u16 == state::CLOSE {
-            // Reset, refused, or never seen connected: nothing more will happen to it.
-            remember_closed(info.sk, c);
-            let _ = CONNS.remove(&info.sk);
-        } else {
-            c.flags |= CONN_CLOSED;
-        }
-    }
-    if allowed {
-        emit(&cur, ev);
-    }
-    Some(())
-}
-
-#[tracepoint]
-pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
-    let _ = try_sys_enter_connect(&ctx);
-    0
-}
-
-fn try_sys_enter_connect(ctx: &TracePointContext) -> Option<()> {
-    if !family_enabled(Family::Tcp) {
-        return None;
-    }
-    let fd = sys_arg(ctx, 0)?;
-    let cur = current()?;
-    let info = unsafe { SOCK_FDS.get(&fd_key(cur.tgid, fd as u32)).copied() }?;
-    // TCP only, and once: a non-blocking connect() is often called again to learn its result.
-    if (info.family != AF_INET && info.family != AF_INET6)
-        || info.sock_type != SOCK_STREAM
-        || info.flags & FD_ANNOUNCED != 0
-    {
-        return None;
-    }
-    if !current_allowed(&cur) {
-        return None;
-    }
-    save_args(
-        cur.pid,
-        [TAG_CONNECT, fd, sys_arg(ctx, 1)?, sys_arg(ctx, 2)?],
-    );
-    Some(())
-}
-
-/// The destination connect() was given, read no further than its `addrlen`.
-#[inline(always)]
-fn user_sockaddr(ptr: u64, len: u64, addr: &mut [u8; 16]) -> (u16, u16) {
-    let mut sa = [0u8; 28];
-    if len >= 28 {
-        sa = unsafe { bpf_probe_read_user(ptr as *const [u8; 28]) }.unwrap_or([0; 28]);
-    } else if len >= 16 {
-        let v4: [u8; 16] =
-            unsafe { bpf_probe_read_user(ptr as *const [u8; 16]) }.unwrap_or([0; 16]);
-        sa[..16].copy_from_slice(&v4);
-    }
-    let (family, port) = from_sockaddr(&sa, addr);
-    if family == AF_INET6 && len < 28 {
-        *addr = [0; 16];
-    }
-    (family, port)
-}
-
-#[tracepoint]
-pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
-    let _ = try_sys_exit_connect(&ctx);
-    0
-}
-
-fn try_sys_exit_connect(ctx: &TracePointContext) -> Option<()> {
-    let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
-    let args = take_args(tid)?;
-    if args[0] != TAG_CONNECT {
-        return None;
-    }
-    let ret = sys_ret(ctx)?;
-    let cur = current()?;
-    let fd = args[1] as u32;
-    let key = fd_key(cur.tgid, fd);
-    let mut info = unsafe { SOCK_FDS.get(&key).copied() }?;
-    let mut daddr = [0u8; 16];
-    let (ufamily, dport) = user_sockaddr(args[2], args[3], &mut daddr);
-    let sk = sock_of_fd(fd).unwrap_or(0);
-    let mut a = if sk != 0 {
-        sock_addrs(sk)
-    } else {
-        Addrs {
-            family: info.family,
-            sport: 0,
-            dport: 0,
-            saddr: [0; 16],
-            daddr: [0; 16],
-        }
-    };
-    // The destination as asked for: a failed connect() may have cleared the socket's.
-    if ufamily == a.family {
-        a.dport = dport;
-        a.daddr = daddr;
-    }
-    if sk != 0 {
-        adopt(sk, &cur, fd as i32, ROLE_ACTIVE, &a);
-    }
-    info.flags |= FD_ANNOUNCED;
-    info.sk = sk;
-    let _ = SOCK_FDS.insert(&key, &info, 0);
-    emit(
-        &cur,
-        ConnOpen {
-            sk,
-            fd: fd as i32,
-            ret: ret as i32,
-            role: ROLE_ACTIVE,
-            _pad: 0,
-            family: a.family,
-            sport: a.sport,
-            dport: a.dport,
-            saddr: a.saddr,
-            daddr: a.daddr,
-        },
-    );
-    Some(())
-}
-
-#[tracepoint]
-pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
-    let _ = try_sys_enter_listen(&ctx);
-    0
-}
-
-fn try_sys_enter_listen(ctx: &TracePointContext) -> Option<()> {
-    if !family_enabled(Family::Tcp) {
-        return None;
-    }
-    let cur = current()?;
-    if !current_allowed(&cur) {
-        return None;
-    }
-    let fd = sys_arg(ctx, 0)?;
-    let backlog = sys_arg(ctx, 1)?;
-    let key = fd_key(cur.tgid, fd as u32);
-    if let Some(mut info) = unsafe { SOCK_FDS.get(&key).copied() }
-        && info.flags & FD_ANNOUNCED == 0
-    {
-        // A listening socket is counted from here (TCP sockets are announced when used).
-        info.flags |= FD_ANNOUNCED;
-        let _ = SOCK_FDS.insert(&key, &info, 0);
-        emit(
-            &cur,
-            SocketOpen {
-                fd: fd as i32,
-                family: info.family,
-                sock_type: info.sock_type,
-                protocol: 0,
-                _pad: 0,
-            },
-        );
-    }
-    emit(
-        &cur,
-        TcpListen {
-            fd: fd as i32,
-            backlog: backlog as i32,
-        },
-    );
-    Some(())
 }

@@ -95,6 +95,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 }
                 let total = loaded.status.len();
                 print(&format!("\n{}/{total} probes attached", loaded.attached()));
+                print(&prog_errors_line(&loaded));
             }
             Err(e) => {
                 print(&format!("loading         FAILED: {e}"));
@@ -109,6 +110,31 @@ pub fn run() -> anyhow::Result<ExitCode> {
     } else {
         print(&format!("tracing is NOT possible: {}", fatal.join("; ")));
         Ok(ExitCode::FAILURE)
+    }
+}
+
+/// How long doctor lets the attached programs run on the host's own activity before it reads
+/// their error counters.
+const EXERCISE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The programs' failed reads (a fault, or a tracepoint record shorter than its format) over
+/// [`EXERCISE`] of this host's activity: any means a program loses what it reads here.
+fn prog_errors_line(loaded: &probes::Loaded) -> String {
+    std::thread::sleep(EXERCISE);
+    let counters = tracer_common::prog::Prog::ALL.len();
+    match loaded.prog_errors() {
+        Ok(e) => match probes::describe_prog_errors(&e) {
+            None => format!(
+                "program errors  0 in {}s of this host's activity ({counters} counters read)",
+                EXERCISE.as_secs()
+            ),
+            Some(d) => format!(
+                "program errors  FOUND {d} in {}s of this host's activity: those programs lose what \
+                 they read on this kernel",
+                EXERCISE.as_secs()
+            ),
+        },
+        Err(e) => format!("program errors  UNKNOWN (cannot read the counters: {e})"),
     }
 }
 

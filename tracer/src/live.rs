@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
 use clap::Args;
 use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
-use tracer_common::Kind;
+use tracer_common::{Kind, prog::Prog};
 
 use crate::{
     driver::{Driver, Source, record_ts},
@@ -118,6 +118,8 @@ pub struct Summary {
     pub events: u64,
     pub per_kind: KindCounts,
     pub drops: Vec<(Kind, u64)>,
+    /// Reads that failed in the kernel, per program (see `tracer_common::prog`).
+    pub prog_errors: Vec<(Prog, u64)>,
     pub decode_errors: u64,
     pub duration: Duration,
     /// Lines stdout did not take (see [`crate::stdout`]).
@@ -170,6 +172,9 @@ impl Summary {
         }
         if self.decode_errors > 0 {
             s.push_str(&format!("; {} undecodable records", self.decode_errors));
+        }
+        if let Some(e) = probes::describe_prog_errors(&self.prog_errors) {
+            s.push_str(&format!("; {e}"));
         }
         s
     }
@@ -304,6 +309,13 @@ impl Session {
         let mut summary = std::mem::take(&mut rings.session.summary);
         summary.duration = started.elapsed();
         summary.drops = rings.session.last_drops.clone();
+        summary.prog_errors = match rings.session.loaded.prog_errors() {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!("cannot read the programs' error counters: {e}");
+                Vec::new()
+            }
+        };
         summary.decode_errors = drv.decode_errors;
         summary.unprinted = crate::output::finish_stdout(Duration::from_secs(1));
         result.map(|()| summary)
@@ -553,5 +565,26 @@ fn is_emfile(ev: &Event) -> bool {
         Body::TcpAccept(a) => a.ret == -EMFILE,
         Body::SocketOpen(s) => s.fd == -EMFILE,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_totals_line_names_program_errors_only_when_there_are_some() {
+        let mut s = Summary {
+            events: 3,
+            duration: Duration::from_secs(2),
+            ..Summary::default()
+        };
+        assert_eq!(s.render(), "tracer: 3 events in 2.0s; no records lost");
+        s.prog_errors = vec![(Prog::sys_exit_accept4, 3), (Prog::rss_stat, 1)];
+        assert_eq!(
+            s.render(),
+            "tracer: 3 events in 2.0s; no records lost; \
+             4 program errors (sys_exit_accept4: 3, rss_stat: 1)"
+        );
     }
 }

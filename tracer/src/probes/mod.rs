@@ -3,11 +3,13 @@
 //! Each family module lists its probes ([`ProbeSpec`]); [`load`] sets the load-time globals
 //! (config, tracepoint field offsets, BTF offsets), loads the object, and attaches every probe
 //! of the selected families. A probe whose tracepoint this kernel lacks is skipped with a
-//! warning (and shown by `tracer doctor`) instead of failing everything.
+//! warning (and shown by `tracer doctor`) instead of failing everything. [`Loaded`] reads the
+//! kernel's counters: records lost per kind, failed reads per program.
 mod memory;
 mod oom;
 mod process;
 mod signal;
+mod sockets;
 mod tcp;
 
 use std::{collections::HashSet, io};
@@ -21,6 +23,7 @@ use thiserror::Error;
 use tracer_common::{
     Family, Kind,
     config::{Config, FILTER_PID, OPT_SIGCHLD, OPT_TCP_STATES, Offsets, TaskOffsets},
+    prog::Prog,
 };
 
 use crate::{
@@ -62,6 +65,7 @@ pub struct ProbeSpec {
 pub fn all_probes() -> impl Iterator<Item = &'static ProbeSpec> {
     [
         tcp::PROBES,
+        sockets::PROBES,
         signal::PROBES,
         process::PROBES,
         oom::PROBES,
@@ -209,6 +213,7 @@ pub struct Loaded {
     _ebpf: Ebpf,
     rings: Option<(RingBuf<MapData>, RingBuf<MapData>)>,
     drops: PerCpuArray<MapData, u64>,
+    prog_errors: PerCpuArray<MapData, u64>,
     conns: Option<aya::maps::HashMap<MapData, u64, tracer_common::tcp::ConnInfo>>,
     pub status: Vec<ProbeStatus>,
     pub missing_fields: Vec<Missing>,
@@ -307,6 +312,8 @@ pub fn load(cfg: &TraceConfig, tfs: &Tracefs) -> Result<Loaded, LoadError> {
         RingBuf::try_from(take(&mut ebpf, "BULK")?).map_err(|e| LoadError::Bpf(e.to_string()))?;
     let drops = PerCpuArray::try_from(take(&mut ebpf, "DROPS")?)
         .map_err(|e| LoadError::Bpf(e.to_string()))?;
+    let prog_errors = PerCpuArray::try_from(take(&mut ebpf, "PROG_ERRORS")?)
+        .map_err(|e| LoadError::Bpf(e.to_string()))?;
     let conns = aya::maps::HashMap::try_from(take(&mut ebpf, "CONNS")?)
         .map_err(|e| LoadError::Bpf(e.to_string()))?;
     let task_offsets_known = task_offsets.task_exit_code != TaskOffsets::UNKNOWN;
@@ -314,6 +321,7 @@ pub fn load(cfg: &TraceConfig, tfs: &Tracefs) -> Result<Loaded, LoadError> {
         _ebpf: ebpf,
         rings: Some((critical, bulk)),
         drops,
+        prog_errors,
         conns: Some(conns),
         status,
         missing_fields,
@@ -459,6 +467,23 @@ impl Loaded {
         Ok(out)
     }
 
+    /// Reads that failed in the kernel so far, per program with any (all CPUs summed).
+    pub fn prog_errors(&self) -> io::Result<Vec<(Prog, u64)>> {
+        let mut out = Vec::new();
+        for &p in Prog::ALL {
+            // Below MAX_PROG, the array's size: checked at compile time in tracer-common.
+            let v = self
+                .prog_errors
+                .get(&(p as u32), 0)
+                .map_err(io::Error::other)?;
+            let n: u64 = v.iter().sum();
+            if n > 0 {
+                out.push((p, n));
+            }
+        }
+        Ok(out)
+    }
+
     pub fn attached(&self) -> usize {
         self.status
             .iter()
@@ -467,9 +492,62 @@ impl Loaded {
     }
 }
 
+/// "N program errors (sys_exit_accept4: 3, ...)", most first; None when there are none.
+pub fn describe_prog_errors(errors: &[(Prog, u64)]) -> Option<String> {
+    let total: u64 = errors.iter().map(|(_, n)| n).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut by_count: Vec<&(Prog, u64)> = errors.iter().filter(|(_, n)| *n > 0).collect();
+    by_count.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let each: Vec<String> = by_count
+        .iter()
+        .map(|(p, n)| format!("{}: {n}", p.name()))
+        .collect();
+    Some(format!(
+        "{total} program error{} ({})",
+        if total == 1 { "" } else { "s" },
+        each.join(", ")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn program_errors_are_described_only_when_there_are_some() {
+        assert_eq!(describe_prog_errors(&[]), None);
+        assert_eq!(describe_prog_errors(&[(Prog::rss_stat, 0)]), None);
+        assert_eq!(
+            describe_prog_errors(&[(Prog::tcp_send_reset, 1)]).as_deref(),
+            Some("1 program error (tcp_send_reset: 1)")
+        );
+        assert_eq!(
+            describe_prog_errors(&[
+                (Prog::sys_enter_connect, 2),
+                (Prog::sys_exit_accept4, 3),
+                (Prog::rss_stat, 0),
+            ])
+            .as_deref(),
+            Some("5 program errors (sys_exit_accept4: 3, sys_enter_connect: 2)")
+        );
+    }
+
+    /// Every program of the attach table has an error counter under its own name, and every
+    /// counter belongs to a program of the table.
+    #[test]
+    fn every_probe_has_an_error_counter_of_its_name() {
+        let probes: Vec<&str> = all_probes().map(|p| p.program).collect();
+        let progs: Vec<&str> = Prog::ALL.iter().map(|p| p.name()).collect();
+        for p in &probes {
+            assert!(progs.contains(p), "{p} has no Prog id");
+        }
+        for p in &progs {
+            assert!(probes.contains(p), "Prog::{p} is no program of the table");
+        }
+        assert_eq!(probes.len(), progs.len());
+    }
 
     #[test]
     fn kernel_config_carries_the_filters_and_the_page_size() {
