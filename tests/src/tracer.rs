@@ -272,6 +272,31 @@ impl Tracer {
         }
     }
 
+    /// Waits up to `timeout` for a line on the tracer's stderr matching `pred`.
+    pub fn wait_for_stderr(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let mut st = self.shared.lock();
+        loop {
+            if let Some(l) = st.stderr.iter().find(|l| pred(l)) {
+                return Some(l.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            st = self
+                .shared
+                .cond
+                .wait_timeout(st, (deadline - now).min(Duration::from_millis(100)))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
     pub fn wait_for_within(
         &self,
         what: &str,

@@ -12,6 +12,7 @@ use std::{
 
 use serde_json::Value;
 use tracer_tests::{
+    Tracer,
     recorder_util::{Bin, Recording, TempDir},
     require_root,
     servers::{self, Nginx},
@@ -292,4 +293,57 @@ fn nginx_master_and_worker_socket_counts_match_proc() {
     check(live_counts.get(&worker) == Some(&w), || {
         format!("live, worker\n{}", ctx())
     });
+}
+
+/// A process that exits holding socket fds: the kernel closes them without a close() the
+/// programs see, so their SOCK_FDS entries outlive it; the collector's sweep of the per-process
+/// maps (every `TRACER_SWEEP_SECS`, 30 s by default) deletes them once the process is gone.
+#[test]
+fn the_socket_fds_of_an_exited_process_are_swept_from_the_kernel() {
+    if !require_root() {
+        return;
+    }
+    let t = Tracer::for_test_env(
+        &["--events", "tcp,process"],
+        &[("TRACER_SWEEP_SECS", "1"), ("TRACER_LOG", "tracer=debug")],
+    );
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import os, socket\nkept = [socket.socket() for _ in range(5)]\nprint(os.getpid(), flush=True)\nos._exit(0)",
+        ])
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "python3: {out:?}");
+    let pid: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("the child's pid");
+    t.wait_for("the child's exit", |e| {
+        e["kind"] == "exit" && e["pid"] == pid
+    });
+    // "swept the per-process maps: N of M socket fds and ...": at least the child's five.
+    let deleted = |l: &str| -> Option<u64> {
+        l.split("swept the per-process maps: ")
+            .nth(1)?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    };
+    let line = t.wait_for_stderr(Duration::from_secs(15), |l| {
+        deleted(l).is_some_and(|n| n >= 5)
+    });
+    let stopped = t.stop();
+    assert!(
+        line.is_some(),
+        "a sweep deleted the five socket fds of {pid}; the sweeps said:\n{}",
+        stopped
+            .stderr
+            .iter()
+            .filter(|l| l.contains("swept"))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

@@ -173,6 +173,11 @@ pub struct FdDup {
 /// [`FdDup::flags`]: the socket fd `newfd` named before was closed by the dup.
 pub const DUP_REPLACED: u32 = 1;
 
+/// Generations of forks searched (through the FORKED_FROM map) for the socket behind an fd a
+/// process inherited: enough for a daemon's fork, setsid, fork. The collector's sweep of the
+/// kernel's per-process maps keeps what such a search may still need.
+pub const FORK_DEPTH: usize = 3;
+
 /// First sighting (or change) of the process that sends or receives on a TCP socket. The
 /// header is the owner; `prev_tgid` is the previous owner (0 if none).
 #[repr(C)]

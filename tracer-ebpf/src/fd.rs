@@ -16,7 +16,7 @@ use aya_ebpf::{
 use tracer_common::{
     Family,
     prog::Prog,
-    tcp::{DUP_REPLACED, FdDup, SocketClose, SocketOpen},
+    tcp::{DUP_REPLACED, FORK_DEPTH, FdDup, SocketClose, SocketOpen},
 };
 
 use crate::{
@@ -34,8 +34,6 @@ static FORKED_FROM: LruHashMap<u32, u32> = LruHashMap::with_max_entries(65536, 0
 /// [`SockFd::flags`] of a tombstone: the child closed (or replaced) this fd, inherited or its
 /// own; it is no socket until one is opened there again.
 const FD_TOMBSTONE: u16 = 0x8000;
-/// Generations of forks searched for the socket behind an inherited fd.
-const FORK_DEPTH: usize = 3;
 
 /// Called at every fork of a process (with `--events tcp`).
 #[inline(always)]

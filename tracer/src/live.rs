@@ -267,6 +267,18 @@ fn proc_event(info: ProcInfo, ts_ns: u64) -> Event {
     }
 }
 
+/// Seconds between sweeps of the kernel's per-process maps (see [`probes::sweep`]);
+/// `TRACER_SWEEP_SECS` changes it (tests).
+fn sweep_ticks() -> u64 {
+    const SWEEP_SECS: u64 = 30;
+    std::env::var("TRACER_SWEEP_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(SWEEP_SECS)
+        .div_ceil(DROP_POLL.as_secs().max(1))
+        .max(1)
+}
+
 /// How often drop counters are read.
 const DROP_POLL: Duration = Duration::from_secs(1);
 /// How often the rings are drained without a wakeup: the kernel writes records without waking
@@ -341,6 +353,9 @@ impl Session {
         let mut critical = register(critical)?;
         let mut bulk = register(bulk)?;
         let mut scanner = self.loaded.take_conns().map(crate::conns::Scanner::new);
+        let mut pid_maps = self.loaded.take_pid_maps();
+        let sweep_every = sweep_ticks();
+        let mut ticks = 0u64;
         // Attached, rings and maps open, sinks ready: what is left needs only the kept set.
         match crate::privilege::drop_after_attach() {
             Ok(kept) => tracing::debug!("capabilities kept: {kept:#x}; no_new_privs set"),
@@ -371,6 +386,17 @@ impl Session {
                     }
                     drv.tick(host::boot_ns())?;
                     self.poll_drops(drv, false)?;
+                    ticks += 1;
+                    if ticks.is_multiple_of(sweep_every)
+                        && let Some(m) = pid_maps.as_mut()
+                    {
+                        let s = m.sweep();
+                        tracing::debug!(
+                            "swept the per-process maps: {} of {} socket fds and {} of {} \
+                             forks deleted (processes gone)",
+                            s.sock_fds_deleted, s.sock_fds, s.forked_from_deleted, s.forked_from
+                        );
+                    }
                 }
                 _ = drain_tick.tick() => {}
                 _ = sigterm.recv() => break,

@@ -10,6 +10,7 @@ mod oom;
 mod process;
 mod signal;
 mod sockets;
+pub mod sweep;
 mod tcp;
 
 use std::{collections::HashSet, io};
@@ -215,6 +216,7 @@ pub struct Loaded {
     drops: PerCpuArray<MapData, u64>,
     prog_errors: PerCpuArray<MapData, u64>,
     conns: Option<aya::maps::HashMap<MapData, u64, tracer_common::tcp::ConnInfo>>,
+    pid_maps: Option<sweep::PidMaps>,
     pub status: Vec<ProbeStatus>,
     pub missing_fields: Vec<Missing>,
     pub task_offsets_known: bool,
@@ -316,6 +318,12 @@ pub fn load(cfg: &TraceConfig, tfs: &Tracefs) -> Result<Loaded, LoadError> {
         .map_err(|e| LoadError::Bpf(e.to_string()))?;
     let conns = aya::maps::HashMap::try_from(take(&mut ebpf, "CONNS")?)
         .map_err(|e| LoadError::Bpf(e.to_string()))?;
+    let pid_maps = sweep::PidMaps {
+        sock_fds: aya::maps::HashMap::try_from(take(&mut ebpf, "SOCK_FDS")?)
+            .map_err(|e| LoadError::Bpf(e.to_string()))?,
+        forked_from: aya::maps::HashMap::try_from(take(&mut ebpf, "FORKED_FROM")?)
+            .map_err(|e| LoadError::Bpf(e.to_string()))?,
+    };
     let task_offsets_known = task_offsets.task_exit_code != TaskOffsets::UNKNOWN;
     Ok(Loaded {
         _ebpf: ebpf,
@@ -323,6 +331,7 @@ pub fn load(cfg: &TraceConfig, tfs: &Tracefs) -> Result<Loaded, LoadError> {
         drops,
         prog_errors,
         conns: Some(conns),
+        pid_maps: Some(pid_maps),
         status,
         missing_fields,
         task_offsets_known,
@@ -446,6 +455,11 @@ impl Loaded {
     }
 
     /// The kernel's connection map, for the collector's periodic read (once).
+    /// The per-process maps the collector sweeps (see [`sweep`]).
+    pub fn take_pid_maps(&mut self) -> Option<sweep::PidMaps> {
+        self.pid_maps.take()
+    }
+
     pub fn take_conns(
         &mut self,
     ) -> Option<aya::maps::HashMap<MapData, u64, tracer_common::tcp::ConnInfo>> {
