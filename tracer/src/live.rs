@@ -481,6 +481,11 @@ impl Session {
     /// in a cgroup the facts do not describe (a process moved into a cgroup between fork and
     /// exec): replay's `--cgroup` decides on the stored ancestry.
     fn enrich(&mut self, ev: &Event, drv: &mut Driver) -> anyhow::Result<()> {
+        if let Body::Exit(_) = ev.body {
+            // Its pid may come back as another process.
+            self.emfile_reread.remove(&ev.tgid);
+            self.unreadable.remove(&ev.tgid);
+        }
         if ev.tgid == 0
             || matches!(
                 ev.body,
