@@ -1,3 +1,4 @@
+//! The report on synthetic incidents: findings, timeline and statistics, in text and JSON.
 use super::*;
 use crate::analysis::testutil::Stream;
 
