@@ -717,14 +717,26 @@ fn otlp_export_reaches_a_collector_during_a_leak() {
                 .ok_or_else(|| format!("{pts:?}"))
         },
     );
-    let reqs = received(&out);
-    let findings = metric_points(&reqs, "tracer_findings");
-    assert!(
-        findings.iter().any(|(k, p)| k == "sum"
-            && attrs(&p["attributes"]).get("kind").map(String::as_str) == Some("close_wait")
-            && point_value(p) >= 1.0),
-        "tracer_findings (a sum, _total dropped): {findings:?}"
+    // The finding's log record is sent at once, the metrics every --otlp-interval: the
+    // finding's count comes with the next metrics export (the gauge above may predate it).
+    poll(
+        "the close_wait finding counted in tracer_findings over OTLP",
+        Duration::from_secs(10),
+        || {
+            let findings = metric_points(&received(&out), "tracer_findings");
+            findings
+                .iter()
+                .any(|(k, p)| {
+                    k == "sum"
+                        && attrs(&p["attributes"]).get("kind").map(String::as_str)
+                            == Some("close_wait")
+                        && point_value(p) >= 1.0
+                })
+                .then_some(())
+                .ok_or_else(|| format!("tracer_findings (a sum, _total dropped): {findings:?}"))
+        },
     );
+    let reqs = received(&out);
     let dropped = metric_points(&reqs, "tracer_otlp_dropped");
     assert!(
         dropped.iter().any(
