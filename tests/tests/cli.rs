@@ -196,7 +196,7 @@ fn doctor_reports_every_probe_and_succeeds_as_root() {
         "tp_btf signal_generate",
         "tp_btf sched_process_fork",
         "oom/mark_victim",
-        "kmem/rss_stat",
+        "tp_btf rss_stat",
     ] {
         let line = out
             .lines()
@@ -205,7 +205,11 @@ fn doctor_reports_every_probe_and_succeeds_as_root() {
         assert!(line.contains("attached"), "{probe} not attached: {line}");
     }
     // The classic tracepoints the BTF ones replace stand by.
-    for probe in ["sock/inet_sock_set_state", "sock/sock_recv_length"] {
+    for probe in [
+        "sock/inet_sock_set_state",
+        "sock/sock_recv_length",
+        "kmem/rss_stat",
+    ] {
         let line = out.lines().find(|l| l.contains(probe)).unwrap_or_else(|| {
             panic!(
                 "doctor does not list {probe}:

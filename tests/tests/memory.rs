@@ -230,9 +230,21 @@ fn vm_rss(pid: u32) -> u64 {
 
 /// The last memory sample of a small process is within 5% of its VmRSS read from /proc while
 /// it is alive (the sample step is 1/32 of RSS, at least 1 MiB; a fixed 16 MiB step left
-/// these sizes up to 19% off, or without any sample below 16 MiB).
+/// these sizes up to 19% off, or without any sample below 16 MiB). Through the BTF `rss_stat`,
+/// which reads the counter from the process's `mm_struct`.
 #[test]
 fn last_sample_is_within_five_percent_of_vm_rss() {
+    last_sample_within_five_percent(&[]);
+}
+
+/// The same through the classic `kmem/rss_stat` (the fallback where BTF lacks the layout),
+/// which reads the kernel's trace record.
+#[test]
+fn last_sample_is_within_five_percent_of_vm_rss_classic_tracepoints() {
+    last_sample_within_five_percent(&[("TRACER_CLASSIC_TRACEPOINTS", "1")]);
+}
+
+fn last_sample_within_five_percent(env: &[(&str, &str)]) {
     if !require_root() {
         return;
     }
@@ -240,7 +252,7 @@ fn last_sample_is_within_five_percent_of_vm_rss() {
     let mut k = Checks::new();
     let mut all = Vec::new();
     for mib in [20, 30, 40] {
-        let t = Tracer::for_test(&["--events", "memory,process"]);
+        let t = Tracer::for_test_env(&["--events", "memory,process"], env);
         let mut w = Workload::spawn(cg.enter(&mut workload!("hog", "--mib", mib)));
         let wp = w.pid();
         w.expect("touched");

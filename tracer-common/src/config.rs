@@ -202,6 +202,15 @@ pub struct TaskOffsets {
     /// `inet_sock.inet_sport` (network order): the local port, still set when the socket
     /// reaches CLOSE (`skc_num` is cleared when the port is released, before that).
     pub inet_sport: u32,
+    /// `mm_struct.rss_stat`: where the RSS counters start. Counter `member` (MM_FILEPAGES,
+    /// MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES) is the `i64` page count at
+    /// `mm_rss_stat + member * mm_rss_stride + mm_rss_count`: on 6.2+ an array of
+    /// `struct percpu_counter` (the count is its approximate value, what `get_mm_counter`
+    /// reads), before that `struct mm_rss_stat { atomic_long_t count[]; }` (stride 8, offset
+    /// 0). All three known, or the BTF `rss_stat` program is not attached.
+    pub mm_rss_stat: u32,
+    pub mm_rss_stride: u32,
+    pub mm_rss_count: u32,
 }
 
 impl TaskOffsets {
@@ -233,7 +242,17 @@ impl TaskOffsets {
             skc_v6_rcv_saddr: u,
             sk_protocol: u,
             inet_sport: u,
+            mm_rss_stat: u,
+            mm_rss_stride: u,
+            mm_rss_count: u,
         }
+    }
+
+    /// Whether the RSS counters can be read from an `mm_struct` (see [`TaskOffsets::mm_rss_stat`]).
+    pub const fn rss_counters_known(&self) -> bool {
+        self.mm_rss_stat != Self::UNKNOWN
+            && self.mm_rss_stride != Self::UNKNOWN
+            && self.mm_rss_count != Self::UNKNOWN
     }
 }
 

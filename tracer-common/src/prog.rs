@@ -89,10 +89,11 @@ programs! {
     // OOM kills.
     mark_victim = 38,
     // Memory.
-    rss_stat = 39,
-    sys_enter_mmap = 40,
-    sys_exit_mmap = 41,
-    sys_enter_munmap = 42,
-    sys_enter_brk = 43,
-    sys_exit_brk = 44,
+    rss_stat_btf = 39,
+    rss_stat = 40,
+    sys_enter_mmap = 41,
+    sys_exit_mmap = 42,
+    sys_enter_munmap = 43,
+    sys_enter_brk = 44,
+    sys_exit_brk = 45,
 }

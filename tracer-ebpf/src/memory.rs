@@ -1,12 +1,13 @@
 //! Memory: per-process RSS and mapped bytes aggregated here, in the kernel, and emitted as a
 //! sample only when one of them moved by the sample step (1/32 of its value, between 1 MiB
 //! and `--mem-threshold`); single events for large mmap/munmap/brk moves. `kmem/rss_stat`
-//! fires on every RSS counter update (page faults), so its program filters first, does one
-//! map lookup and rarely more.
+//! fires on every RSS counter update (page faults), so its programs filter first, do one map
+//! lookup and rarely more. Its BTF tracepoint (no trace record built per fault) reads the
+//! counter from the `mm_struct`; the classic one, its fallback, reads the record.
 use aya_ebpf::{
-    macros::{map, tracepoint},
+    macros::{btf_tracepoint, map, tracepoint},
     maps::LruHashMap,
-    programs::TracePointContext,
+    programs::{BtfTracePointContext, TracePointContext},
 };
 use tracer_common::{
     Family,
@@ -105,6 +106,63 @@ fn maybe_sample(p: Prog, cur: &Task, st: *mut MemState, mapped: Option<u64>) {
     );
 }
 
+/// The task `rss_stat` may count for: the current one, unless it is the collector or filtered
+/// out (which costs no field reads).
+#[inline(always)]
+fn rss_subject() -> Option<Task> {
+    if !family_enabled(Family::Memory) {
+        return None;
+    }
+    let cur = current()?;
+    current_allowed(&cur).then_some(cur)
+}
+
+/// One RSS counter's new value (`member`: MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS or
+/// MM_SHMEMPAGES; `bytes` clamped at 0), then a sample if RSS moved by its step.
+#[inline(always)]
+fn rss_update(p: Prog, cur: &Task, member: i32, bytes: i64) -> Option<()> {
+    let st = state(cur.tgid)?;
+    // SAFETY: `st` is a map value pointer from `state`, valid for the rest of this program.
+    unsafe { (*st).counters[member as usize & 3] = bytes.max(0) as u64 };
+    maybe_sample(p, cur, st, None);
+    Some(())
+}
+
+/// BTF tracepoint: `(struct mm_struct *mm, int member)` (6.1 adds the new count, unused). The
+/// counter is read from the mm, as the classic record's `size` is (`get_mm_counter`): the
+/// collector attaches this only when BTF gave the counters' layout
+/// (`TaskOffsets::rss_counters_known`).
+#[btf_tracepoint(function = "rss_stat")]
+pub fn rss_stat_btf(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_rss_stat_btf(Prog::rss_stat_btf, &ctx);
+    0
+}
+
+fn try_rss_stat_btf(p: Prog, ctx: &BtfTracePointContext) -> Option<()> {
+    let cur = rss_subject()?;
+    // Updates of another process's mm (reclaim, remote faults) cannot be attributed here.
+    let mm = ctx.arg::<*const u8>(0) as u64;
+    if kread::<u64>(p, current_task_ptr(), task_off!(task_mm))? != mm {
+        return None;
+    }
+    let member = ctx.arg::<i32>(1);
+    if !(0..4).contains(&member) {
+        return None;
+    }
+    let at = task_off!(mm_rss_stat)
+        .wrapping_add((member as u32).wrapping_mul(task_off!(mm_rss_stride)))
+        .wrapping_add(task_off!(mm_rss_count));
+    let pages = kread::<i64>(p, mm, at)?;
+    rss_update(
+        p,
+        &cur,
+        member,
+        pages.max(0).wrapping_mul(conf!(page_size) as i64),
+    )
+}
+
+/// Classic tracepoint, the fallback: the kernel's record says whether the mm is the current
+/// task's (`curr`), which counter and its size in bytes.
 #[tracepoint]
 pub fn rss_stat(ctx: TracePointContext) -> u32 {
     let _ = try_rss_stat(Prog::rss_stat, &ctx);
@@ -112,14 +170,7 @@ pub fn rss_stat(ctx: TracePointContext) -> u32 {
 }
 
 fn try_rss_stat(p: Prog, ctx: &TracePointContext) -> Option<()> {
-    if !family_enabled(Family::Memory) {
-        return None;
-    }
-    // The collector itself and filtered-out processes cost no field reads.
-    let cur = current()?;
-    if !current_allowed(&cur) {
-        return None;
-    }
+    let cur = rss_subject()?;
     // Updates of another process's mm (reclaim, remote faults) cannot be attributed here.
     if field::<u32>(p, ctx, off!(rss_curr))? == 0 {
         return None;
@@ -128,12 +179,7 @@ fn try_rss_stat(p: Prog, ctx: &TracePointContext) -> Option<()> {
     if !(0..4).contains(&member) {
         return None;
     }
-    let size = field::<i64>(p, ctx, off!(rss_size))?;
-    let st = state(cur.tgid)?;
-    // SAFETY: `st` is a map value pointer from `state`, valid for the rest of this program.
-    unsafe { (*st).counters[member as usize & 3] = size.max(0) as u64 };
-    maybe_sample(p, &cur, st, None);
-    Some(())
+    rss_update(p, &cur, member, field::<i64>(p, ctx, off!(rss_size))?)
 }
 
 #[tracepoint]

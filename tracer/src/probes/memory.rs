@@ -1,15 +1,27 @@
 //! The attach table of the memory family (RSS samples, mmap, munmap, brk): which programs of
 //! `tracer-ebpf/src/memory.rs` attach where.
-use super::{Attach::Tracepoint, ProbeSpec};
-use tracer_common::Family::Memory;
+use super::{
+    Attach::{BtfTracepoint, Tracepoint},
+    ProbeSpec,
+};
+use tracer_common::{Family::Memory, config::TaskOffsets};
 
+/// `rss_stat` fires on every page fault: its BTF tracepoint skips the trace record the classic
+/// one builds per hit, and reads the counter from the `mm_struct` instead.
 pub const PROBES: &[ProbeSpec] = &[
+    ProbeSpec {
+        program: "rss_stat_btf",
+        attach: BtfTracepoint("rss_stat"),
+        family: Memory,
+        what: "RSS (aggregated in kernel)",
+        fallback_for: None,
+    },
     ProbeSpec {
         program: "rss_stat",
         attach: Tracepoint("kmem", "rss_stat"),
         family: Memory,
-        what: "RSS (aggregated in kernel)",
-        fallback_for: None,
+        what: "RSS (aggregated in kernel; without BTF)",
+        fallback_for: Some("rss_stat_btf"),
     },
     ProbeSpec {
         program: "sys_enter_mmap",
@@ -47,3 +59,15 @@ pub const PROBES: &[ProbeSpec] = &[
         fallback_for: None,
     },
 ];
+
+/// Why the BTF `rss_stat` program cannot run on this kernel: it compares the hook's mm with
+/// `task_struct.mm` and reads the counter at `mm_struct.rss_stat` (their layout from BTF).
+pub fn rss_stat_btf_unusable(o: &TaskOffsets) -> Option<String> {
+    if o.task_mm == TaskOffsets::UNKNOWN {
+        Some("task_struct.mm not found in the kernel's BTF".into())
+    } else if !o.rss_counters_known() {
+        Some("mm_struct.rss_stat has no layout tracer knows in the kernel's BTF".into())
+    } else {
+        None
+    }
+}

@@ -259,7 +259,13 @@ pub fn load(cfg: &TraceConfig, tfs: &Tracefs) -> Result<Loaded, LoadError> {
             TaskOffsets::unknown()
         }
     };
-    let kconf = cfg.to_kernel();
+    let mut kconf = cfg.to_kernel();
+    // For the bench's "tracer hooks only" floor (`cargo xtask bench`): every probe attached as
+    // usual, every family off in the kernel, so each program stops at its first check.
+    if std::env::var_os("TRACER_HOOKS_ONLY").is_some() {
+        tracing::warn!("TRACER_HOOKS_ONLY is set: the probes are attached, nothing is traced");
+        kconf.families = 0;
+    }
     let btf = Btf::from_sys_fs().ok();
     let mut loader = EbpfLoader::new();
     if let Some(b) = btf.as_ref() {
@@ -287,7 +293,7 @@ pub fn load(cfg: &TraceConfig, tfs: &Tracefs) -> Result<Loaded, LoadError> {
         let state = if !cfg.wants(spec) || primary_attached {
             ProbeState::NotSelected
         } else {
-            match attach(&mut ebpf, spec, tfs, btf.as_ref()) {
+            match attach(&mut ebpf, spec, tfs, btf.as_ref(), &task_offsets) {
                 Ok(()) => ProbeState::Attached,
                 Err(AttachError::Privilege) => return Err(LoadError::NoPrivilege),
                 Err(AttachError::Skip(why)) => {
@@ -378,11 +384,22 @@ fn last_lines(s: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
+/// Why a program cannot run on this kernel although its hook exists: struct members it reads
+/// were not found in BTF (it would read nothing, or garbage). It is then not attached, and its
+/// classic fallback is.
+fn unusable(spec: &ProbeSpec, offsets: &TaskOffsets) -> Option<String> {
+    match spec.program {
+        "rss_stat_btf" => memory::rss_stat_btf_unusable(offsets),
+        _ => None,
+    }
+}
+
 fn attach(
     ebpf: &mut Ebpf,
     spec: &ProbeSpec,
     tfs: &Tracefs,
     btf: Option<&Btf>,
+    offsets: &TaskOffsets,
 ) -> Result<(), AttachError> {
     let prog = ebpf
         .program_mut(spec.program)
@@ -411,6 +428,9 @@ fn attach(
             let btf = btf.ok_or_else(|| {
                 AttachError::Skip("kernel BTF (/sys/kernel/btf/vmlinux) unavailable".into())
             })?;
+            if let Some(why) = unusable(spec, offsets) {
+                return Err(AttachError::Skip(why));
+            }
             let tp: &mut BtfTracePoint = prog.try_into().map_err(program_error)?;
             tp.load(name, btf).map_err(program_error)?;
             tp.attach().map_err(program_error)?;

@@ -33,7 +33,7 @@ pub struct BenchArgs {
     /// Run every part for a second or two, one round, no verdicts: keeps the bench working in CI.
     #[arg(long)]
     pub smoke: bool,
-    /// Rounds of (untraced, tracer, bpftrace, hooks only) per workload.
+    /// Rounds of (untraced, tracer, bpftrace, hooks only, tracer hooks only) per workload.
     #[arg(long, default_value_t = 6)]
     pub rounds: usize,
     /// Seconds per workload run.
@@ -486,7 +486,7 @@ fn overhead(
         }
         let mut costs = BTreeMap::new();
         if hooks {
-            for mode in [Mode::Tracer, Mode::Bpftrace] {
+            for mode in [Mode::Tracer, Mode::Bpftrace, Mode::TracerHooks] {
                 costs.insert(mode.name().to_owned(), profile(&mut w, mode, env, args)?);
             }
         }

@@ -442,8 +442,10 @@ impl Results {
             s,
             "tracer measured as `{}` with all hooks attached; bpftrace runs bench/equivalent.bt \
              (same tracepoints, same kernel-side filtering, one line per record); \"hooks only\" \
-             is bpftrace with empty programs on the same tracepoints (bench/floor.bt): the cost \
-             of the attach points themselves.\n",
+             is bpftrace with empty programs on the same tracepoints (bench/floor.bt, all \
+             classic): the cost of the attach points themselves; \"tracer hooks only\" is \
+             tracer's own attach set (BTF tracepoints where it has them) with every family off \
+             in the kernel (TRACER_HOOKS_ONLY): each program stops at its first check.\n",
             self.tracer_command
         );
         let measured = self.workloads.iter().any(|w| !w.runs.is_empty());
@@ -451,42 +453,45 @@ impl Results {
             let _ = writeln!(
                 s,
                 "### Throughput ({} rounds of {:.0} s, alternating untraced / tracer / bpftrace / \
-                 hooks only; medians; ratio = median of the per-round traced/untraced ratios; \
+                 hooks only / tracer hooks only; medians; ratio = median of the per-round traced/untraced ratios; \
                  overhead = 1 - ratio)\n",
                 self.rounds, self.seconds_per_run
             );
             let _ = writeln!(
                 s,
-                "| workload | unit | untraced | tracer | bpftrace | hooks only | tracer ratio | \
-                 bpftrace ratio | tracer overhead | bpftrace overhead | hooks-only overhead | \
-                 untraced spread |"
+                "| workload | unit | untraced | tracer | bpftrace | hooks only | tracer hooks only \
+                 | tracer ratio | bpftrace ratio | tracer overhead | bpftrace overhead | \
+                 hooks-only overhead | tracer-hooks-only overhead | untraced spread |"
             );
             let _ = writeln!(
                 s,
-                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
             );
             for w in &self.workloads {
                 let g = |m: Mode| w.mode(m).cloned().unwrap_or_default();
-                let (u, tr, bt, fl) = (
+                let (u, tr, bt, fl, th) = (
                     g(Mode::Untraced),
                     g(Mode::Tracer),
                     g(Mode::Bpftrace),
                     g(Mode::Floor),
+                    g(Mode::TracerHooks),
                 );
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {} | {} | {} | {} | {} |",
                     w.name,
                     w.unit,
                     num(u.median_throughput),
                     num(tr.median_throughput),
                     num(bt.median_throughput),
                     num(fl.median_throughput),
+                    num(th.median_throughput),
                     tr.ratio,
                     bt.ratio,
                     pct(tr.overhead_pct),
                     pct(bt.overhead_pct),
                     pct(fl.overhead_pct),
+                    pct(th.overhead_pct),
                     pct(w.untraced_spread_pct)
                 );
             }
@@ -525,9 +530,9 @@ impl Results {
             );
             let _ = writeln!(
                 s,
-                "| workload | tracer | bpftrace | tracer's top programs |"
+                "| workload | tracer | bpftrace | tracer hooks only | tracer's top programs |"
             );
-            let _ = writeln!(s, "|---|---:|---:|---|");
+            let _ = writeln!(s, "|---|---:|---:|---:|---|");
             for w in &self.workloads {
                 let total = |m: Mode| -> f64 {
                     w.hooks
@@ -549,10 +554,11 @@ impl Results {
                     .unwrap_or_default();
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} |",
                     w.name,
                     pct(total(Mode::Tracer)),
                     pct(total(Mode::Bpftrace)),
+                    pct(total(Mode::TracerHooks)),
                     top.join(", ")
                 );
             }

@@ -16,18 +16,29 @@ use serde::Serialize;
 use super::procs::{self, Captured, Guard};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Mode {
     Untraced,
     Tracer,
     Bpftrace,
     /// bpftrace attached to the same tracepoints with empty programs: the cost of the hooks
-    /// themselves, a floor under any tracer built on them.
+    /// themselves, a floor under any tracer built on them. All classic tracepoints (bpftrace
+    /// 0.17 has no raw or BTF tracepoints).
     Floor,
+    /// tracer's own attach set (BTF tracepoints where it has them) with every family off in
+    /// the kernel (`TRACER_HOOKS_ONLY`): each program stops at its first check. The floor
+    /// under tracer as it attaches.
+    TracerHooks,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 4] = [Mode::Untraced, Mode::Tracer, Mode::Bpftrace, Mode::Floor];
+    pub const ALL: [Mode; 5] = [
+        Mode::Untraced,
+        Mode::Tracer,
+        Mode::Bpftrace,
+        Mode::Floor,
+        Mode::TracerHooks,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -35,6 +46,7 @@ impl Mode {
             Mode::Tracer => "tracer",
             Mode::Bpftrace => "bpftrace",
             Mode::Floor => "floor",
+            Mode::TracerHooks => "tracer-hooks",
         }
     }
 }
@@ -90,16 +102,23 @@ pub struct Attached {
 pub fn attach(mode: Mode, env: &Env, tag: &str) -> anyhow::Result<Option<Attached>> {
     match mode {
         Mode::Untraced => Ok(None),
-        Mode::Tracer => attach_tracer(env, tag, false).map(Some),
+        Mode::Tracer | Mode::TracerHooks => spawn_tracer(env, tag, false, mode).map(Some),
         Mode::Bpftrace => attach_bpftrace(env, tag, &env.bpftrace_script, mode).map(Some),
         Mode::Floor => attach_bpftrace(env, tag, &env.floor_script, mode).map(Some),
     }
 }
 
 pub fn attach_tracer(env: &Env, tag: &str, keep_output: bool) -> anyhow::Result<Attached> {
+    spawn_tracer(env, tag, keep_output, Mode::Tracer)
+}
+
+fn spawn_tracer(env: &Env, tag: &str, keep_output: bool, mode: Mode) -> anyhow::Result<Attached> {
     let output = env.tmp.join(format!("dump-{tag}"));
     let _ = std::fs::remove_dir_all(&output);
     let mut cmd = Command::new(&env.tracer);
+    if mode == Mode::TracerHooks {
+        cmd.env("TRACER_HOOKS_ONLY", "1");
+    }
     match env.tracer_cmd {
         TracerCmd::Record => {
             cmd.arg("record").arg("-o").arg(&output);
@@ -122,7 +141,7 @@ pub fn attach_tracer(env: &Env, tag: &str, keep_output: bool) -> anyhow::Result<
         rx.try_recv().is_ok()
     })
     .with_context(|| format!("tracer did not start: {}", stderr.text()))?;
-    Attached::new(Mode::Tracer, guard, stderr, output, keep_output)
+    Attached::new(mode, guard, stderr, output, keep_output)
 }
 
 fn attach_bpftrace(env: &Env, tag: &str, script: &Path, mode: Mode) -> anyhow::Result<Attached> {
@@ -246,7 +265,7 @@ impl Attached {
         std::thread::sleep(Duration::from_millis(50));
         let err = self.stderr.lines();
         let mut d = match self.mode {
-            Mode::Tracer => {
+            Mode::Tracer | Mode::TracerHooks => {
                 if !status.success() {
                     bail!("tracer exited with {status}: {}", err.join("\n"));
                 }

@@ -118,6 +118,23 @@ pub fn check(package: &str, results: &str, seconds: f64) -> Report {
             .unwrap_or("")
             .to_owned()
     };
+    // rss_stat's BTF program reads the counter from the mm_struct, whose layout differs before
+    // 6.2 (atomic_long_t counters) and after (percpu_counters): attached on both means BTF gave
+    // that layout (else the classic tracepoint stands in, and this fails).
+    let rss_btf = doctor
+        .lines()
+        .find(|l| l.starts_with("tp_btf rss_stat"))
+        .unwrap_or("(not listed)")
+        .to_owned();
+    c.must(
+        "doctor: tp_btf rss_stat",
+        rss_btf.ends_with("attached"),
+        rss_btf
+            .split_whitespace()
+            .skip(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
     let recv = doctor_line("sock/sock_recv_length");
     if old {
         let said = doctor.contains("no bytes in/out");

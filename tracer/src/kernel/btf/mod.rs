@@ -57,6 +57,10 @@ pub fn task_offsets_from(bytes: &[u8]) -> Result<TaskOffsets, BtfError> {
     };
     // struct sock embeds struct sock_common as `__sk_common`: offsets are from the struct sock.
     let skc = |member: &str| off(sock, &["__sk_common", member]);
+    let u = TaskOffsets::UNKNOWN;
+    let (rss_at, rss_stride, rss_count) = mm
+        .and_then(|mm| rss_counters(&btf, mm))
+        .unwrap_or((u, u, u));
     Ok(TaskOffsets {
         task_pid: off(task, &["pid"]),
         task_tgid: off(task, &["tgid"]),
@@ -82,7 +86,38 @@ pub fn task_offsets_from(bytes: &[u8]) -> Result<TaskOffsets, BtfError> {
         skc_v6_rcv_saddr: skc("skc_v6_rcv_saddr"),
         sk_protocol: off(sock, &["sk_protocol"]),
         inet_sport: off(inet_sock, &["inet_sport"]),
+        mm_rss_stat: rss_at,
+        mm_rss_stride: rss_stride,
+        mm_rss_count: rss_count,
     })
+}
+
+/// The RSS counters of `struct mm_struct`: where they start, the distance between two of them,
+/// and where the `i64` page count sits in one. 6.2 and later: `struct percpu_counter
+/// rss_stat[NR_MM_COUNTERS]`, the count being the counter's `count` (its approximate value,
+/// what `get_mm_counter` reads); before: `struct mm_rss_stat { atomic_long_t
+/// count[NR_MM_COUNTERS]; } rss_stat`, each an `atomic_long_t` (`{ s64 counter; }`). `None`
+/// for any other shape (the BTF `rss_stat` program is then not attached).
+fn rss_counters(btf: &Btf, mm: u32) -> Option<(u32, u32, u32)> {
+    /// MM_FILEPAGES, MM_ANONPAGES, MM_SWAPENTS, MM_SHMEMPAGES.
+    const COUNTERS: u32 = 4;
+    let (at, ty) = btf.member_of(mm, &["rss_stat"])?;
+    let (at, (elem, len)) = match btf.array(ty) {
+        Some(array) => (at, array),
+        None => {
+            let (inner, ty) = btf.member_of(ty, &["count"])?;
+            (at.checked_add(inner)?, btf.array(ty)?)
+        }
+    };
+    let (count, count_ty) = if btf.is_int(elem) {
+        (0, elem)
+    } else {
+        btf.member_of(elem, &["count"])
+            .or_else(|| btf.member_of(elem, &["counter"]))?
+    };
+    let stride = btf.size_of(elem)?;
+    let fits = btf.size_of(count_ty) == Some(8) && btf.is_int(count_ty);
+    (fits && len >= COUNTERS && count.checked_add(8)? <= stride).then_some((at, stride, count))
 }
 
 #[cfg(test)]
@@ -146,6 +181,10 @@ mod tests {
             self.record(name, KIND_TYPEDEF << 24, to, &[])
         }
 
+        fn array(&mut self, elem: u32, index: u32, len: u32) -> u32 {
+            self.record("", KIND_ARRAY << 24, 0, &[elem, index, len])
+        }
+
         fn aggregate(&mut self, kind: u32, name: &str, size: u32, members: &[M]) -> u32 {
             let kind_flag = members.iter().any(|m| m.3 != 0);
             let mut extra = Vec::new();
@@ -202,11 +241,15 @@ mod tests {
         sk_common_at: u32,
         /// Make `sk_protocol` an 8-bit bitfield (pre-5.6) with kind_flag encoding.
         protocol_bitfield: bool,
+        /// `mm_struct.rss_stat` as before 6.2: `struct mm_rss_stat { atomic_long_t count[4]; }`
+        /// instead of `struct percpu_counter rss_stat[4]`.
+        atomic_rss: bool,
     }
 
     const PLAIN: Shape = Shape {
         sk_common_at: 0,
         protocol_bitfield: false,
+        atomic_rss: false,
     };
 
     /// The structs the tracer reads, shaped like 6.x: mm_struct's fields in an anonymous
@@ -236,17 +279,42 @@ mod tests {
                 ("files", void_ptr, 32 * 8, 0),
             ],
         );
+        let s64 = b.int("long long int", 8);
+        let s64 = b.typedef("s64", s64);
+        let rss_stat = if shape.atomic_rss {
+            // typedef struct { s64 counter; } atomic64_t; typedef atomic64_t atomic_long_t;
+            let atomic64 = b.strukt("", 8, &[("counter", s64, 0, 0)]);
+            let atomic64 = b.typedef("atomic64_t", atomic64);
+            let atomic_long = b.typedef("atomic_long_t", atomic64);
+            let counts = b.array(atomic_long, int, 4);
+            b.strukt("mm_rss_stat", 32, &[("count", counts, 0, 0)])
+        } else {
+            let lock = b.strukt("raw_spinlock", 4, &[("raw_lock", u32_, 0, 0)]);
+            let list = b.strukt("list_head", 16, &[("next", void_ptr, 0, 0)]);
+            let counter = b.strukt(
+                "percpu_counter",
+                40,
+                &[
+                    ("lock", lock, 0, 0),
+                    ("count", s64, 8 * 8, 0),
+                    ("list", list, 16 * 8, 0),
+                    ("counters", void_ptr, 32 * 8, 0),
+                ],
+            );
+            b.array(counter, int, 4)
+        };
         let mm_fields = b.strukt(
             "",
-            32,
+            192,
             &[
                 ("mm_count", ul, 0, 0),
                 ("total_vm", ul, 8 * 8, 0),
                 ("arg_start", ul, 16 * 8, 0),
                 ("arg_end", ul, 24 * 8, 0),
+                ("rss_stat", rss_stat, 32 * 8, 0),
             ],
         );
-        b.strukt("mm_struct", 48, &[("", mm_fields, 8 * 8, 0)]);
+        b.strukt("mm_struct", 200, &[("", mm_fields, 8 * 8, 0)]);
         b.strukt(
             "files_struct",
             16,
@@ -337,6 +405,9 @@ mod tests {
             skc_v6_rcv_saddr: sk + 72,
             sk_protocol: 402,
             inet_sport: TaskOffsets::UNKNOWN,
+            mm_rss_stat: 40,
+            mm_rss_stride: 40,
+            mm_rss_count: 8,
         }
     }
 
@@ -360,6 +431,61 @@ mod tests {
         };
         let blob = kernel_like(shape).build(false);
         assert_eq!(task_offsets_from(&blob).unwrap(), expected(8));
+    }
+
+    #[test]
+    fn rss_counters_in_the_layout_before_6_2() {
+        let shape = Shape {
+            atomic_rss: true,
+            ..PLAIN
+        };
+        let offsets = task_offsets_from(&kernel_like(shape).build(false)).unwrap();
+        assert_eq!(
+            (
+                offsets.mm_rss_stat,
+                offsets.mm_rss_stride,
+                offsets.mm_rss_count
+            ),
+            (40, 8, 0)
+        );
+        assert!(offsets.rss_counters_known());
+        assert!(
+            task_offsets_from(&kernel_like(PLAIN).build(true))
+                .unwrap()
+                .rss_counters_known()
+        );
+    }
+
+    /// Any other shape of `rss_stat` leaves all three unknown: the program would read garbage.
+    #[test]
+    fn unexpected_rss_counters_are_unknown() {
+        let rss = |counters: u32, count_size: u32, stat: Option<&str>| {
+            let mut b = Builder::new();
+            let int = b.int("int", 4);
+            let count = b.int("long long int", count_size);
+            let elem = b.strukt("percpu_counter", 40, &[("count", count, 64, 0)]);
+            let array = b.array(elem, int, counters);
+            let rss_stat = match stat {
+                Some(name) => b.strukt("mm_rss_stat", 160, &[(name, array, 0, 0)]),
+                None => array,
+            };
+            b.strukt("mm_struct", 200, &[("rss_stat", rss_stat, 64, 0)]);
+            let o = task_offsets_from(&b.build(false)).unwrap();
+            (o.mm_rss_stat, o.mm_rss_stride, o.mm_rss_count)
+        };
+        let u = TaskOffsets::UNKNOWN;
+        assert_eq!(rss(4, 8, None), (8, 40, 8));
+        assert_eq!(rss(4, 8, Some("count")), (8, 40, 8));
+        // Fewer counters than MM_SHMEMPAGES needs, a 4-byte count, a struct without `count`.
+        assert_eq!(rss(3, 8, None), (u, u, u));
+        assert_eq!(rss(4, 4, None), (u, u, u));
+        assert_eq!(rss(4, 8, Some("counts")), (u, u, u));
+        // rss_stat a plain integer.
+        let mut b = Builder::new();
+        let long = b.int("long", 8);
+        b.strukt("mm_struct", 16, &[("rss_stat", long, 0, 0)]);
+        let o = task_offsets_from(&b.build(false)).unwrap();
+        assert!(!o.rss_counters_known(), "{o:?}");
     }
 
     #[test]
@@ -576,6 +702,12 @@ mod tests {
             o.sk_protocol,
         ];
         assert!(all.iter().all(|&v| v != TaskOffsets::UNKNOWN), "{o:#?}");
+        // 6.2 and later: percpu_counters, whose `count` follows the lock.
+        assert!(o.rss_counters_known(), "{o:#?}");
+        assert!(
+            o.mm_rss_stride > 8 && o.mm_rss_count + 8 <= o.mm_rss_stride,
+            "{o:#?}"
+        );
         // Layout facts that have held for a long time: pid and tgid are adjacent pid_ts,
         // skc_addrpair is daddr then rcv_saddr, skc_portpair is dport then num.
         assert_eq!(o.task_tgid, o.task_pid + 4);

@@ -19,8 +19,10 @@ pub(super) const MAX_DEPTH: u32 = 32;
 pub(super) const MAX_MEMBER_VISITS: u32 = 1 << 16;
 
 pub(super) const KIND_INT: u32 = 1;
+pub(super) const KIND_ARRAY: u32 = 3;
 pub(super) const KIND_STRUCT: u32 = 4;
 pub(super) const KIND_UNION: u32 = 5;
+pub(super) const KIND_ENUM: u32 = 6;
 pub(super) const KIND_TYPEDEF: u32 = 8;
 pub(super) const KIND_VOLATILE: u32 = 9;
 pub(super) const KIND_CONST: u32 = 10;
@@ -249,6 +251,11 @@ impl<'a> Btf<'a> {
     /// Byte offset of `path` (a member, a member of that member, …) from the start of struct
     /// `outer`; `None` when missing, a bitfield, or not byte-aligned.
     pub(super) fn offset_of(&self, outer: u32, path: &[&str]) -> Option<u32> {
+        self.member_of(outer, path).map(|(offset, _)| offset)
+    }
+
+    /// [`Btf::offset_of`] and the member's type id.
+    pub(super) fn member_of(&self, outer: u32, path: &[&str]) -> Option<(u32, u32)> {
         let (mut id, mut total) = (outer, 0u32);
         for name in path {
             // Bounds the work a corrupt file can cause through shared anonymous members.
@@ -257,7 +264,44 @@ impl<'a> Btf<'a> {
             total = total.checked_add(offset)?;
             id = member_type;
         }
-        (total != TaskOffsets::UNKNOWN).then_some(total)
+        (total != TaskOffsets::UNKNOWN).then_some((total, id))
+    }
+
+    /// An array type's element type id and length (through typedefs and qualifiers); `None`
+    /// for any other type.
+    pub(super) fn array(&self, id: u32) -> Option<(u32, u32)> {
+        let ty = self.resolve(id)?;
+        if ty.kind != KIND_ARRAY {
+            return None;
+        }
+        // Trailing data: element type, index type, number of elements.
+        Some((self.u32_at(ty.extra, 0)?, self.u32_at(ty.extra, 8)?))
+    }
+
+    /// A type's size in bytes: ints, enums, structs, unions and arrays of them (through
+    /// typedefs and qualifiers); `None` for other kinds.
+    pub(super) fn size_of(&self, id: u32) -> Option<u32> {
+        let (mut id, mut count) = (id, 1u32);
+        for _ in 0..MAX_DEPTH {
+            let ty = self.resolve(id)?;
+            match ty.kind {
+                KIND_INT | KIND_ENUM | KIND_STRUCT | KIND_UNION => {
+                    return ty.size_or_type.checked_mul(count);
+                }
+                KIND_ARRAY => {
+                    let (elem, len) = self.array(id)?;
+                    count = count.checked_mul(len)?;
+                    id = elem;
+                }
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// Whether the type (through typedefs and qualifiers) is an integer.
+    pub(super) fn is_int(&self, id: u32) -> bool {
+        self.resolve(id).is_some_and(|t| t.kind == KIND_INT)
     }
 
     /// Finds member `name` of struct/union `id`, looking inside anonymous struct/union members
