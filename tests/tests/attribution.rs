@@ -374,6 +374,47 @@ fn a_supervisor_whose_service_detaches_is_named() {
     k.finish(&stopped.events);
 }
 
+/// Installs a distribution package the test needs when it is missing; false (skip the test)
+/// when that fails outside CI.
+fn install_or_skip(needed: Needed, what: &str) -> bool {
+    if let Err(e) = install_missing(&[needed]) {
+        if in_ci() {
+            panic!("CI=true and {what} is not available: {e}");
+        }
+        eprintln!("\n***\nSKIP: {e}\n***");
+        return false;
+    }
+    true
+}
+
+/// `tracer record` of this test's process tree (signals and processes), made alongside a live
+/// tracer, so `tracer report` can be checked against what live found.
+fn record_alongside(name: &str) -> (Bin, TempDir, Recording) {
+    let bin = Bin::pinned();
+    let dump = TempDir::new(name);
+    let me = std::process::id().to_string();
+    let rec = Recording::start(
+        &bin,
+        dump.path(),
+        &["--pid", me.as_str(), "--events", "signal,process"],
+    );
+    (bin, dump, rec)
+}
+
+/// `tracer report --json` of a stopped recording.
+fn report_of(bin: &Bin, dump: &TempDir) -> serde_json::Value {
+    bin.run(
+        &[
+            "report".as_ref(),
+            dump.path().as_os_str(),
+            "--json".as_ref(),
+        ],
+        Duration::from_secs(60),
+    )
+    .ok()
+    .json()
+}
+
 /// The brief's first incident with the real program: Debian's monit health-checks a service
 /// over TCP (nothing listens: every check fails), starts it detached with
 /// `sh -c 'sleep 60 & echo $! > pidfile'` and stops it with `sh -c '... /bin/kill -TERM $p'`.
@@ -384,15 +425,11 @@ fn monit_restarting_a_detached_service_is_named() {
     if !require_root() {
         return;
     }
-    let needed = [Needed {
+    let needed = Needed {
         present: || std::path::Path::new("/usr/bin/monit").is_file(),
         package: "monit",
-    }];
-    if let Err(e) = install_missing(&needed) {
-        if in_ci() {
-            panic!("CI=true and monit is not available: {e}");
-        }
-        eprintln!("\n***\nSKIP: {e}\n***");
+    };
+    if !install_or_skip(needed, "monit") {
         return;
     }
     let dir = std::env::temp_dir().join(format!("tracer-monit-{}", std::process::id()));
@@ -427,14 +464,7 @@ fn monit_restarting_a_detached_service_is_named() {
         "update_growth=0.01",
     ]);
     // The same, recorded: `tracer report` on the dump must name the same supervisor.
-    let bin = Bin::pinned();
-    let dump = TempDir::new("monit-dump");
-    let me = std::process::id().to_string();
-    let rec = Recording::start(
-        &bin,
-        dump.path(),
-        &["--pid", me.as_str(), "--events", "signal,process"],
-    );
+    let (bin, dump, rec) = record_alongside("monit-dump");
     let mut monit = Workload::spawn(Command::new("/usr/bin/monit").arg("-I").arg("-c").arg(&rc));
     let mp = monit.pid();
     let deadline = std::time::Instant::now() + Duration::from_secs(25);
@@ -455,17 +485,7 @@ fn monit_restarting_a_detached_service_is_named() {
     }
     let stopped = t.stop();
     rec.stop();
-    let report = bin
-        .run(
-            &[
-                "report".as_ref(),
-                dump.path().as_os_str(),
-                "--json".as_ref(),
-            ],
-            Duration::from_secs(60),
-        )
-        .ok()
-        .json();
+    let report = report_of(&bin, &dump);
     let log = std::fs::read_to_string(dir.join("monit.log")).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
     let mut k = Checks::new();
@@ -545,15 +565,11 @@ fn supervisord_restart_loops_are_named() {
     if !require_root() {
         return;
     }
-    let needed = [Needed {
+    let needed = Needed {
         present: || std::path::Path::new("/usr/bin/supervisord").is_file(),
         package: "supervisor",
-    }];
-    if let Err(e) = install_missing(&needed) {
-        if in_ci() {
-            panic!("CI=true and supervisord is not available: {e}");
-        }
-        eprintln!("\n***\nSKIP: {e}\n***");
+    };
+    if !install_or_skip(needed, "supervisord") {
         return;
     }
     let dir = std::env::temp_dir().join(format!("tracer-supervisord-{}", std::process::id()));
@@ -585,14 +601,7 @@ fn supervisord_restart_loops_are_named() {
         "update_growth=0.01",
     ]);
     // The same, recorded: `tracer report` on the dump must name the same supervisor.
-    let bin = Bin::pinned();
-    let dump = TempDir::new("supervisord-dump");
-    let me = std::process::id().to_string();
-    let rec = Recording::start(
-        &bin,
-        dump.path(),
-        &["--pid", me.as_str(), "--events", "signal,process"],
-    );
+    let (bin, dump, rec) = record_alongside("supervisord-dump");
     let mut sup = Workload::spawn(
         Command::new("/usr/bin/supervisord")
             .arg("-n")
@@ -635,17 +644,7 @@ fn supervisord_restart_loops_are_named() {
     let _ = sup.wait();
     let stopped = t.stop();
     rec.stop();
-    let report = bin
-        .run(
-            &[
-                "report".as_ref(),
-                dump.path().as_os_str(),
-                "--json".as_ref(),
-            ],
-            Duration::from_secs(60),
-        )
-        .ok()
-        .json();
+    let report = report_of(&bin, &dump);
     let log = std::fs::read_to_string(dir.join("supervisord.log")).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
     let mut k = Checks::new();
