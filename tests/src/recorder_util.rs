@@ -613,6 +613,29 @@ pub fn demo_threshold_args() -> Vec<String> {
         .collect()
 }
 
+/// Every event of a dump, without findings (`tracer replay --json --no-findings`); a line that
+/// is not JSON fails the test.
+pub fn dump_events(bin: &Bin, dir: &Path) -> Vec<Value> {
+    let out = bin
+        .run(
+            &[
+                "replay".as_ref(),
+                dir.as_os_str(),
+                "--json".as_ref(),
+                "--no-findings".as_ref(),
+            ],
+            Duration::from_secs(60),
+        )
+        .ok();
+    out.lines()
+        .iter()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("replay printed a line that is not JSON ({e}): {l}"))
+        })
+        .collect()
+}
+
 /// A finished `tracer demo --json`.
 #[derive(Debug)]
 pub struct DemoRun {

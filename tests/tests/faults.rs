@@ -15,7 +15,7 @@ use std::{
 use serde_json::{Value, json};
 use tracer_tests::{
     Checks, EventExt, Workload,
-    recorder_util::{Bin, Recording, TempDir, churn_once, listing, segments},
+    recorder_util::{Bin, Recording, TempDir, churn_once, dump_events, listing, segments},
     require_root, test_pid, workload,
 };
 
@@ -421,22 +421,7 @@ fn the_recorder_keeps_only_the_capabilities_it_uses() {
     // Two ticks of the connection scanner, a map read.
     thread::sleep(Duration::from_millis(2500));
     let recorded = rec.stop();
-    let replay = bin
-        .run(
-            &[
-                "replay".as_ref(),
-                dir.as_os_str(),
-                "--json".as_ref(),
-                "--no-findings".as_ref(),
-            ],
-            TOOL_TIMEOUT,
-        )
-        .ok();
-    let ev: Vec<Value> = replay
-        .lines()
-        .iter()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let ev = dump_events(&bin, &dir);
     k.find_with(
         "the marker process's exit, recorded after the drop",
         &ev,

@@ -13,7 +13,7 @@ use std::{
 use serde_json::Value;
 use tracer_tests::{
     Tracer,
-    recorder_util::{Bin, Recording, TempDir},
+    recorder_util::{Bin, Recording, TempDir, dump_events},
     require_root,
     servers::{self, Nginx},
     test_pid,
@@ -65,23 +65,6 @@ fn report(bin: &Bin, dir: &std::path::Path) -> Value {
     )
     .ok()
     .json()
-}
-
-fn events(bin: &Bin, dir: &std::path::Path) -> Vec<Value> {
-    bin.run(
-        &[
-            "replay".as_ref(),
-            dir.as_os_str(),
-            "--json".as_ref(),
-            "--no-findings".as_ref(),
-        ],
-        TOOL_TIMEOUT,
-    )
-    .ok()
-    .stdout
-    .lines()
-    .filter_map(|l| serde_json::from_str(l).ok())
-    .collect()
 }
 
 fn check(ok: bool, msg: impl FnOnce() -> String) {
@@ -150,7 +133,7 @@ fn dups_socketpairs_and_inherited_sockets_are_counted() {
         libc::waitpid(child as i32, std::ptr::null_mut(), 0);
     }
     let counts = reported(&report(&bin, &dir));
-    let evs = events(&bin, &dir);
+    let evs = dump_events(&bin, &dir);
     let of = |kind: &str| -> Vec<&Value> {
         evs.iter()
             .filter(|e| e["kind"] == kind && e["pid"] == me)

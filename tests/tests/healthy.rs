@@ -18,7 +18,7 @@ use std::{
 use serde_json::Value;
 use tracer_tests::{
     Checks, EventExt,
-    recorder_util::{Bin, Recording, TempDir, clip, run_bounded},
+    recorder_util::{Bin, Recording, TempDir, clip, dump_events, run_bounded},
     require_root,
     servers::{self, Nginx, Postgres, Redis},
     test_pid,
@@ -71,26 +71,7 @@ impl Control {
 
     /// Every event of the dump.
     fn events(&self) -> Vec<Value> {
-        let dir = self.dir();
-        let out = self
-            .bin
-            .run(
-                &[
-                    "replay".as_ref(),
-                    dir.as_os_str(),
-                    "--json".as_ref(),
-                    "--no-findings".as_ref(),
-                ],
-                TOOL_TIMEOUT,
-            )
-            .ok();
-        out.stdout
-            .lines()
-            .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("replay printed a line that is not JSON ({e}): {l}"))
-            })
-            .collect()
+        dump_events(&self.bin, &self.dir())
     }
 
     /// Fails (at the end) on every finding of `report` but the recorder's own stop.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tracer_tests::{
     Checks, EventExt,
-    recorder_util::{Bin, DemoRun, TempDir, clip, demo_threshold_args, run_demo},
+    recorder_util::{Bin, DemoRun, TempDir, clip, demo_threshold_args, dump_events, run_demo},
     require_root,
 };
 
@@ -24,26 +24,9 @@ struct Dump {
 impl Dump {
     /// Every event of the dump, without findings.
     fn read(bin: &Bin, dir: &std::path::Path) -> Dump {
-        let out = bin
-            .run(
-                &[
-                    "replay".as_ref(),
-                    dir.as_os_str(),
-                    "--json".as_ref(),
-                    "--no-findings".as_ref(),
-                ],
-                TOOL_TIMEOUT,
-            )
-            .ok();
-        let events = out
-            .lines()
-            .iter()
-            .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("replay printed a line that is not JSON ({e}): {l}"))
-            })
-            .collect();
-        Dump { events }
+        Dump {
+            events: dump_events(bin, dir),
+        }
     }
 
     /// The pids of the processes that exec'd as `comm`, in order.
