@@ -113,11 +113,24 @@ impl Hasher for IdHasher {
             self.mix(u64::from_le_bytes(b));
         }
     }
+    fn write_u8(&mut self, v: u8) {
+        self.mix(u64::from(v));
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.mix(u64::from(v));
+    }
     fn write_u32(&mut self, v: u32) {
         self.mix(u64::from(v));
     }
     fn write_u64(&mut self, v: u64) {
         self.mix(v);
+    }
+    fn write_u128(&mut self, v: u128) {
+        self.mix(v as u64);
+        self.mix((v >> 64) as u64);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.mix(v as u64);
     }
 }
 

@@ -4,7 +4,7 @@
 //! Open fds are the shared state's ([`FdTable`](super::state::FdTable)): /proc's count, followed
 //! by the socket fds opened, duplicated and closed after that; an EMFILE says the process is at
 //! its limit, whatever the estimate says.
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use serde::Serialize;
 
@@ -13,6 +13,7 @@ use super::{
 };
 use crate::{
     event::{Body, Event},
+    proc_table::IdHash,
     vocab::errno_name,
 };
 
@@ -70,7 +71,9 @@ struct Proc {
 pub struct FdLimits {
     min_errors: u64,
     near_ratio: f64,
-    procs: BTreeMap<u32, Proc>,
+    /// Every process whose fds moved (process churn inserts one per short-lived process: a
+    /// hash map, not an ordered one; `findings` orders by pid).
+    procs: HashMap<u32, Proc, IdHash>,
 }
 
 impl FdLimits {
@@ -78,7 +81,7 @@ impl FdLimits {
         FdLimits {
             min_errors: cfg.fd_min_errors.max(1),
             near_ratio: cfg.fd_near_limit_ratio,
-            procs: BTreeMap::new(),
+            procs: HashMap::default(),
         }
     }
 
@@ -167,7 +170,12 @@ impl Analysis for FdLimits {
 
     fn findings(&mut self, now_ns: u64, cx: &Cx<'_>) -> Vec<Finding> {
         let mut out = Vec::new();
-        for (&pid, p) in self.procs.iter_mut() {
+        let mut pids: Vec<u32> = self.procs.keys().copied().collect();
+        pids.sort_unstable();
+        for pid in pids {
+            let Some(p) = self.procs.get_mut(&pid) else {
+                continue;
+            };
             let errors = p.emfile + p.enfile;
             let fd_limit = cx.procs.get(pid).and_then(|e| e.nofile_limit);
             let estimate = cx

@@ -177,6 +177,23 @@ const STORM_CAUSES: [&str; 4] = ["abort_on_kill", "no_socket", "received", "othe
 /// One end of a connection: family, local address and port, remote address and port.
 type Ends = (u16, [u8; 16], u16, [u8; 16], u16);
 
+/// A 64-bit digest of a connection's ends, for the closed-connection table: two connections
+/// mixing to the same key (one chance in 2^64 per pair) would only let a reset pass as the
+/// peer's late segment.
+fn ends_key(e: &Ends) -> u64 {
+    let mut h: u64 = 0x243f_6a88_85a3_08d3;
+    let mut mix = |v: u64| {
+        let m = u128::from(h ^ v) * 0x9e37_79b9_7f4a_7c15_u128;
+        h = (m as u64) ^ ((m >> 64) as u64);
+    };
+    let (fam, a, ap, b, bp) = e;
+    mix(u64::from(*fam) | u64::from(*ap) << 16 | u64::from(*bp) << 32);
+    for half in [&a[..8], &a[8..], &b[..8], &b[8..]] {
+        mix(u64::from_le_bytes(half.try_into().expect("8 bytes")));
+    }
+    h
+}
+
 fn sender_ends(r: &TcpReset) -> Ends {
     if r.direction == RESET_SENT {
         (r.family, r.saddr, r.sport, r.daddr, r.dport)
@@ -226,8 +243,13 @@ pub struct ResetStorms {
     killed: HashMap<u32, u64>,
     killed_by_time: VecDeque<(u64, u32)>,
     /// Connections closed by their owner in the last [`CLOSED_GRACE_NS`], by the closer's ends.
-    closed: HashMap<Ends, u64, IdHash>,
-    closed_by_time: VecDeque<(u64, Ends)>,
+    /// Connections closed in the last [`CLOSED_GRACE_NS`] as (time, [`ends_key`]), oldest
+    /// first: a busy server closes tens of thousands a second and resets are rare, so the
+    /// table below is only filled when a reset needs it, from the first `closed_indexed`
+    /// entries on.
+    closed_by_time: VecDeque<(u64, u64)>,
+    closed_indexed: usize,
+    closed: HashMap<u64, u64, IdHash>,
 }
 
 impl ResetStorms {
@@ -244,6 +266,7 @@ impl ResetStorms {
             killed_by_time: VecDeque::new(),
             closed: HashMap::default(),
             closed_by_time: VecDeque::new(),
+            closed_indexed: 0,
         }
     }
 
@@ -280,10 +303,22 @@ impl ResetStorms {
                 break;
             }
             self.closed_by_time.pop_front();
-            if self.closed.get(&ends) == Some(&ts) {
-                self.closed.remove(&ends);
+            if self.closed_indexed > 0 {
+                self.closed_indexed -= 1;
+                if self.closed.get(&ends) == Some(&ts) {
+                    self.closed.remove(&ends);
+                }
             }
         }
+    }
+
+    /// When the connection with these ends was last closed by its owner, if within the grace.
+    fn closed_at(&mut self, ends: &Ends) -> Option<u64> {
+        for &(ts, key) in self.closed_by_time.range(self.closed_indexed..) {
+            self.closed.insert(key, ts);
+        }
+        self.closed_indexed = self.closed_by_time.len();
+        self.closed.get(&ends_key(ends)).copied()
     }
 
     fn forget_old_aborts(&mut self, now_ns: u64) {
@@ -340,8 +375,7 @@ impl Analysis for ResetStorms {
             Body::TcpReset(r) => r,
             Body::ConnClose(c) => {
                 self.forget_old_closes(ev.ts_ns);
-                let ends = (c.family, c.saddr, c.sport, c.daddr, c.dport);
-                self.closed.insert(ends, ev.ts_ns);
+                let ends = ends_key(&(c.family, c.saddr, c.sport, c.daddr, c.dport));
                 self.closed_by_time.push_back((ev.ts_ns, ends));
                 return false;
             }
@@ -372,11 +406,11 @@ impl Analysis for ResetStorms {
         let ends = sender_ends(r);
         let sent = r.direction == RESET_SENT;
         // Sent for a connection its owner had just closed: the peer's late segments.
-        let after_close =
-            sent && cause != Cause::AbortOnClose
-                && self.closed.get(&ends).is_some_and(|&t| {
-                    t <= ev.ts_ns && ev.ts_ns <= t.saturating_add(CLOSED_GRACE_NS)
-                });
+        let after_close = sent
+            && cause != Cause::AbortOnClose
+            && self
+                .closed_at(&ends)
+                .is_some_and(|t| t <= ev.ts_ns && ev.ts_ns <= t.saturating_add(CLOSED_GRACE_NS));
         if after_close {
             if let Some(i) = self.pending.iter().rposition(|p| !p.sent && p.ends == ends) {
                 self.pending.remove(i);
@@ -989,6 +1023,49 @@ mod tests {
             (got.saddr, got.daddr, got.sport, got.dport) = (sent.daddr, sent.saddr, 8080, cport);
             s.at(t + 1).reset_record(0, "swapper/0", sent);
             s.at(t + 1).reset_record(0, "swapper/0", got);
+        }
+        assert!(s.findings_of("reset_storm").is_empty());
+    }
+
+    /// The closed-connection table is filled lazily, when a reset asks: closes seen before,
+    /// between and after resets, some of them expiring in between, are all found.
+    #[test]
+    fn closes_are_found_however_they_interleave_with_resets_and_expiry() {
+        use tracer_common::tcp::{RESET_RECEIVED, ROLE_ACTIVE};
+        let mut s = Stream::new();
+        let close = |s: &mut Stream, t: u64, cport: u16| {
+            s.at(t).conn_close(
+                900,
+                "wrk",
+                0x9000 + u64::from(cport),
+                ROLE_ACTIVE,
+                ESTABLISHED,
+                cport,
+                8080,
+                10,
+                900,
+                100,
+            );
+        };
+        let resets = |s: &mut Stream, t: u64, cport: u16| {
+            let mut sent = rst(0, RESET_SENT, 0, "NO_SOCKET");
+            (sent.saddr, sent.daddr, sent.sport, sent.dport) = (addr(1), addr(2), cport, 8080);
+            let mut got = rst(0x7000 + u64::from(cport), RESET_RECEIVED, 0, "");
+            (got.saddr, got.daddr, got.sport, got.dport) = (sent.daddr, sent.saddr, 8080, cport);
+            s.at(t).reset_record(0, "swapper/0", sent);
+            s.at(t).reset_record(0, "swapper/0", got);
+        };
+        for k in 0..60u16 {
+            close(&mut s, 1000 + u64::from(k), 42000 + k);
+        }
+        resets(&mut s, 1100, 42000);
+        for k in 0..60u16 {
+            close(&mut s, 1200 + u64::from(k), 43000 + k);
+        }
+        // The first 60 expire here (2 s after their close), the last 60 not yet.
+        close(&mut s, 3100, 44000);
+        for k in 0..60u16 {
+            resets(&mut s, 3101 + u64::from(k), 43000 + k);
         }
         assert!(s.findings_of("reset_storm").is_empty());
     }
