@@ -44,6 +44,20 @@ struct Shared {
     /// Wakes the writer thread (work) and waiters (progress).
     work: Condvar,
     progress: Condvar,
+    /// Set while the lossy queue is full (until it drains to half), so the printer can count
+    /// a line as not printed without formatting it. Never set when waiting (not lossy).
+    saturated: AtomicBool,
+}
+
+impl Shared {
+    fn new() -> Arc<Shared> {
+        Arc::new(Shared {
+            p: Mutex::new(Pending::default()),
+            work: Condvar::new(),
+            progress: Condvar::new(),
+            saturated: AtomicBool::new(false),
+        })
+    }
 }
 
 impl Shared {
@@ -54,25 +68,16 @@ impl Shared {
 
 fn shared() -> &'static Arc<Shared> {
     static S: OnceLock<Arc<Shared>> = OnceLock::new();
-    S.get_or_init(|| {
-        Arc::new(Shared {
-            p: Mutex::new(Pending::default()),
-            work: Condvar::new(),
-            progress: Condvar::new(),
-        })
-    })
+    S.get_or_init(Shared::new)
 }
-
-/// Set while the lossy queue is full (until it drains to half), so the printer can count a
-/// line as not printed without formatting it.
-static SATURATED: AtomicBool = AtomicBool::new(false);
 
 /// Whether a line printed now would be dropped; if so, it is counted as not printed.
 pub fn skip_line() -> bool {
-    if !SATURATED.load(Ordering::Relaxed) {
+    let s = shared();
+    if !s.saturated.load(Ordering::Relaxed) {
         return false;
     }
-    shared().lock().unprinted += 1;
+    s.lock().unprinted += 1;
     true
 }
 
@@ -91,30 +96,61 @@ pub fn unprinted() -> u64 {
     shared().lock().unprinted
 }
 
+/// Where the writer thread writes.
+type Sink = Box<dyn Write + Send>;
+
 /// The process's one stdout writer; [`crate::output`] holds it behind its own lock.
-#[derive(Default)]
 pub struct Queued {
     cur: Vec<u8>,
+    s: Arc<Shared>,
+    /// The writer thread's output when it starts (stdout unless a test gave another).
+    out: Option<Sink>,
+}
+
+impl Default for Queued {
+    fn default() -> Queued {
+        Queued {
+            cur: Vec::new(),
+            s: shared().clone(),
+            out: None,
+        }
+    }
 }
 
 impl Queued {
+    /// A queue of its own writing to `out` (tests).
+    #[cfg(test)]
+    fn to(out: Sink, lossy: bool) -> Queued {
+        let s = Shared::new();
+        s.lock().lossy = lossy;
+        Queued {
+            cur: Vec::new(),
+            s,
+            out: Some(out),
+        }
+    }
+
     /// Hands the current batch to the writer thread.
     fn hand_over(&mut self) -> io::Result<()> {
+        let s = self.s.clone();
         if self.cur.is_empty() {
-            return if shared().lock().broken {
+            return if s.lock().broken {
                 Err(io::ErrorKind::BrokenPipe.into())
             } else {
                 Ok(())
             };
         }
-        let s = shared();
         let mut p = s.lock();
         if !p.thread {
             p.thread = true;
             let s2 = s.clone();
+            let out = self.out.take();
             if thread::Builder::new()
                 .name("stdout".into())
-                .spawn(move || run(&s2))
+                .spawn(move || match out {
+                    Some(w) => run(&s2, w),
+                    None => run(&s2, io::stdout().lock()),
+                })
                 .is_err()
             {
                 p.thread = false;
@@ -125,7 +161,9 @@ impl Queued {
                 return r;
             }
         }
-        while !p.lossy && !p.broken && p.bytes >= CAP {
+        // Not lossy (replay, report): wait for room. A batch bigger than the whole queue
+        // still goes once the queue is empty.
+        while !p.lossy && !p.broken && p.bytes > 0 && p.bytes + self.cur.len() > CAP {
             p = s.progress.wait(p).unwrap_or_else(|e| e.into_inner());
         }
         if p.broken {
@@ -133,8 +171,8 @@ impl Queued {
             self.cur.clear();
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        if p.bytes + self.cur.len() > CAP {
-            SATURATED.store(true, Ordering::Relaxed);
+        if p.lossy && p.bytes + self.cur.len() > CAP {
+            s.saturated.store(true, Ordering::Relaxed);
             p.unprinted += lines(&self.cur);
             self.cur.clear();
             return Ok(());
@@ -151,7 +189,7 @@ impl Queued {
     /// as not printed. Returns the lines not printed in all.
     pub fn finish(&mut self, stall: Duration) -> u64 {
         let _ = self.hand_over();
-        let s = shared();
+        let s = self.s.clone();
         let mut p = s.lock();
         let mut deadline = Instant::now() + stall;
         let mut seen = p.written;
@@ -201,8 +239,7 @@ impl Write for Queued {
 }
 
 /// The writer thread: blocking writes, one queued batch at a time.
-fn run(s: &Shared) {
-    let mut out = io::stdout().lock();
+fn run(s: &Shared, mut out: impl Write) {
     loop {
         let mut p = s.lock();
         let buf = loop {
@@ -213,7 +250,7 @@ fn run(s: &Shared) {
         };
         p.bytes -= buf.len();
         if p.bytes <= CAP / 2 {
-            SATURATED.store(false, Ordering::Relaxed);
+            s.saturated.store(false, Ordering::Relaxed);
         }
         p.in_flight = lines(&buf);
         drop(p);
@@ -228,8 +265,72 @@ fn run(s: &Shared) {
             p.bufs.clear();
             p.bytes = 0;
             // The next line must reach the printer's broken-pipe path, not be skipped.
-            SATURATED.store(false, Ordering::Relaxed);
+            s.saturated.store(false, Ordering::Relaxed);
         }
         s.progress.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader slower than the printer: it takes a while over each write.
+    struct Slow(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Slow {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            thread::sleep(Duration::from_millis(2));
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Writes `n` numbered lines of ~200 bytes (well over the queue's [`CAP`] in all).
+    fn print(q: &mut Queued, n: usize) {
+        let pad = "x".repeat(190);
+        for i in 0..n {
+            let _ = writeln!(q, "{i:08} {pad}");
+        }
+    }
+
+    /// Replay and report wait for the reader: every line arrives, in order, however slow it
+    /// is (a batch that did not fit beside the queued ones used to be dropped).
+    #[test]
+    fn waiting_queue_loses_nothing_to_a_slow_reader() {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let mut q = Queued::to(Box::new(Slow(got.clone())), false);
+        let n = 120_000;
+        print(&mut q, n);
+        assert_eq!(q.finish(Duration::from_secs(5)), 0);
+        let got = got.lock().unwrap();
+        let lines: Vec<&[u8]> = got
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(lines.len(), n);
+        for (i, l) in lines.iter().enumerate() {
+            assert!(
+                l.starts_with(format!("{i:08} ").as_bytes()),
+                "line {i} out of place"
+            );
+        }
+        assert!(!q.s.saturated.load(Ordering::Relaxed));
+    }
+
+    /// Live drops whole batches instead of waiting, and counts every line it dropped.
+    #[test]
+    fn lossy_queue_counts_every_line_it_drops() {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let mut q = Queued::to(Box::new(Slow(got.clone())), true);
+        let n = 120_000;
+        print(&mut q, n);
+        let unprinted = q.finish(Duration::from_secs(5));
+        let written = lines(&got.lock().unwrap());
+        assert!(unprinted > 0, "a reader this slow must cost lines");
+        assert_eq!(written + unprinted, n as u64);
     }
 }

@@ -79,11 +79,15 @@ struct Group {
     ev: SignalSource,
     first_ns: u64,
     last_ns: u64,
+    /// Changed since `findings` last reported it (a finding depends on its group only, and
+    /// the engine keeps what it was told: a restart loop's thousands of signals re-render
+    /// one group each, not all of them).
+    changed: bool,
 }
 
 pub struct SignalSources {
     fatal: Vec<i32>,
-    groups: BTreeMap<(u32, bool, String, i32), Group>,
+    groups: BTreeMap<(u32, bool, [u8; 16], i32), Group>,
 }
 
 impl SignalSources {
@@ -109,7 +113,6 @@ impl Analysis for SignalSources {
         match &ev.body {
             Body::Signal(s) if Self::is_reported(&self.fatal, s.sig, s.result) => {
                 let kernel = signal_from_kernel(s.code);
-                let target_comm = Comm(s.target_comm).to_string();
                 let target_pid = s.target_pid.max(0) as u32;
                 let behalf = if kernel {
                     None
@@ -119,7 +122,7 @@ impl Analysis for SignalSources {
                 let key = (
                     if kernel { 0 } else { behalf.unwrap_or(ev.tgid) },
                     kernel,
-                    target_comm.clone(),
+                    s.target_comm,
                     s.sig,
                 );
                 if !self.groups.contains_key(&key) && self.groups.len() >= MAX_GROUPS {
@@ -141,13 +144,14 @@ impl Analysis for SignalSources {
                             from_kernel: kernel,
                             reason: None,
                             target_pid,
-                            target_comm,
+                            target_comm: Comm(s.target_comm).to_string(),
                             target_pids: Vec::new(),
                             signal: signal_name(s.sig),
                             count: 0,
                         },
                         first_ns: ev.ts_ns,
                         last_ns: ev.ts_ns,
+                        changed: true,
                     }
                 });
                 g.ev.count += 1;
@@ -178,6 +182,7 @@ impl Analysis for SignalSources {
                     g.ev.reason = Some(why.into());
                 }
                 g.last_ns = g.last_ns.max(ev.ts_ns);
+                g.changed = true;
                 true
             }
             Body::OomKill(o) => {
@@ -186,6 +191,7 @@ impl Analysis for SignalSources {
                 for ((_, kernel, _, sig), g) in self.groups.iter_mut().rev() {
                     if *kernel && *sig == 9 && g.ev.target_pid == victim {
                         g.ev.reason = Some("oom".into());
+                        g.changed = true;
                         return true;
                     }
                 }
@@ -196,8 +202,11 @@ impl Analysis for SignalSources {
     }
 
     fn findings(&mut self, _now_ns: u64, _cx: &Cx<'_>) -> Vec<Finding> {
-        let mut v: Vec<&Group> = self.groups.values().collect();
+        let mut v: Vec<&mut Group> = self.groups.values_mut().filter(|g| g.changed).collect();
         v.sort_by_key(|g| (g.first_ns, g.ev.sender_pid, g.ev.target_pid));
+        for g in &mut v {
+            g.changed = false;
+        }
         v.into_iter()
             .map(|g| {
                 let e = &g.ev;

@@ -101,7 +101,7 @@ impl MemTrack {
 
 #[derive(Default)]
 pub struct MemHistory {
-    pub procs: HashMap<u32, MemTrack>,
+    pub procs: HashMap<u32, MemTrack, IdHash>,
     exited: VecDeque<u32>,
 }
 
@@ -323,12 +323,12 @@ pub struct State {
     /// TCP socket (`struct sock` address) → owning process, learnt from process-context events.
     pub owners: HashMap<u64, u32, IdHash>,
     /// Local port → the process listening on it (connections not yet accepted are its).
-    pub listeners: HashMap<u16, u32>,
+    pub listeners: HashMap<u16, u32, IdHash>,
     pub fds: FdTable,
     /// The process whose socket count the latest event changed, and how.
     pub fd_change: Option<(u32, FdChange)>,
     /// Target pid → the last fatal signal it received, until it exits.
-    pub signaled: HashMap<u32, Signaled>,
+    pub signaled: HashMap<u32, Signaled, IdHash>,
     /// At an exit: the last fatal signal the exiting process had received (taken out of
     /// `signaled`), for the analyses that see the exit.
     pub exit_signal: Option<Signaled>,

@@ -280,7 +280,13 @@ impl Timeline {
                 if signals::SignalSources::is_reported(&self.fatal, s.sig, s.result) =>
             {
                 let target = s.target_pid.max(0) as u32;
-                let from = from_text(&Signaled::of(ev, s, cx.procs));
+                // The shared state has just taken down who sent it (for the target's exit).
+                let from = match cx.state.signaled.get(&target) {
+                    Some(x) if s.target_pid > 0 && x.ts_ns == ev.ts_ns && x.sig == s.sig => {
+                        from_text(x)
+                    }
+                    _ => from_text(&Signaled::of(ev, s, cx.procs)),
+                };
                 let name = signal_name(s.sig);
                 self.push(TimelineEntry {
                     ts_ns: ev.ts_ns,
