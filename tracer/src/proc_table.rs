@@ -297,8 +297,8 @@ impl ProcTable {
             }
             // A move into another memory cgroup: the facts follow it now (their limit is read
             // again by the live collector, which feeds it as a ProcInfo right after; until then
-            // the old cgroup's limit no longer applies). Only a process's own id counts: a
-            // thread moved alone does not move the process's memory.
+            // the old cgroup's limit no longer applies). Only a process's pid counts: a thread
+            // moved on its own (v1 `tasks`) is not what /proc/PID/cgroup names.
             Body::CgroupAttach(c) => {
                 self.touch(ev);
                 if c.memory
