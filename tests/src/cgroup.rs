@@ -212,6 +212,12 @@ impl MemCgroup {
         enter(&self.path, cmd)
     }
 
+    /// Moves running process `pid` into this cgroup (as its parent, the way runc or systemd
+    /// move a process after fork).
+    pub fn add(&self, pid: u32) -> io::Result<()> {
+        write(&self.path, "cgroup.procs", &pid.to_string())
+    }
+
     /// The processes in the cgroup now.
     pub fn procs(&self) -> Vec<u32> {
         procs_of(&self.path)

@@ -30,6 +30,11 @@ pub struct Config {
     pub critical_wakeup_bytes: u32,
     /// The host's page size (`sysconf(_SC_PAGESIZE)`): `mm_struct` counts pages.
     pub page_size: u32,
+    /// The cgroup hierarchy holding the memory controller (the `hierarchy` column of
+    /// /proc/cgroups: a v1 hierarchy id, or 0 for cgroup v2): `cgroup_attach_task` reports
+    /// moves in it and in cgroup v2 only.
+    pub memory_hierarchy: u32,
+    pub _pad: u32,
 }
 
 impl Config {
@@ -44,6 +49,8 @@ impl Config {
             bulk_wakeup_bytes: 0,
             critical_wakeup_bytes: 0,
             page_size: 0,
+            memory_hierarchy: 0,
+            _pad: 0,
         }
     }
 }
@@ -131,6 +138,13 @@ pub struct Offsets {
     pub mv_uid: FieldOffset,
     pub mv_pgtables: FieldOffset,
     pub mv_oom_score_adj: FieldOffset,
+    // cgroup/cgroup_attach_task
+    pub cat_dst_root: FieldOffset,
+    pub cat_dst_id: FieldOffset,
+    pub cat_dst_level: FieldOffset,
+    pub cat_pid: FieldOffset,
+    pub cat_dst_path: FieldOffset,
+    pub cat_comm: FieldOffset,
     // kmem/rss_stat
     pub rss_curr: FieldOffset,
     pub rss_member: FieldOffset,

@@ -53,6 +53,7 @@ macro_rules! kind_table {
                 Exit = 23, "exit", Process, $crate::process::Exit, inline;
                 Rlimit = 24, "rlimit", Process, $crate::process::Rlimit, inline;
                 Rename = 25, "rename", Process, $crate::process::Rename, inline;
+                CgroupAttach = 26, "cgroup_attach", Process, $crate::process::CgroupAttach, custom;
                 OomKill = 40, "oom_kill", Oom, $crate::oom::OomKill, inline;
                 Mmap = 60, "mmap", Memory, $crate::memory::Mmap, inline;
                 Munmap = 61, "munmap", Memory, $crate::memory::Munmap, inline;
@@ -326,7 +327,7 @@ mod layout {
             8,
             "the rule follows self_tgid and families"
         );
-        assert_eq!(size_of::<config::Config>(), 72);
+        assert_eq!(size_of::<config::Config>(), 80);
     }
 
     #[test]

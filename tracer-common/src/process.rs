@@ -68,3 +68,43 @@ pub struct Rename {
     pub old_comm: [u8; crate::COMM_LEN],
     pub new_comm: [u8; crate::COMM_LEN],
 }
+
+/// Bytes of a cgroup path kept in a [`CgroupAttach`] record (a longer path is cut and flagged
+/// [`CGROUP_PATH_TRUNCATED`]). Room for systemd's and Kubernetes' deepest usual paths.
+pub const CGROUP_PATH_LEN: usize = 256;
+/// The destination hierarchy holds the memory controller: the path is what the process's
+/// `cgroup` fact names (its v1 `memory` hierarchy, or cgroup v2 when memory is not on v1).
+pub const CGROUP_MEMORY: u32 = 1;
+/// The path was longer than [`CGROUP_PATH_LEN`] - 1 bytes and is cut.
+pub const CGROUP_PATH_TRUNCATED: u32 = 2;
+/// The root of a v1 hierarchy holding no controller, or cgroup v2: `hierarchy` 0 is cgroup v2.
+pub const CGROUP_V2_HIERARCHY: u32 = 0;
+
+/// A process (or thread) moved into a cgroup (`cgroup/cgroup_attach_task`): a write to
+/// `cgroup.procs` or `tasks` by runc, systemd, a supervisor or the process itself. The header
+/// is the task that moved it. Only the cgroup v2 hierarchy and the v1 hierarchy holding the
+/// memory controller are reported (on cgroup v1 the tracepoint fires once per hierarchy).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupAttach {
+    /// The task moved: the thread-group leader when a whole process moved (`cgroup.procs`),
+    /// a thread id when one thread did (`tasks`, `cgroup.threads`).
+    pub pid: u32,
+    /// The destination's hierarchy id ([`CGROUP_V2_HIERARCHY`] for cgroup v2; for v1 the
+    /// `hierarchy` column of /proc/cgroups).
+    pub hierarchy: u32,
+    /// The destination cgroup's id (on cgroup v2, its directory's inode: what record headers
+    /// carry).
+    pub cgroup_id: u64,
+    /// Its depth below the hierarchy's root (the root is 0).
+    pub level: u32,
+    /// [`CGROUP_MEMORY`], [`CGROUP_PATH_TRUNCATED`].
+    pub flags: u32,
+    /// Bytes of `path` that are valid (without the NUL).
+    pub path_len: u16,
+    pub _pad: [u8; 6],
+    /// The moved task's name.
+    pub comm: [u8; crate::COMM_LEN],
+    /// The destination's path below the hierarchy's root (`/a/b`), NUL-terminated unless cut.
+    pub path: [u8; CGROUP_PATH_LEN],
+}

@@ -96,4 +96,6 @@ programs! {
     sys_enter_munmap = 43,
     sys_enter_brk = 44,
     sys_exit_brk = 45,
+    // Processes: moves between cgroups.
+    cgroup_attach_task = 46,
 }

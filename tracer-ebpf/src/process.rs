@@ -7,7 +7,10 @@ use aya_ebpf::{
 use tracer_common::{
     Family,
     config::FILTER_PID,
-    process::{EXEC_ARGS_LEN, EXIT_CODE_KNOWN, Exec, Exit, Fork, RLIMIT_NOFILE, Rename, Rlimit},
+    process::{
+        CGROUP_MEMORY, CGROUP_PATH_LEN, CGROUP_PATH_TRUNCATED, CGROUP_V2_HIERARCHY, CgroupAttach,
+        EXEC_ARGS_LEN, EXIT_CODE_KNOWN, Exec, Exit, Fork, RLIMIT_NOFILE, Rename, Rlimit,
+    },
     prog::Prog,
 };
 
@@ -303,4 +306,62 @@ fn same_comm(a: &[u8; 16], b: &[u8; 16]) -> bool {
         i += 1;
     }
     true
+}
+
+/// `cgroup/cgroup_attach_task`: a task moved into a cgroup (runc, systemd moving a process into
+/// a scope, a supervisor, the process itself). Classic tracepoint: moves are rare, and its
+/// record already carries the hierarchy, the id and the path. On cgroup v1 it fires once per
+/// hierarchy: only cgroup v2 and the hierarchy holding the memory controller are reported.
+/// Kept when the mover or the task moved passes the filters (as for signals and OOM kills).
+#[tracepoint]
+pub fn cgroup_attach_task(ctx: TracePointContext) -> u32 {
+    let _ = try_cgroup_attach_task(Prog::cgroup_attach_task, &ctx);
+    0
+}
+
+fn try_cgroup_attach_task(p: Prog, ctx: &TracePointContext) -> Option<()> {
+    if !family_enabled(Family::Process) {
+        return None;
+    }
+    let hierarchy = field::<i32>(p, ctx, off!(cat_dst_root))? as u32;
+    let memory = hierarchy == conf!(memory_hierarchy);
+    if !memory && hierarchy != CGROUP_V2_HIERARCHY {
+        return None; // another v1 hierarchy (cpu, pids, ...): the same move, told again
+    }
+    let cur = current()?;
+    let pid = field::<i32>(p, ctx, off!(cat_pid))? as u32;
+    let base = ctx.as_ptr_u64();
+    let mut comm = [0u8; 16];
+    if let Some(loc) = field::<u32>(p, ctx, off!(cat_comm)) {
+        // __data_loc char[]: low 16 bits offset in the record, high 16 bits length.
+        let _ = kread_str(p, (base + (loc & 0xffff) as u64) as *const u8, &mut comm);
+    }
+    if !current_allowed(&cur) && !other_allowed(pid, &comm, 0) {
+        return None;
+    }
+    let mut e = reserve::<CgroupAttach>(&cur)?;
+    // SAFETY: the reserved entry is exclusively ours until submitted and sized for a
+    // Record<CgroupAttach>; `reserve` wrote the header, every scalar field is set below, and the
+    // path buffer is valid only up to `path_len` (the collector clears the rest as it reads).
+    let rec = unsafe { &mut *e.as_mut_ptr() };
+    rec.payload.pid = pid;
+    rec.payload.hierarchy = hierarchy;
+    rec.payload.cgroup_id = field(p, ctx, off!(cat_dst_id)).unwrap_or(0);
+    rec.payload.level = field::<i32>(p, ctx, off!(cat_dst_level)).unwrap_or(0) as u32;
+    rec.payload.flags = if memory { CGROUP_MEMORY } else { 0 };
+    rec.payload.path_len = 0;
+    rec.payload._pad = [0; 6];
+    rec.payload.comm = comm;
+    if let Some(loc) = field::<u32>(p, ctx, off!(cat_dst_path)) {
+        let src = (base + (loc & 0xffff) as u64) as *const u8;
+        if let Some(n) = kread_str(p, src, &mut rec.payload.path) {
+            rec.payload.path_len = n as u16;
+        }
+        // The locator's length counts the NUL.
+        if (loc >> 16) as usize > CGROUP_PATH_LEN {
+            rec.payload.flags |= CGROUP_PATH_TRUNCATED;
+        }
+    }
+    e.submit(crate::common::submit_flags::<CgroupAttach>());
+    Some(())
 }

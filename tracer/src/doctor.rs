@@ -167,6 +167,14 @@ fn kernel_notes(loaded: &probes::Loaded, tfs: &Tracefs) -> Vec<&'static str> {
              ECONNREFUSED and the reset it receives)",
         );
     }
+    if !attached("cgroup_attach_task") {
+        notes.push(
+            "cgroup/cgroup_attach_task is not attached: a process moved into another memory \
+             cgroup after it started is seen from /proc at its next memory sample (on cgroup v2 \
+             also from its records' cgroup id), so an oom_kill of a process killed before that \
+             may name the cgroup it left and that cgroup's limit",
+        );
+    }
     if kernel_before(6, 2) {
         notes.push(
             "kmem/rss_stat fires only when a task's cached RSS counters sync (kernels before \

@@ -189,6 +189,23 @@ impl CustomPayload for process::Exec {
     }
 }
 
+impl CustomPayload for process::CgroupAttach {
+    type Decoded = CgroupAttach;
+    fn decoded(self) -> CgroupAttach {
+        let n = (self.path_len as usize).min(self.path.len());
+        CgroupAttach {
+            pid: self.pid,
+            hierarchy: self.hierarchy,
+            cgroup_id: self.cgroup_id,
+            level: self.level,
+            memory: self.flags & process::CGROUP_MEMORY != 0,
+            truncated: self.flags & process::CGROUP_PATH_TRUNCATED != 0,
+            comm: Comm(self.comm),
+            path: lossy(&self.path[..n]),
+        }
+    }
+}
+
 /// [`Body`], [`Body::kind`] and the kernel half of [`decode`], from the kind table.
 macro_rules! define_body {
     (
@@ -248,6 +265,23 @@ pub struct Exec {
     pub ppid: u32,
     pub filename: String,
     pub args: Vec<String>,
+}
+
+/// A task moved into a cgroup (see [`process::CgroupAttach`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupAttach {
+    /// The task moved (a process's pid when the whole process moved).
+    pub pid: u32,
+    /// 0: cgroup v2; else the v1 hierarchy's id.
+    pub hierarchy: u32,
+    pub cgroup_id: u64,
+    pub level: u32,
+    /// The hierarchy holds the memory controller: `path` is the process's memory cgroup.
+    pub memory: bool,
+    /// `path` was cut to the record's bound.
+    pub truncated: bool,
+    pub comm: Comm,
+    pub path: String,
 }
 
 /// A decoded record.
@@ -409,16 +443,26 @@ pub fn split_args(b: &[u8]) -> Vec<String> {
 }
 
 /// Zeroes what a record carries beyond its valid lengths: the kernel writes exec file names and
-/// arguments into a reserved ring-buffer slot without clearing the rest, which may hold bytes
+/// arguments, and cgroup paths, into a reserved ring-buffer slot without clearing the rest, which may hold bytes
 /// of older records. Done once, as records come in, so no sink and no dump sees them.
 pub fn sanitize(raw: &mut [u8]) {
+    let u16_at = |p: &[u8], off: usize| u16::from_ne_bytes([p[off], p[off + 1]]) as usize;
+    if raw.len() >= HEADER_LEN + size_of::<process::CgroupAttach>()
+        && u16::from_ne_bytes([raw[0], raw[1]]) == Kind::CgroupAttach as u16
+    {
+        let p = &mut raw[HEADER_LEN..];
+        let n = u16_at(p, std::mem::offset_of!(process::CgroupAttach, path_len))
+            .min(process::CGROUP_PATH_LEN);
+        let at = std::mem::offset_of!(process::CgroupAttach, path);
+        p[at + n..at + process::CGROUP_PATH_LEN].fill(0);
+        return;
+    }
     if raw.len() < HEADER_LEN + size_of::<process::Exec>()
         || u16::from_ne_bytes([raw[0], raw[1]]) != Kind::Exec as u16
     {
         return;
     }
     let p = &mut raw[HEADER_LEN..];
-    let u16_at = |p: &[u8], off: usize| u16::from_ne_bytes([p[off], p[off + 1]]) as usize;
     let fl = u16_at(p, std::mem::offset_of!(process::Exec, filename_len))
         .min(process::EXEC_FILENAME_LEN);
     let al = u16_at(p, std::mem::offset_of!(process::Exec, args_len)).min(process::EXEC_ARGS_LEN);
@@ -689,6 +733,50 @@ mod tests {
             before,
             "sanitizing changes nothing decoded"
         );
+    }
+
+    #[test]
+    fn decodes_a_cgroup_move_and_clears_what_follows_its_path() {
+        let mut c = process::CgroupAttach {
+            pid: 4242,
+            hierarchy: 4,
+            cgroup_id: 99,
+            level: 2,
+            flags: process::CGROUP_MEMORY,
+            path_len: 6,
+            _pad: [0; 6],
+            comm: Comm::new("runc:[2:INIT]").0,
+            path: [b'z'; process::CGROUP_PATH_LEN],
+        };
+        c.path[..7].copy_from_slice(b"/a/job\0");
+        let mut raw = encode_kernel_record(&hdr(), &c);
+        sanitize(&mut raw);
+        let clean: process::CgroupAttach = read_pod(&raw[HEADER_LEN..]);
+        assert!(
+            clean.path[6..].iter().all(|&b| b == 0),
+            "stale bytes cleared"
+        );
+        let ev = decode(&raw).unwrap();
+        assert_eq!(ev.kind_name(), "cgroup_attach");
+        assert_eq!(
+            ev.body,
+            Body::CgroupAttach(Box::new(CgroupAttach {
+                pid: 4242,
+                hierarchy: 4,
+                cgroup_id: 99,
+                level: 2,
+                memory: true,
+                truncated: false,
+                comm: Comm::new("runc:[2:INIT]"),
+                path: "/a/job".into(),
+            }))
+        );
+        // A length past the buffer (an untrusted dump) is bounded.
+        c.path_len = u16::MAX;
+        let Body::CgroupAttach(x) = decode(&encode_kernel_record(&hdr(), &c)).unwrap().body else {
+            panic!("not a cgroup move")
+        };
+        assert_eq!(x.path.len(), 6, "up to the NUL");
     }
 
     #[test]

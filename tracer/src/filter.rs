@@ -358,7 +358,7 @@ impl Filter {
             )
         };
         // Which task decides, as in the kernel's programs: the writer, or either end of a
-        // signal or OOM kill, or a socket's owner when the record names one (tcp_state and
+        // signal, OOM kill or cgroup move, or a socket's owner when the record names one (tcp_state and
         // tcp_reset fire in softirq, where the writer is whoever was running; conn_status is
         // written with the owner in its header).
         match &ev.body {
@@ -368,6 +368,9 @@ impl Filter {
             }
             Body::OomKill(o) => {
                 writer() || rule::allows(&self.rule, &self.named(o.victim_pid, o.victim_comm))
+            }
+            Body::CgroupAttach(c) => {
+                writer() || rule::allows(&self.rule, &self.named(c.pid, c.comm.0))
             }
             Body::TcpState(t) if t.owner_tgid != 0 => {
                 rule::allows(&self.rule, &self.owner(t.owner_tgid, procs))

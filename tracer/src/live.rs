@@ -447,6 +447,7 @@ impl Session {
                     self.summary.per_kind.add(&ev);
                     self.summary.events += 1;
                     drv.feed(&ev, raw)?;
+                    self.moved(&ev, drv)?;
                 }
             }
             self.index = index;
@@ -540,6 +541,41 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// After a process moved into another memory cgroup (the record has already updated the
+    /// process table's path): its facts again, with that cgroup's limit, fed as a ProcInfo so
+    /// dumps carry them and replay decides alike. From /proc while the process lives; once it
+    /// is gone (the collector lags, and a process killed by its new cgroup's limit goes fast),
+    /// from the table with the limit read below the cgroup's path, which outlives it.
+    fn moved(&mut self, ev: &Event, drv: &mut Driver) -> anyhow::Result<()> {
+        let Body::CgroupAttach(c) = &ev.body else {
+            return Ok(());
+        };
+        if !c.memory || c.truncated || !drv.pipeline.procs.is_live(c.pid) {
+            return Ok(());
+        }
+        let info = match procfs::read_proc(c.pid, &self.mounts) {
+            Some(info) => info,
+            None => {
+                let version = if c.hierarchy == tracer_common::process::CGROUP_V2_HIERARCHY {
+                    procfs::CgroupVersion::V2
+                } else {
+                    procfs::CgroupVersion::V1
+                };
+                let (Some(entry), Some(limit)) = (
+                    drv.pipeline.procs.get(c.pid),
+                    self.mounts.mem_limit(version, &c.path),
+                ) else {
+                    return Ok(());
+                };
+                ProcInfo {
+                    mem_limit: Some(limit),
+                    ..entry.info()
+                }
+            }
+        };
+        drv.user(proc_event(info, ev.ts_ns))
     }
 
     /// Reads the kernel's drop counters; a change is warned about and fed as a Drops record

@@ -55,6 +55,30 @@ impl ProcEntry {
         }
     }
 
+    /// What the table knows of it as a `ProcInfo` record; /proc-only counts (open fds,
+    /// sockets) are not kept here and are left unknown.
+    pub fn info(&self) -> ProcInfo {
+        ProcInfo {
+            pid: self.pid,
+            ppid: self.ppid,
+            uid: self.uid,
+            comm: self.comm.clone(),
+            exe: self.exe.clone(),
+            cmdline: self.cmdline.clone(),
+            cgroup: self.cgroup.clone(),
+            mem_limit: self.mem_limit,
+            nofile_limit: self.nofile_limit,
+            cgroup_v2_path: self.cgroup_v2_path.clone(),
+            cgroup_v2: self.cgroup_v2.clone(),
+            previous_comm: self.previous_comm.clone(),
+            forked_by: (self.forked_by != 0).then_some(self.forked_by),
+            open_fds: None,
+            open_sockets: None,
+            fds_read_ns: None,
+            workload: self.workload.clone(),
+        }
+    }
+
     /// The program this process runs: executable path, else argv[0], else comm.
     pub fn program(&self) -> &str {
         if !self.exe.is_empty() {
@@ -227,29 +251,7 @@ impl ProcTable {
     /// so each segment replays on its own. /proc-only counts (open fds, sockets) are not kept
     /// here and are left unknown.
     pub fn snapshot(&self) -> Vec<ProcInfo> {
-        let mut out: Vec<ProcInfo> = self
-            .live
-            .values()
-            .map(|e| ProcInfo {
-                pid: e.pid,
-                ppid: e.ppid,
-                uid: e.uid,
-                comm: e.comm.clone(),
-                exe: e.exe.clone(),
-                cmdline: e.cmdline.clone(),
-                cgroup: e.cgroup.clone(),
-                mem_limit: e.mem_limit,
-                nofile_limit: e.nofile_limit,
-                cgroup_v2_path: e.cgroup_v2_path.clone(),
-                cgroup_v2: e.cgroup_v2.clone(),
-                previous_comm: e.previous_comm.clone(),
-                forked_by: (e.forked_by != 0).then_some(e.forked_by),
-                open_fds: None,
-                open_sockets: None,
-                fds_read_ns: None,
-                workload: e.workload.clone(),
-            })
-            .collect();
+        let mut out: Vec<ProcInfo> = self.live.values().map(ProcEntry::info).collect();
         out.sort_unstable_by_key(|p| p.pid);
         out
     }
@@ -304,6 +306,21 @@ impl ProcTable {
                 {
                     e.comm = new;
                     e.previous_comm = Some(old);
+                }
+            }
+            // A move into another memory cgroup: the facts follow it now (their limit is read
+            // again by the live collector, which feeds it as a ProcInfo right after; until then
+            // the old cgroup's limit no longer applies). Only a process's pid counts: a thread
+            // moved on its own (v1 `tasks`) is not what /proc/PID/cgroup names.
+            Body::CgroupAttach(c) => {
+                self.touch(ev);
+                if c.memory
+                    && !c.truncated
+                    && let Some(e) = self.live.get_mut(&c.pid)
+                    && e.cgroup != c.path
+                {
+                    e.cgroup = c.path.clone();
+                    e.mem_limit = None;
                 }
             }
             Body::Exit(_) => {
@@ -634,5 +651,59 @@ mod tests {
         ));
         assert_eq!(t.get(77).unwrap().comm, "curl");
         assert_eq!(t.ppid(78), Some(77));
+    }
+
+    #[test]
+    fn a_move_into_a_memory_cgroup_updates_the_path_and_forgets_the_old_limit() {
+        use tracer_common::process::{CGROUP_MEMORY, CGROUP_PATH_LEN, CgroupAttach};
+        let mut t = ProcTable::new();
+        let mut i = ProcInfo {
+            pid: 10,
+            ppid: 1,
+            comm: "sh".into(),
+            cgroup: "/user".into(),
+            mem_limit: Some(1 << 30),
+            ..ProcInfo::default()
+        };
+        t.apply(&ev(1, 10, "sh", Body::ProcInfo(Box::new(i.clone()))));
+        let attach = |hierarchy: u32, memory: bool, pid: u32, path: &str| {
+            let mut c = CgroupAttach {
+                pid,
+                hierarchy,
+                cgroup_id: 5,
+                level: 2,
+                flags: if memory { CGROUP_MEMORY } else { 0 },
+                path_len: path.len() as u16,
+                _pad: [0; 6],
+                comm: Comm::new("sh").0,
+                path: [0; CGROUP_PATH_LEN],
+            };
+            c.path[..path.len()].copy_from_slice(path.as_bytes());
+            crate::event::CustomPayload::decoded(c)
+        };
+        let moved = |c| Body::CgroupAttach(Box::new(c));
+        t.apply(&ev(2, 10, "sh", moved(attach(3, false, 10, "/cpu/x"))));
+        assert_eq!(
+            t.get(10).unwrap().cgroup,
+            "/user",
+            "not the memory hierarchy"
+        );
+        t.apply(&ev(3, 10, "sh", moved(attach(4, true, 11, "/user/job"))));
+        assert_eq!(
+            t.get(10).unwrap().cgroup,
+            "/user",
+            "a thread, or another pid"
+        );
+        t.apply(&ev(4, 10, "sh", moved(attach(4, true, 10, "/user/job"))));
+        let e = t.get(10).unwrap();
+        assert_eq!((e.cgroup.as_str(), e.mem_limit), ("/user/job", None));
+        // The live collector's facts that follow it bring the new limit.
+        i.cgroup = "/user/job".into();
+        i.mem_limit = Some(64 << 20);
+        t.apply(&ev(4, 10, "sh", Body::ProcInfo(Box::new(i))));
+        assert_eq!(t.get(10).unwrap().mem_limit, Some(64 << 20));
+        // Moving again into the same cgroup keeps the limit.
+        t.apply(&ev(5, 10, "sh", moved(attach(4, true, 10, "/user/job"))));
+        assert_eq!(t.get(10).unwrap().mem_limit, Some(64 << 20));
     }
 }

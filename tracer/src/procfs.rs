@@ -82,6 +82,28 @@ pub fn mem_cgroup_of(pid: u32) -> Option<String> {
     parse_mem_cgroup(&read(Path::new(&format!("/proc/{pid}/cgroup")))?).map(|(_, p)| p)
 }
 
+/// The hierarchy holding the memory controller, from /proc/cgroups: a cgroup v1 hierarchy id,
+/// or 0 (cgroup v2) when memory is on v2, disabled or unknown. Matches [`parse_mem_cgroup`],
+/// which names the v2 path when no v1 hierarchy has memory.
+pub fn memory_hierarchy() -> u32 {
+    read("/proc/cgroups").map_or(0, |s| parse_memory_hierarchy(&s))
+}
+
+/// See [`memory_hierarchy`]: `#subsys_name hierarchy num_cgroups enabled` lines.
+pub fn parse_memory_hierarchy(cgroups: &str) -> u32 {
+    cgroups
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f.as_slice() {
+                ["memory", h, _, "1"] => h.parse().ok(),
+                _ => None,
+            }
+        })
+        .unwrap_or(0)
+}
+
 /// The cgroup v2 path of a process from /proc/PID/cgroup (the `0::` line).
 pub fn parse_v2_cgroup(cgroup: &str) -> Option<&str> {
     cgroup.lines().find_map(|l| l.strip_prefix("0::"))
@@ -348,6 +370,18 @@ mod tests {
         assert_eq!(parse_limit("max\n"), None);
         assert_eq!(parse_limit("9223372036854771712"), None);
         assert_eq!(parse_limit("67108864"), Some(64 << 20));
+    }
+
+    #[test]
+    fn memory_hierarchy_from_proc_cgroups() {
+        let v1 = "#subsys_name\thierarchy\tnum_cgroups\tenabled\ncpuset\t3\t1\t1\n\
+                  memory\t4\t64\t1\npids\t8\t1\t1\n";
+        assert_eq!(parse_memory_hierarchy(v1), 4);
+        let v2 = "#subsys_name\thierarchy\tnum_cgroups\tenabled\nmemory\t0\t90\t1\n";
+        assert_eq!(parse_memory_hierarchy(v2), 0);
+        let off = "#subsys_name\thierarchy\tnum_cgroups\tenabled\nmemory\t4\t1\t0\n";
+        assert_eq!(parse_memory_hierarchy(off), 0, "disabled: not on v1");
+        assert_eq!(parse_memory_hierarchy(""), 0);
     }
 
     #[test]

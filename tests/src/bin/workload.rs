@@ -41,6 +41,8 @@ fn usage() -> ExitCode {
          \x20 hog --mib N | --unbounded [--mib-per-s R]\n\
          \x20                                        touch N MiB (then wait for stdin EOF), or touch until\n\
          \x20                                        killed (at R MiB/s: 1 MiB at a time, paced by the clock)\n\
+         \x20 wait-hog [--mib-per-s R]               wait for a line on stdin (meanwhile moved into a\n\
+         \x20                                        memory cgroup), then hog --unbounded\n\
          \x20 mmap --mib N                           mmap N MiB anonymous rw-, then munmap it\n\
          \x20 brk --mib N                            grow the heap with sbrk by N MiB\n\
          \x20 reexec COMMAND...                      exec this program again with COMMAND"
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
         "rename" => rename(rest),
         "kernel-matrix" => kernel_matrix(),
         "join-hog" => join_hog(rest),
+        "wait-hog" => wait_hog(rest),
         _ => usage(),
     }
 }
@@ -756,6 +759,22 @@ fn kernel_matrix() -> ExitCode {
         "mmap_len": len, "brk_before": format!("{brk_before:#x}"),
     }));
     ExitCode::SUCCESS
+}
+
+/// `wait-hog [--mib-per-s R]`: says `waiting`, waits for a line on stdin (its parent moves it
+/// into a memory cgroup meanwhile, as runc or systemd move a process after fork), then hogs as
+/// `hog --unbounded` does, which refuses to start outside a limited cgroup.
+fn wait_hog(args: &[String]) -> ExitCode {
+    say(json!({"event": "waiting", "pid": std::process::id()}));
+    let mut line = String::new();
+    if io::stdin().lock().read_line(&mut line).is_err() || line.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    let mut rest: Vec<String> = vec!["--unbounded".into()];
+    if let Some(r) = opt(args, "--mib-per-s") {
+        rest.extend(["--mib-per-s".into(), r]);
+    }
+    hog(&rest)
 }
 
 /// `join-hog --cgroup DIR`: joins memory cgroup DIR itself (so a tracer that learnt its cgroup

@@ -184,4 +184,31 @@ mod tests {
         assert_eq!(e["victim_growth_bytes_per_sec"], 80 * MIB);
         assert_eq!(e["severity"], "critical");
     }
+
+    /// A process moved into a memory cgroup after it started and killed there before its facts
+    /// were read again: the move's record names the cgroup (the limit comes with the ProcInfo
+    /// the live collector feeds after it, not in the stream here: unknown, not the old one).
+    #[test]
+    fn names_the_cgroup_a_process_moved_into() {
+        let mut s = Stream::with_host_mem(16 << 30);
+        s.proc_info(3000, 1, "sh", |i| {
+            i.cgroup = "/user.slice".into();
+            i.mem_limit = Some(8 << 30);
+        });
+        s.at(0).fork(3000, "sh", 3001);
+        // Another v1 hierarchy, and cgroup v2 without the memory controller: not the memory
+        // cgroup.
+        s.at(1)
+            .cgroup_attach(3001, "hog", 3001, 3, false, "/elsewhere");
+        s.at(2)
+            .cgroup_attach(3001, "hog", 3001, 0, false, "/v2/scope");
+        s.at(3)
+            .cgroup_attach(3001, "hog", 3001, 4, true, "/user.slice/job");
+        s.at(400).signal(3001, "hog", 9, 0x80, 3001, "hog");
+        s.at(401).oom(3001, "hog", 3001, "hog", 64 * 1024);
+        s.at(402).exit(3001, "hog", 9);
+        let e = s.json_of("oom_kill");
+        assert_eq!(e["cgroup"], "/user.slice/job");
+        assert_eq!(e["cgroup_limit_bytes"], serde_json::Value::Null);
+    }
 }

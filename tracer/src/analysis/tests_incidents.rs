@@ -309,6 +309,7 @@ fn garbage_streams_never_panic() {
             Kind::Exit => size_of::<process::Exit>(),
             Kind::Rlimit => size_of::<process::Rlimit>(),
             Kind::Rename => size_of::<process::Rename>(),
+            Kind::CgroupAttach => size_of::<process::CgroupAttach>(),
             Kind::OomKill => size_of::<oom::OomKill>(),
             Kind::Mmap => size_of::<memory::Mmap>(),
             Kind::Munmap => size_of::<memory::Munmap>(),

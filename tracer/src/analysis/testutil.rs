@@ -535,6 +535,32 @@ impl Stream {
         )
     }
 
+    /// `mover` moved `target` into the cgroup at `path` of `hierarchy` (0: cgroup v2); `memory`:
+    /// that hierarchy holds the memory controller.
+    pub fn cgroup_attach(
+        &mut self,
+        mover: u32,
+        comm: &str,
+        target: u32,
+        hierarchy: u32,
+        memory: bool,
+        path: &str,
+    ) -> &mut Stream {
+        let mut c = process::CgroupAttach {
+            pid: target,
+            hierarchy,
+            cgroup_id: 77,
+            level: path.matches('/').count() as u32,
+            flags: if memory { process::CGROUP_MEMORY } else { 0 },
+            path_len: path.len() as u16,
+            _pad: [0; 6],
+            comm: Comm::new(comm).0,
+            path: [0; process::CGROUP_PATH_LEN],
+        };
+        c.path[..path.len()].copy_from_slice(path.as_bytes());
+        self.kernel(mover, comm, c)
+    }
+
     /// Exit with a kernel wait status (`code << 8`, or the signal number).
     pub fn exit(&mut self, pid: u32, comm: &str, status: i32) -> &mut Stream {
         self.kernel(

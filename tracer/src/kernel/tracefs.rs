@@ -408,6 +408,20 @@ pub fn offsets(tfs: &Tracefs) -> Result<(Offsets, Vec<Missing>), TracefsError> {
     load(
         tfs,
         &mut missing,
+        "cgroup",
+        "cgroup_attach_task",
+        &mut [
+            ("dst_root", &mut o.cat_dst_root),
+            ("dst_id", &mut o.cat_dst_id),
+            ("dst_level", &mut o.cat_dst_level),
+            ("pid", &mut o.cat_pid),
+            ("dst_path", &mut o.cat_dst_path),
+            ("comm", &mut o.cat_comm),
+        ],
+    )?;
+    load(
+        tfs,
+        &mut missing,
         "kmem",
         "rss_stat",
         &mut [
@@ -692,6 +706,38 @@ const READ_SIZES: &[(&str, &str, Slot, &[u16])] = &[
         "oom_score_adj",
         |o| &mut o.mv_oom_score_adj,
         &[2],
+    ),
+    (
+        "cgroup/cgroup_attach_task",
+        "dst_root",
+        |o| &mut o.cat_dst_root,
+        &[4],
+    ),
+    (
+        "cgroup/cgroup_attach_task",
+        "dst_id",
+        |o| &mut o.cat_dst_id,
+        &[8],
+    ),
+    (
+        "cgroup/cgroup_attach_task",
+        "dst_level",
+        |o| &mut o.cat_dst_level,
+        &[4],
+    ),
+    ("cgroup/cgroup_attach_task", "pid", |o| &mut o.cat_pid, &[4]),
+    // __data_loc: u32 locators.
+    (
+        "cgroup/cgroup_attach_task",
+        "dst_path",
+        |o| &mut o.cat_dst_path,
+        &[4],
+    ),
+    (
+        "cgroup/cgroup_attach_task",
+        "comm",
+        |o| &mut o.cat_comm,
+        &[4],
     ),
     ("kmem/rss_stat", "curr", |o| &mut o.rss_curr, &[4]),
     ("kmem/rss_stat", "member", |o| &mut o.rss_member, &[4]),

@@ -435,6 +435,17 @@ fn write_event(buf: &mut Vec<u8>, ev: &Event, ctx: &Ctx<'_>) -> io::Result<()> {
             m.f("old_comm", &Comm(r.old_comm));
             m.f("new_comm", &Comm(r.new_comm));
         }
+        Body::CgroupAttach(c) => {
+            m.f("target_pid", &c.pid);
+            m.f("target_comm", &c.comm);
+            m.f("cgroup", &c.path);
+            m.f("cgroup_truncated", &c.truncated);
+            m.f("cgroup_id", &c.cgroup_id);
+            // 0: cgroup v2; else the v1 hierarchy's id (/proc/cgroups).
+            m.f("hierarchy", &c.hierarchy);
+            m.f("level", &c.level);
+            m.f("memory", &c.memory);
+        }
         Body::OomKill(o) => {
             m.f("victim_pid", &o.victim_pid);
             m.f("victim_comm", &Comm(o.victim_comm));

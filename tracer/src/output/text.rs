@@ -188,6 +188,19 @@ pub fn to_line(ev: &Event, ctx: &Ctx<'_>) -> String {
             escape_controls(&Comm(r.old_comm).to_string()),
             escape_controls(&Comm(r.new_comm).to_string())
         ),
+        Body::CgroupAttach(c) => format!(
+            "{}({}) -> {}{} ({})",
+            c.pid,
+            escape_controls(&c.comm.to_string()),
+            escape_controls(&c.path),
+            if c.truncated { "..." } else { "" },
+            match (c.hierarchy, c.memory) {
+                (0, true) => "cgroup v2, memory".to_owned(),
+                (0, false) => "cgroup v2".to_owned(),
+                (h, true) => format!("v1 hierarchy {h}, memory"),
+                (h, false) => format!("v1 hierarchy {h}"),
+            }
+        ),
         Body::OomKill(o) => format!(
             "victim {}({}) rss {}",
             o.victim_pid,

@@ -154,6 +154,7 @@ impl TraceConfig {
         c.families = self.filter.families;
         c.filter = self.filter.rule();
         c.page_size = page_size();
+        c.memory_hierarchy = crate::procfs::memory_hierarchy();
         c.mem_sample_bytes = self.mem_sample_bytes.max(1);
         c.large_mapping_bytes = self.large_mapping_bytes.max(1);
         if self.filter.sigchld {

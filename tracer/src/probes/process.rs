@@ -1,4 +1,4 @@
-//! The attach table of the process family (fork, exec, exit, rlimit, rename): which programs
+//! The attach table of the process family (fork, exec, exit, rlimit, rename, cgroup moves): which programs
 //! of `tracer-ebpf/src/process.rs` attach where.
 use super::{
     Attach::{BtfTracepoint, Tracepoint},
@@ -65,6 +65,16 @@ pub const PROBES: &[ProbeSpec] = &[
         attach: BtfTracepoint("task_rename"),
         family: Process,
         what: "renames without exec (prctl PR_SET_NAME)",
+        fallback_for: None,
+    },
+    // Moves into another cgroup after start (runc, systemd scopes, a supervisor): the OOM
+    // finding's cgroup and limit follow them. Without it they are read again from /proc at
+    // the process's next memory sample, too late when it is killed first.
+    ProbeSpec {
+        program: "cgroup_attach_task",
+        attach: Tracepoint("cgroup", "cgroup_attach_task"),
+        family: Process,
+        what: "cgroup moves (without it an OOM finding may name the cgroup a process left)",
         fallback_for: None,
     },
 ];
