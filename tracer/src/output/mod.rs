@@ -108,8 +108,6 @@ pub enum Format {
 /// and are left out, in both formats, so live and replay print the same lines.
 pub struct Printer {
     format: Format,
-    /// One JSON line, reused from event to event.
-    buf: Vec<u8>,
     /// Flush after every line, or let the buffer fill and flush at batch ends (`live` flushes
     /// after each batch it drains from the kernel) or when full (replay).
     line_flush: bool,
@@ -117,11 +115,7 @@ pub struct Printer {
 
 impl Printer {
     pub fn new(format: Format, line_flush: bool) -> Printer {
-        Printer {
-            format,
-            buf: Vec::with_capacity(512),
-            line_flush,
-        }
+        Printer { format, line_flush }
     }
 }
 
@@ -162,10 +156,7 @@ impl Sink for Printer {
         }
         let mut out = stdout_buf();
         let r = match self.format {
-            Format::Json => {
-                self.buf.clear();
-                write_json_line(&mut self.buf, ev, ctx).and_then(|()| out.write_all(&self.buf))
-            }
+            Format::Json => out.append_with(|b| write_json_line(b, ev, ctx)),
             Format::Human => writeln!(out, "{}", to_line(ev, ctx)),
         };
         match r {
