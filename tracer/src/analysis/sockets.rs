@@ -13,7 +13,7 @@
 //! connection in between raise no floor at all. A burst of connections
 //! that then stays connected raises the floor in one or two sub-intervals only; a pool that
 //! swings up and down makes few, and its fitted rate stays low.
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use serde::Serialize;
 
@@ -21,7 +21,10 @@ use super::{
     Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Severity, comm_of, ns, round, secs,
     slope, state::FdChange,
 };
-use crate::event::{Body, Event};
+use crate::{
+    event::{Body, Event},
+    proc_table::IdHash,
+};
 
 /// The evidence of a `socket_leak` finding.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -93,7 +96,8 @@ pub struct SocketLeaks {
     /// How much a floor must rise to count as a new one: an even share of the minimum growth
     /// between the two halves of each sub-interval.
     margin: i64,
-    procs: BTreeMap<u32, Proc>,
+    /// A hash map (process churn adds one per short-lived process); `findings` orders by pid.
+    procs: HashMap<u32, Proc, IdHash>,
 }
 
 impl SocketLeaks {
@@ -104,7 +108,7 @@ impl SocketLeaks {
             min_per_min: cfg.socket_leak_min_per_min,
             min_span_ns: ns(cfg.socket_leak_min_span_s),
             margin: (cfg.socket_leak_min_growth / (2 * INTERVALS as u64)).max(1) as i64,
-            procs: BTreeMap::new(),
+            procs: HashMap::default(),
         }
     }
 
@@ -184,7 +188,10 @@ impl Analysis for SocketLeaks {
 
     fn findings(&mut self, now_ns: u64, cx: &Cx<'_>) -> Vec<Finding> {
         let mut out = Vec::new();
-        for (&pid, p) in &self.procs {
+        let mut pids: Vec<u32> = self.procs.keys().copied().collect();
+        pids.sort_unstable();
+        for pid in pids {
+            let p = &self.procs[&pid];
             let Some(t0) = p.series.front().map(|pt| pt.t) else {
                 continue;
             };
