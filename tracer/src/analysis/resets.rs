@@ -995,34 +995,47 @@ mod tests {
         assert!(s.findings_of("reset_storm").is_empty());
     }
 
+    /// wrk (pid 900) closing its connection from client port `cport` to 8080 at `ms`.
+    fn wrk_closes(s: &mut Stream, ms: u64, cport: u16) {
+        s.at(ms).conn_close(
+            900,
+            "wrk",
+            0x9000 + u64::from(cport),
+            tracer_common::tcp::ROLE_ACTIVE,
+            ESTABLISHED,
+            cport,
+            8080,
+            10,
+            900,
+            100,
+        );
+    }
+
+    /// The reset wrk's host sends at `ms` for nginx's late segment on that connection, and
+    /// nginx receiving it.
+    fn late_segment_resets(s: &mut Stream, ms: u64, cport: u16) {
+        let mut sent = rst(0, RESET_SENT, 0, "NO_SOCKET");
+        (sent.saddr, sent.daddr, sent.sport, sent.dport) = (addr(1), addr(2), cport, 8080);
+        let mut got = rst(
+            0x7000 + u64::from(cport),
+            tracer_common::tcp::RESET_RECEIVED,
+            0,
+            "",
+        );
+        (got.saddr, got.daddr, got.sport, got.dport) = (sent.daddr, sent.saddr, 8080, cport);
+        s.at(ms).reset_record(0, "swapper/0", sent);
+        s.at(ms).reset_record(0, "swapper/0", got);
+    }
+
     /// wrk at the end of a run: it closes its connections while nginx is still answering;
     /// nginx's late segments meet sockets in TIME_WAIT or gone, which answer with resets.
     #[test]
     fn resets_for_connections_their_owner_just_closed_are_no_storm() {
-        use tracer_common::tcp::{RESET_RECEIVED, ROLE_ACTIVE};
         let mut s = Stream::new();
         for k in 0..60u16 {
-            let cport = 42000 + k;
             let t = 1000 + u64::from(k);
-            s.at(t).conn_close(
-                900,
-                "wrk",
-                0x9000 + u64::from(k),
-                ROLE_ACTIVE,
-                ESTABLISHED,
-                cport,
-                8080,
-                10,
-                900,
-                100,
-            );
-            // The reset wrk's host sends for nginx's late segment, and nginx receiving it.
-            let mut sent = rst(0, RESET_SENT, 0, "NO_SOCKET");
-            (sent.saddr, sent.daddr, sent.sport, sent.dport) = (addr(1), addr(2), cport, 8080);
-            let mut got = rst(0x7000 + u64::from(k), RESET_RECEIVED, 0, "");
-            (got.saddr, got.daddr, got.sport, got.dport) = (sent.daddr, sent.saddr, 8080, cport);
-            s.at(t + 1).reset_record(0, "swapper/0", sent);
-            s.at(t + 1).reset_record(0, "swapper/0", got);
+            wrk_closes(&mut s, t, 42000 + k);
+            late_segment_resets(&mut s, t + 1, 42000 + k);
         }
         assert!(s.findings_of("reset_storm").is_empty());
     }
@@ -1031,41 +1044,18 @@ mod tests {
     /// between and after resets, some of them expiring in between, are all found.
     #[test]
     fn closes_are_found_however_they_interleave_with_resets_and_expiry() {
-        use tracer_common::tcp::{RESET_RECEIVED, ROLE_ACTIVE};
         let mut s = Stream::new();
-        let close = |s: &mut Stream, t: u64, cport: u16| {
-            s.at(t).conn_close(
-                900,
-                "wrk",
-                0x9000 + u64::from(cport),
-                ROLE_ACTIVE,
-                ESTABLISHED,
-                cport,
-                8080,
-                10,
-                900,
-                100,
-            );
-        };
-        let resets = |s: &mut Stream, t: u64, cport: u16| {
-            let mut sent = rst(0, RESET_SENT, 0, "NO_SOCKET");
-            (sent.saddr, sent.daddr, sent.sport, sent.dport) = (addr(1), addr(2), cport, 8080);
-            let mut got = rst(0x7000 + u64::from(cport), RESET_RECEIVED, 0, "");
-            (got.saddr, got.daddr, got.sport, got.dport) = (sent.daddr, sent.saddr, 8080, cport);
-            s.at(t).reset_record(0, "swapper/0", sent);
-            s.at(t).reset_record(0, "swapper/0", got);
-        };
         for k in 0..60u16 {
-            close(&mut s, 1000 + u64::from(k), 42000 + k);
+            wrk_closes(&mut s, 1000 + u64::from(k), 42000 + k);
         }
-        resets(&mut s, 1100, 42000);
+        late_segment_resets(&mut s, 1100, 42000);
         for k in 0..60u16 {
-            close(&mut s, 1200 + u64::from(k), 43000 + k);
+            wrk_closes(&mut s, 1200 + u64::from(k), 43000 + k);
         }
         // The first 60 expire here (2 s after their close), the last 60 not yet.
-        close(&mut s, 3100, 44000);
+        wrk_closes(&mut s, 3100, 44000);
         for k in 0..60u16 {
-            resets(&mut s, 3101 + u64::from(k), 43000 + k);
+            late_segment_resets(&mut s, 3101 + u64::from(k), 43000 + k);
         }
         assert!(s.findings_of("reset_storm").is_empty());
     }
@@ -1074,17 +1064,9 @@ mod tests {
     /// connection, or it died).
     #[test]
     fn the_same_resets_without_a_close_are_a_storm() {
-        use tracer_common::tcp::RESET_RECEIVED;
         let mut s = Stream::new();
         for k in 0..60u16 {
-            let cport = 42000 + k;
-            let t = 1000 + u64::from(k);
-            let mut sent = rst(0, RESET_SENT, 0, "NO_SOCKET");
-            (sent.saddr, sent.daddr, sent.sport, sent.dport) = (addr(1), addr(2), cport, 8080);
-            let mut got = rst(0x7000 + u64::from(k), RESET_RECEIVED, 0, "");
-            (got.saddr, got.daddr, got.sport, got.dport) = (sent.daddr, sent.saddr, 8080, cport);
-            s.at(t + 1).reset_record(0, "swapper/0", sent);
-            s.at(t + 1).reset_record(0, "swapper/0", got);
+            late_segment_resets(&mut s, 1001 + u64::from(k), 42000 + k);
         }
         assert!(!s.findings_of("reset_storm").is_empty());
     }
