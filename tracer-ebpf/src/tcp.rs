@@ -25,8 +25,9 @@ use tracer_common::{
 };
 
 use crate::common::{
-    CONNS, Owner, RECENT_CLOSE, RECENT_CLOSES, Task, current_allowed, current_raw, emit,
-    family_enabled, field, filtering, is_self, kread, off, option, other_allowed, task_off,
+    CONNS, Owner, RECENT_CLOSE, RECENT_CLOSES, Task, btf_read, current_allowed, current_raw, emit,
+    family_enabled, field, filtering, is_self, kread, off, option, other_allowed, sk_read,
+    task_off,
 };
 
 const IPPROTO_TCP: u16 = 6;
@@ -150,12 +151,14 @@ fn try_inet_sock_set_state_btf(p: Prog, ctx: &BtfTracePointContext) -> Option<()
         return None;
     }
     let sk = ctx.arg::<*const u8>(0) as u64;
-    if kread::<u16>(p, sk, task_off!(sk_protocol))? != IPPROTO_TCP {
+    if btf_read::<u16>(sk, task_off!(sk_protocol))? != IPPROTO_TCP {
         return None;
     }
     let old = ctx.arg::<i64>(1) as u16;
     let new = ctx.arg::<i64>(2) as u16;
-    state_change(sk, old, new, |a: &mut Addrs| *a = sock_addrs(p, sk))
+    state_change(sk, old, new, |a: &mut Addrs| {
+        *a = sock_addrs_of::<true>(p, sk)
+    })
 }
 
 #[tracepoint]
@@ -497,7 +500,7 @@ fn sock_length(sk: u64, ret: i32, recv: bool) -> Option<()> {
 
 /// BTF tracepoints: (sk, ret, flags) straight from the kernel, no trace buffer.
 #[inline(always)]
-fn sock_length_btf(p: Prog, ctx: &BtfTracePointContext, recv: bool) -> Option<()> {
+fn sock_length_btf(ctx: &BtfTracePointContext, recv: bool) -> Option<()> {
     if !family_enabled(Family::Tcp) {
         return None;
     }
@@ -506,7 +509,7 @@ fn sock_length_btf(p: Prog, ctx: &BtfTracePointContext, recv: bool) -> Option<()
         return None;
     }
     let sk = ctx.arg::<*const u8>(0) as u64;
-    if kread::<u16>(p, sk, task_off!(sk_protocol))? != IPPROTO_TCP {
+    if btf_read::<u16>(sk, task_off!(sk_protocol))? != IPPROTO_TCP {
         return None;
     }
     sock_length(sk, ret, recv)
@@ -514,13 +517,13 @@ fn sock_length_btf(p: Prog, ctx: &BtfTracePointContext, recv: bool) -> Option<()
 
 #[btf_tracepoint(function = "sock_recv_length")]
 pub fn sock_recv_length_btf(ctx: BtfTracePointContext) -> i32 {
-    let _ = sock_length_btf(Prog::sock_recv_length_btf, &ctx, true);
+    let _ = sock_length_btf(&ctx, true);
     0
 }
 
 #[btf_tracepoint(function = "sock_send_length")]
 pub fn sock_send_length_btf(ctx: BtfTracePointContext) -> i32 {
-    let _ = sock_length_btf(Prog::sock_send_length_btf, &ctx, false);
+    let _ = sock_length_btf(&ctx, false);
     0
 }
 
@@ -564,26 +567,33 @@ pub(crate) struct Addrs {
 
 #[inline(always)]
 pub(crate) fn sock_addrs(p: Prog, sk: u64) -> Addrs {
-    let family: u16 = kread(p, sk, task_off!(skc_family)).unwrap_or(0);
+    sock_addrs_of::<false>(p, sk)
+}
+
+/// [`sock_addrs`]; `BTF`: `sk` is a BTF tracepoint's argument, read with plain loads.
+#[inline(always)]
+fn sock_addrs_of<const BTF: bool>(p: Prog, sk: u64) -> Addrs {
+    let family: u16 = sk_read::<_, BTF>(p, sk, task_off!(skc_family)).unwrap_or(0);
     // inet_sport outlives skc_num, which is cleared when the port is released (before the
-    // socket's CLOSE state change).
+    // socket's CLOSE state change). It is a member of `struct inet_sock`, beyond the `struct
+    // sock` a BTF argument is typed as: always a probe read.
     let sport = match kread::<u16>(p, sk, task_off!(inet_sport)) {
         Some(port) => u16::from_be(port),
-        None => kread(p, sk, task_off!(skc_num)).unwrap_or(0),
+        None => sk_read::<_, BTF>(p, sk, task_off!(skc_num)).unwrap_or(0),
     };
     let mut a = Addrs {
         family,
         sport,
-        dport: u16::from_be(kread(p, sk, task_off!(skc_dport)).unwrap_or(0)),
+        dport: u16::from_be(sk_read::<_, BTF>(p, sk, task_off!(skc_dport)).unwrap_or(0)),
         saddr: [0; 16],
         daddr: [0; 16],
     };
     if family == AF_INET6 {
-        a.saddr = kread(p, sk, task_off!(skc_v6_rcv_saddr)).unwrap_or([0; 16]);
-        a.daddr = kread(p, sk, task_off!(skc_v6_daddr)).unwrap_or([0; 16]);
+        a.saddr = sk_read::<_, BTF>(p, sk, task_off!(skc_v6_rcv_saddr)).unwrap_or([0; 16]);
+        a.daddr = sk_read::<_, BTF>(p, sk, task_off!(skc_v6_daddr)).unwrap_or([0; 16]);
     } else {
-        let s: [u8; 4] = kread(p, sk, task_off!(skc_rcv_saddr)).unwrap_or([0; 4]);
-        let d: [u8; 4] = kread(p, sk, task_off!(skc_daddr)).unwrap_or([0; 4]);
+        let s: [u8; 4] = sk_read::<_, BTF>(p, sk, task_off!(skc_rcv_saddr)).unwrap_or([0; 4]);
+        let d: [u8; 4] = sk_read::<_, BTF>(p, sk, task_off!(skc_daddr)).unwrap_or([0; 4]);
         a.saddr[..4].copy_from_slice(&s);
         a.daddr[..4].copy_from_slice(&d);
     }
