@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     AF_INET6, Family,
-    config::{OPT_TCP_STATES, ReasonMap},
+    config::{OPT_TCP_STATES, ReasonMap, TaskOffsets},
     prog::Prog,
     tcp::{
         CONN_ALLOWED, CONN_ANNOUNCED, CONN_CLOSED, ConnInfo, RESET_REASON_UNRECOGNISED,
@@ -216,6 +216,7 @@ fn update_model(
     if new == state::SYN_SENT {
         let c = fresh(Some(cur), ROLE_ACTIVE, new, ts);
         let _ = CONNS.insert(&sk, &c, 0);
+        crate::sockets::connecting(cur.pid, sk);
         return;
     }
     if old == state::LISTEN && new == state::SYN_RECV {
@@ -567,6 +568,43 @@ pub(crate) struct Addrs {
 
 #[inline(always)]
 pub(crate) fn sock_addrs(p: Prog, sk: u64) -> Addrs {
+    let daddr = task_off!(skc_daddr);
+    // sock_common's usual layout (every kernel tracer knows): the IPv4 addresses, ports and
+    // family in its first 18 bytes, the IPv6 addresses side by side. Then two or three probe
+    // reads instead of six; the offsets are read-only globals, so the verifier keeps only
+    // one of the two paths.
+    if daddr == 0
+        && task_off!(skc_rcv_saddr) == 4
+        && task_off!(skc_dport) == 12
+        && task_off!(skc_num) == 14
+        && task_off!(skc_family) == 16
+    {
+        let b: [u8; 18] = kread(p, sk, daddr).unwrap_or([0; 18]);
+        let family = u16::from_ne_bytes([b[16], b[17]]);
+        let sport = match kread::<u16>(p, sk, task_off!(inet_sport)) {
+            Some(port) => u16::from_be(port),
+            None => u16::from_ne_bytes([b[14], b[15]]),
+        };
+        let mut a = Addrs {
+            family,
+            sport,
+            dport: u16::from_be_bytes([b[12], b[13]]),
+            saddr: [0; 16],
+            daddr: [0; 16],
+        };
+        if family != AF_INET6 {
+            a.saddr[..4].copy_from_slice(&b[4..8]);
+            a.daddr[..4].copy_from_slice(&b[..4]);
+            return a;
+        }
+        let v6 = task_off!(skc_v6_daddr);
+        if v6 != TaskOffsets::UNKNOWN && task_off!(skc_v6_rcv_saddr) == v6 + 16 {
+            let b: [u8; 32] = kread(p, sk, v6).unwrap_or([0; 32]);
+            a.daddr.copy_from_slice(&b[..16]);
+            a.saddr.copy_from_slice(&b[16..]);
+            return a;
+        }
+    }
     sock_addrs_of::<false>(p, sk)
 }
 
@@ -617,7 +655,11 @@ pub(crate) fn adopt(sk: u64, cur: &Task, fd: i32, role: u8, a: &Addrs) {
     };
     // SAFETY: a valid map value pointer for the rest of this program.
     let c = unsafe { &mut *p };
-    set_owner(c, cur);
+    // connect()'s SYN_SENT already made this process the owner (comm, cgroup, filters): every
+    // owner is set through set_owner, and no process has tgid 0.
+    if c.owner_tgid != cur.tgid {
+        set_owner(c, cur);
+    }
     c.fd = fd;
     c.role = role;
     c.flags |= CONN_ANNOUNCED;
