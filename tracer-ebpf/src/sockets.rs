@@ -268,8 +268,7 @@ fn try_sys_enter_close(p: Prog, ctx: &TracePointContext) -> Option<()> {
     }
     let fd = sys_arg(p, ctx, 0)? as u32;
     let tgid = crate::common::current_tgid();
-    let info = crate::fd::sock_fd(tgid, fd)?;
-    crate::fd::closed(tgid, fd);
+    let info = crate::fd::take_closed(tgid, fd)?;
     if info.flags & FD_ANNOUNCED == 0 {
         return None;
     }

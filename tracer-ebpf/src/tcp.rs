@@ -212,15 +212,15 @@ fn update_model(
     cur: &Task,
     addrs: impl Fn(&mut Addrs),
 ) {
-    let ts = now();
+    // The time is read only where it is kept (a clock read is one of a hit's dearest parts).
     if new == state::SYN_SENT {
-        let c = fresh(Some(cur), ROLE_ACTIVE, new, ts);
+        let c = fresh(Some(cur), ROLE_ACTIVE, new, now());
         let _ = CONNS.insert(&sk, &c, 0);
         crate::sockets::connecting(cur.pid, sk);
         return;
     }
     if old == state::LISTEN && new == state::SYN_RECV {
-        let mut c = fresh(None, ROLE_PASSIVE, new, ts);
+        let mut c = fresh(None, ROLE_PASSIVE, new, now());
         let mut a = Addrs::default();
         addrs(&mut a);
         c.family = a.family;
@@ -238,7 +238,7 @@ fn update_model(
         if new != state::CLOSE {
             // A connection from before we started: learn it from here on.
             let owner = if in_process_context { Some(cur) } else { None };
-            let c = fresh(owner, ROLE_UNKNOWN, new, ts);
+            let c = fresh(owner, ROLE_UNKNOWN, new, now());
             let _ = CONNS.insert(&sk, &c, 0);
         }
         return;
@@ -246,15 +246,16 @@ fn update_model(
     // SAFETY: a valid map value pointer for the rest of this program.
     let c = unsafe { &mut *p };
     c.state = new as u8;
-    c.state_ns = ts;
     if in_process_context && c.owner_tgid != cur.tgid {
         set_owner(c, cur);
     }
     if new == state::CLOSE && c.flags & (CONN_CLOSED | CONN_ANNOUNCED) != CONN_ANNOUNCED {
-        // Its fd is closed (or was never ours to see close): done.
+        // Its fd is closed (or was never ours to see close): done (its time is not kept).
         remember_closed(sk, c);
         let _ = CONNS.remove(&sk);
+        return;
     }
+    c.state_ns = now();
 }
 
 /// A TCP state change: kept in the model; emitted for listeners, or every one with
