@@ -94,6 +94,35 @@ pub fn closed(tgid: u32, fd: u32) {
     }
 }
 
+/// close() of fd `fd` of `tgid`: its entry as [`sock_fd`] finds it, forgotten as [`closed`]
+/// does. A process's own entry is turned into its tombstone in place (no second hash update).
+#[inline(always)]
+pub fn take_closed(tgid: u32, fd: u32) -> Option<SockFd> {
+    let Some(e) = SOCK_FDS.get_ptr_mut(&fd_key(tgid, fd)) else {
+        let info = sock_fd(tgid, fd)?;
+        closed(tgid, fd);
+        return Some(info);
+    };
+    // SAFETY: a valid map value pointer for the rest of this program; copied out at once.
+    let info = unsafe { *e };
+    if info.flags & FD_TOMBSTONE != 0 {
+        return None;
+    }
+    // SAFETY: only whether an entry exists is used; the value is never read.
+    if unsafe { FORKED_FROM.get(&tgid) }.is_some() {
+        // SAFETY: as above; the tombstone `closed` would insert, written in place.
+        unsafe {
+            (*e).family = 0;
+            (*e).sock_type = 0;
+            (*e).flags = FD_TOMBSTONE;
+            (*e).sk = 0;
+        }
+    } else {
+        let _ = SOCK_FDS.remove(&fd_key(tgid, fd));
+    }
+    Some(info)
+}
+
 const TAG_DUP: u64 = 10;
 const TAG_PAIR: u64 = 11;
 /// No target fd given (dup(), fcntl()): the kernel picks it.

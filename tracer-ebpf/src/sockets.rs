@@ -15,8 +15,9 @@ use tracer_common::{
 
 use crate::{
     common::{
-        CONNS, FD_ANNOUNCED, SOCK_FDS, SockFd, Task, current, current_allowed, current_task_ptr,
-        emit, family_enabled, kread, save_args, sys_arg, sys_ret, take_args, task_off, uread,
+        ARGS, CONNS, FD_ANNOUNCED, SOCK_FDS, SockFd, Task, current, current_allowed,
+        current_task_ptr, emit, family_enabled, kread, save_args, sys_arg, sys_ret, take_args,
+        task_off, uread,
     },
     tcp::{Addrs, adopt, from_sockaddr, remember_closed, sock_addrs},
 };
@@ -267,8 +268,7 @@ fn try_sys_enter_close(p: Prog, ctx: &TracePointContext) -> Option<()> {
     }
     let fd = sys_arg(p, ctx, 0)? as u32;
     let tgid = crate::common::current_tgid();
-    let info = crate::fd::sock_fd(tgid, fd)?;
-    crate::fd::closed(tgid, fd);
+    let info = crate::fd::take_closed(tgid, fd)?;
     if info.flags & FD_ANNOUNCED == 0 {
         return None;
     }
@@ -357,11 +357,33 @@ fn try_sys_enter_connect(p: Prog, ctx: &TracePointContext) -> Option<()> {
     if !current_allowed(&cur) {
         return None;
     }
+    // fd and addrlen share a slot; the last one takes the socket from connect()'s SYN_SENT.
+    let addrlen = sys_arg(p, ctx, 2)? as u32 as u64;
     save_args(
         cur.pid,
-        [TAG_CONNECT, fd, sys_arg(p, ctx, 1)?, sys_arg(p, ctx, 2)?],
+        [
+            TAG_CONNECT,
+            (fd as u32 as u64) | (addrlen << 32),
+            sys_arg(p, ctx, 1)?,
+            0,
+        ],
     );
     Some(())
+}
+
+/// In connect(), its socket entered SYN_SENT: the thread's saved connect arguments take the
+/// socket, so sys_exit_connect need not find it through task->files->fdt (seven reads).
+#[inline(always)]
+pub(crate) fn connecting(tid: u32, sk: u64) {
+    if let Some(a) = ARGS.get_ptr_mut(&tid) {
+        // SAFETY: a valid map value pointer for the rest of this program; the thread is
+        // inside connect(), so its sys_exit_connect has not taken the entry yet.
+        unsafe {
+            if (*a)[0] == TAG_CONNECT {
+                (*a)[3] = sk;
+            }
+        }
+    }
 }
 
 /// The destination connect() was given, read no further than its `addrlen`.
@@ -396,12 +418,20 @@ fn try_sys_exit_connect(p: Prog, ctx: &TracePointContext) -> Option<()> {
     let ret = sys_ret(p, ctx)?;
     let cur = current()?;
     let fd = args[1] as u32;
+    let addrlen = args[1] >> 32;
     let key = fd_key(cur.tgid, fd);
-    // SAFETY: the value is copied out at once.
-    let mut info = unsafe { SOCK_FDS.get(&key).copied() }?;
+    let info_p = SOCK_FDS.get_ptr_mut(&key)?;
+    // SAFETY: a valid map value pointer for the rest of this program; copied out here and
+    // updated in place below.
+    let info = unsafe { *info_p };
     let mut daddr = [0u8; 16];
-    let (ufamily, dport) = user_sockaddr(p, args[2], args[3], &mut daddr);
-    let sk = sock_of_fd(p, fd).unwrap_or(0);
+    let (ufamily, dport) = user_sockaddr(p, args[2], addrlen, &mut daddr);
+    // From connect()'s SYN_SENT; a connect() that failed before it: through the fd table.
+    let sk = if args[3] != 0 {
+        args[3]
+    } else {
+        sock_of_fd(p, fd).unwrap_or(0)
+    };
     let mut a = if sk != 0 {
         sock_addrs(p, sk)
     } else {
@@ -421,9 +451,11 @@ fn try_sys_exit_connect(p: Prog, ctx: &TracePointContext) -> Option<()> {
     if sk != 0 {
         adopt(sk, &cur, fd as i32, ROLE_ACTIVE, &a);
     }
-    info.flags |= FD_ANNOUNCED;
-    info.sk = sk;
-    let _ = SOCK_FDS.insert(&key, &info, 0);
+    // SAFETY: as above: the entry's value, written in place (no second hash update).
+    unsafe {
+        (*info_p).flags |= FD_ANNOUNCED;
+        (*info_p).sk = sk;
+    }
     emit(
         &cur,
         ConnOpen {
@@ -459,13 +491,14 @@ fn try_sys_enter_listen(p: Prog, ctx: &TracePointContext) -> Option<()> {
     let fd = sys_arg(p, ctx, 0)?;
     let backlog = sys_arg(p, ctx, 1)?;
     let key = fd_key(cur.tgid, fd as u32);
-    // SAFETY: the value is copied out at once.
-    if let Some(mut info) = unsafe { SOCK_FDS.get(&key).copied() }
+    if let Some(info_p) = SOCK_FDS.get_ptr_mut(&key)
+        // SAFETY: a valid map value pointer for the rest of this program.
+        && let info = unsafe { *info_p }
         && info.flags & FD_ANNOUNCED == 0
     {
         // A listening socket is counted from here (TCP sockets are announced when used).
-        info.flags |= FD_ANNOUNCED;
-        let _ = SOCK_FDS.insert(&key, &info, 0);
+        // SAFETY: as above; updated in place.
+        unsafe { (*info_p).flags |= FD_ANNOUNCED };
         emit(
             &cur,
             SocketOpen {

@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     AF_INET6, Family,
-    config::{OPT_TCP_STATES, ReasonMap},
+    config::{OPT_TCP_STATES, ReasonMap, TaskOffsets},
     prog::Prog,
     tcp::{
         CONN_ALLOWED, CONN_ANNOUNCED, CONN_CLOSED, ConnInfo, RESET_REASON_UNRECOGNISED,
@@ -25,8 +25,9 @@ use tracer_common::{
 };
 
 use crate::common::{
-    CONNS, Owner, RECENT_CLOSE, RECENT_CLOSES, Task, current_allowed, current_raw, emit,
-    family_enabled, field, filtering, is_self, kread, off, option, other_allowed, task_off,
+    CONNS, Owner, RECENT_CLOSE, RECENT_CLOSES, Task, btf_read, current_allowed, current_raw, emit,
+    family_enabled, field, filtering, is_self, kread, off, option, other_allowed, sk_read,
+    task_off,
 };
 
 const IPPROTO_TCP: u16 = 6;
@@ -150,12 +151,14 @@ fn try_inet_sock_set_state_btf(p: Prog, ctx: &BtfTracePointContext) -> Option<()
         return None;
     }
     let sk = ctx.arg::<*const u8>(0) as u64;
-    if kread::<u16>(p, sk, task_off!(sk_protocol))? != IPPROTO_TCP {
+    if btf_read::<u16>(sk, task_off!(sk_protocol))? != IPPROTO_TCP {
         return None;
     }
     let old = ctx.arg::<i64>(1) as u16;
     let new = ctx.arg::<i64>(2) as u16;
-    state_change(sk, old, new, |a: &mut Addrs| *a = sock_addrs(p, sk))
+    state_change(sk, old, new, |a: &mut Addrs| {
+        *a = sock_addrs_of::<true>(p, sk)
+    })
 }
 
 #[tracepoint]
@@ -209,14 +212,15 @@ fn update_model(
     cur: &Task,
     addrs: impl Fn(&mut Addrs),
 ) {
-    let ts = now();
+    // The time is read only where it is kept (a clock read is one of a hit's dearest parts).
     if new == state::SYN_SENT {
-        let c = fresh(Some(cur), ROLE_ACTIVE, new, ts);
+        let c = fresh(Some(cur), ROLE_ACTIVE, new, now());
         let _ = CONNS.insert(&sk, &c, 0);
+        crate::sockets::connecting(cur.pid, sk);
         return;
     }
     if old == state::LISTEN && new == state::SYN_RECV {
-        let mut c = fresh(None, ROLE_PASSIVE, new, ts);
+        let mut c = fresh(None, ROLE_PASSIVE, new, now());
         let mut a = Addrs::default();
         addrs(&mut a);
         c.family = a.family;
@@ -234,7 +238,7 @@ fn update_model(
         if new != state::CLOSE {
             // A connection from before we started: learn it from here on.
             let owner = if in_process_context { Some(cur) } else { None };
-            let c = fresh(owner, ROLE_UNKNOWN, new, ts);
+            let c = fresh(owner, ROLE_UNKNOWN, new, now());
             let _ = CONNS.insert(&sk, &c, 0);
         }
         return;
@@ -242,15 +246,16 @@ fn update_model(
     // SAFETY: a valid map value pointer for the rest of this program.
     let c = unsafe { &mut *p };
     c.state = new as u8;
-    c.state_ns = ts;
     if in_process_context && c.owner_tgid != cur.tgid {
         set_owner(c, cur);
     }
     if new == state::CLOSE && c.flags & (CONN_CLOSED | CONN_ANNOUNCED) != CONN_ANNOUNCED {
-        // Its fd is closed (or was never ours to see close): done.
+        // Its fd is closed (or was never ours to see close): done (its time is not kept).
         remember_closed(sk, c);
         let _ = CONNS.remove(&sk);
+        return;
     }
+    c.state_ns = now();
 }
 
 /// A TCP state change: kept in the model; emitted for listeners, or every one with
@@ -497,7 +502,7 @@ fn sock_length(sk: u64, ret: i32, recv: bool) -> Option<()> {
 
 /// BTF tracepoints: (sk, ret, flags) straight from the kernel, no trace buffer.
 #[inline(always)]
-fn sock_length_btf(p: Prog, ctx: &BtfTracePointContext, recv: bool) -> Option<()> {
+fn sock_length_btf(ctx: &BtfTracePointContext, recv: bool) -> Option<()> {
     if !family_enabled(Family::Tcp) {
         return None;
     }
@@ -506,7 +511,7 @@ fn sock_length_btf(p: Prog, ctx: &BtfTracePointContext, recv: bool) -> Option<()
         return None;
     }
     let sk = ctx.arg::<*const u8>(0) as u64;
-    if kread::<u16>(p, sk, task_off!(sk_protocol))? != IPPROTO_TCP {
+    if btf_read::<u16>(sk, task_off!(sk_protocol))? != IPPROTO_TCP {
         return None;
     }
     sock_length(sk, ret, recv)
@@ -514,13 +519,13 @@ fn sock_length_btf(p: Prog, ctx: &BtfTracePointContext, recv: bool) -> Option<()
 
 #[btf_tracepoint(function = "sock_recv_length")]
 pub fn sock_recv_length_btf(ctx: BtfTracePointContext) -> i32 {
-    let _ = sock_length_btf(Prog::sock_recv_length_btf, &ctx, true);
+    let _ = sock_length_btf(&ctx, true);
     0
 }
 
 #[btf_tracepoint(function = "sock_send_length")]
 pub fn sock_send_length_btf(ctx: BtfTracePointContext) -> i32 {
-    let _ = sock_length_btf(Prog::sock_send_length_btf, &ctx, false);
+    let _ = sock_length_btf(&ctx, false);
     0
 }
 
@@ -564,26 +569,70 @@ pub(crate) struct Addrs {
 
 #[inline(always)]
 pub(crate) fn sock_addrs(p: Prog, sk: u64) -> Addrs {
-    let family: u16 = kread(p, sk, task_off!(skc_family)).unwrap_or(0);
+    let daddr = task_off!(skc_daddr);
+    // sock_common's usual layout (every kernel tracer knows): the IPv4 addresses, ports and
+    // family in its first 18 bytes, the IPv6 addresses side by side. Then two or three probe
+    // reads instead of six; the offsets are read-only globals, so the verifier keeps only
+    // one of the two paths.
+    if daddr == 0
+        && task_off!(skc_rcv_saddr) == 4
+        && task_off!(skc_dport) == 12
+        && task_off!(skc_num) == 14
+        && task_off!(skc_family) == 16
+    {
+        let b: [u8; 18] = kread(p, sk, daddr).unwrap_or([0; 18]);
+        let family = u16::from_ne_bytes([b[16], b[17]]);
+        let sport = match kread::<u16>(p, sk, task_off!(inet_sport)) {
+            Some(port) => u16::from_be(port),
+            None => u16::from_ne_bytes([b[14], b[15]]),
+        };
+        let mut a = Addrs {
+            family,
+            sport,
+            dport: u16::from_be_bytes([b[12], b[13]]),
+            saddr: [0; 16],
+            daddr: [0; 16],
+        };
+        if family != AF_INET6 {
+            a.saddr[..4].copy_from_slice(&b[4..8]);
+            a.daddr[..4].copy_from_slice(&b[..4]);
+            return a;
+        }
+        let v6 = task_off!(skc_v6_daddr);
+        if v6 != TaskOffsets::UNKNOWN && task_off!(skc_v6_rcv_saddr) == v6 + 16 {
+            let b: [u8; 32] = kread(p, sk, v6).unwrap_or([0; 32]);
+            a.daddr.copy_from_slice(&b[..16]);
+            a.saddr.copy_from_slice(&b[16..]);
+            return a;
+        }
+    }
+    sock_addrs_of::<false>(p, sk)
+}
+
+/// [`sock_addrs`]; `BTF`: `sk` is a BTF tracepoint's argument, read with plain loads.
+#[inline(always)]
+fn sock_addrs_of<const BTF: bool>(p: Prog, sk: u64) -> Addrs {
+    let family: u16 = sk_read::<_, BTF>(p, sk, task_off!(skc_family)).unwrap_or(0);
     // inet_sport outlives skc_num, which is cleared when the port is released (before the
-    // socket's CLOSE state change).
+    // socket's CLOSE state change). It is a member of `struct inet_sock`, beyond the `struct
+    // sock` a BTF argument is typed as: always a probe read.
     let sport = match kread::<u16>(p, sk, task_off!(inet_sport)) {
         Some(port) => u16::from_be(port),
-        None => kread(p, sk, task_off!(skc_num)).unwrap_or(0),
+        None => sk_read::<_, BTF>(p, sk, task_off!(skc_num)).unwrap_or(0),
     };
     let mut a = Addrs {
         family,
         sport,
-        dport: u16::from_be(kread(p, sk, task_off!(skc_dport)).unwrap_or(0)),
+        dport: u16::from_be(sk_read::<_, BTF>(p, sk, task_off!(skc_dport)).unwrap_or(0)),
         saddr: [0; 16],
         daddr: [0; 16],
     };
     if family == AF_INET6 {
-        a.saddr = kread(p, sk, task_off!(skc_v6_rcv_saddr)).unwrap_or([0; 16]);
-        a.daddr = kread(p, sk, task_off!(skc_v6_daddr)).unwrap_or([0; 16]);
+        a.saddr = sk_read::<_, BTF>(p, sk, task_off!(skc_v6_rcv_saddr)).unwrap_or([0; 16]);
+        a.daddr = sk_read::<_, BTF>(p, sk, task_off!(skc_v6_daddr)).unwrap_or([0; 16]);
     } else {
-        let s: [u8; 4] = kread(p, sk, task_off!(skc_rcv_saddr)).unwrap_or([0; 4]);
-        let d: [u8; 4] = kread(p, sk, task_off!(skc_daddr)).unwrap_or([0; 4]);
+        let s: [u8; 4] = sk_read::<_, BTF>(p, sk, task_off!(skc_rcv_saddr)).unwrap_or([0; 4]);
+        let d: [u8; 4] = sk_read::<_, BTF>(p, sk, task_off!(skc_daddr)).unwrap_or([0; 4]);
         a.saddr[..4].copy_from_slice(&s);
         a.daddr[..4].copy_from_slice(&d);
     }
@@ -607,7 +656,11 @@ pub(crate) fn adopt(sk: u64, cur: &Task, fd: i32, role: u8, a: &Addrs) {
     };
     // SAFETY: a valid map value pointer for the rest of this program.
     let c = unsafe { &mut *p };
-    set_owner(c, cur);
+    // connect()'s SYN_SENT already made this process the owner (comm, cgroup, filters): every
+    // owner is set through set_owner, and no process has tgid 0.
+    if c.owner_tgid != cur.tgid {
+        set_owner(c, cur);
+    }
     c.fd = fd;
     c.role = role;
     c.flags |= CONN_ANNOUNCED;
