@@ -55,6 +55,13 @@ pub fn sock_fd(tgid: u32, fd: u32) -> Option<SockFd> {
             Some(e)
         };
     }
+    inherited(tgid, fd)
+}
+
+/// For a process without an entry of its own at fd `fd`: the socket its parent or grandparent
+/// holds at that number (one more fd of the socket, never the connection itself).
+#[inline(always)]
+fn inherited(tgid: u32, fd: u32) -> Option<SockFd> {
     let mut t = tgid;
     for _ in 0..FORK_DEPTH {
         // SAFETY: the value is copied out at once.
@@ -64,11 +71,27 @@ pub fn sock_fd(tgid: u32, fd: u32) -> Option<SockFd> {
             if e.flags & FD_TOMBSTONE != 0 {
                 return None;
             }
-            // Inherited: one more fd of the socket, never the connection itself.
             return Some(SockFd { sk: 0, ..e });
         }
     }
     None
+}
+
+/// What a forked process's closed fd becomes: its parent may still hold a socket at that
+/// number, which this fd no longer is.
+const TOMBSTONE: SockFd = SockFd {
+    family: 0,
+    sock_type: 0,
+    flags: FD_TOMBSTONE,
+    _pad: 0,
+    sk: 0,
+};
+
+/// Whether `tgid` was forked while tracing (its parent's fds may be its own too).
+#[inline(always)]
+fn is_forked(tgid: u32) -> bool {
+    // SAFETY: only whether an entry exists is used; the value is never read.
+    unsafe { FORKED_FROM.get(&tgid) }.is_some()
 }
 
 /// Fd `fd` of `tgid` is closed: forgotten, or a tombstone for a forked process (whose
@@ -76,31 +99,22 @@ pub fn sock_fd(tgid: u32, fd: u32) -> Option<SockFd> {
 #[inline(always)]
 pub fn closed(tgid: u32, fd: u32) {
     let key = fd_key(tgid, fd);
-    // SAFETY: only whether an entry exists is used; the value is never read.
-    if unsafe { FORKED_FROM.get(&tgid) }.is_some() {
-        let _ = SOCK_FDS.insert(
-            &key,
-            &SockFd {
-                family: 0,
-                sock_type: 0,
-                flags: FD_TOMBSTONE,
-                _pad: 0,
-                sk: 0,
-            },
-            0,
-        );
+    if is_forked(tgid) {
+        let _ = SOCK_FDS.insert(&key, &TOMBSTONE, 0);
     } else {
         let _ = SOCK_FDS.remove(&key);
     }
 }
 
 /// close() of fd `fd` of `tgid`: its entry as [`sock_fd`] finds it, forgotten as [`closed`]
-/// does. A process's own entry is turned into its tombstone in place (no second hash update).
+/// does. A process's own entry is turned into its tombstone in place (no second hash update),
+/// and its own entry is looked up once (most closed fds are no socket at all).
 #[inline(always)]
 pub fn take_closed(tgid: u32, fd: u32) -> Option<SockFd> {
     let Some(e) = SOCK_FDS.get_ptr_mut(&fd_key(tgid, fd)) else {
-        let info = sock_fd(tgid, fd)?;
-        closed(tgid, fd);
+        let info = inherited(tgid, fd)?;
+        // Inherited, so forked: the tombstone `closed` would insert.
+        let _ = SOCK_FDS.insert(&fd_key(tgid, fd), &TOMBSTONE, 0);
         return Some(info);
     };
     // SAFETY: a valid map value pointer for the rest of this program; copied out at once.
@@ -108,15 +122,9 @@ pub fn take_closed(tgid: u32, fd: u32) -> Option<SockFd> {
     if info.flags & FD_TOMBSTONE != 0 {
         return None;
     }
-    // SAFETY: only whether an entry exists is used; the value is never read.
-    if unsafe { FORKED_FROM.get(&tgid) }.is_some() {
+    if is_forked(tgid) {
         // SAFETY: as above; the tombstone `closed` would insert, written in place.
-        unsafe {
-            (*e).family = 0;
-            (*e).sock_type = 0;
-            (*e).flags = FD_TOMBSTONE;
-            (*e).sk = 0;
-        }
+        unsafe { *e = TOMBSTONE };
     } else {
         let _ = SOCK_FDS.remove(&fd_key(tgid, fd));
     }
