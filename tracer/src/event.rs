@@ -443,8 +443,8 @@ pub fn split_args(b: &[u8]) -> Vec<String> {
 }
 
 /// Zeroes what a record carries beyond its valid lengths: the kernel writes exec file names and
-/// arguments, and cgroup paths, into a reserved ring-buffer slot without clearing the rest, which may hold bytes
-/// of older records. Done once, as records come in, so no sink and no dump sees them.
+/// arguments, and cgroup paths, into a reserved ring-buffer slot without clearing the rest,
+/// which may hold bytes of older records. Done once, as records come in, so no sink and no dump sees them.
 pub fn sanitize(raw: &mut [u8]) {
     let u16_at = |p: &[u8], off: usize| u16::from_ne_bytes([p[off], p[off + 1]]) as usize;
     if raw.len() >= HEADER_LEN + size_of::<process::CgroupAttach>()

@@ -358,9 +358,9 @@ impl Filter {
             )
         };
         // Which task decides, as in the kernel's programs: the writer, or either end of a
-        // signal, OOM kill or cgroup move, or a socket's owner when the record names one (tcp_state and
-        // tcp_reset fire in softirq, where the writer is whoever was running; conn_status is
-        // written with the owner in its header).
+        // signal, OOM kill or cgroup move, or a socket's owner when the record names one
+        // (tcp_state and tcp_reset fire in softirq, where the writer is whoever was running;
+        // conn_status is written with the owner in its header).
         match &ev.body {
             Body::Signal(s) => {
                 writer()

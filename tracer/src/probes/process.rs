@@ -1,5 +1,5 @@
-//! The attach table of the process family (fork, exec, exit, rlimit, rename, cgroup moves): which programs
-//! of `tracer-ebpf/src/process.rs` attach where.
+//! The attach table of the process family (fork, exec, exit, rlimit, rename, cgroup moves):
+//! which programs of `tracer-ebpf/src/process.rs` attach where.
 use super::{
     Attach::{BtfTracepoint, Tracepoint},
     ProbeSpec,
