@@ -315,7 +315,8 @@ pub struct ConnInfo {
     pub last_recv_ns: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// When `state` was entered.
+    /// When CLOSE_WAIT was entered (the only state whose time the collector reads; set at open
+    /// too, and otherwise left as it was).
     pub state_ns: u64,
     pub state: u8,
     pub role: u8,

@@ -78,8 +78,11 @@ pub static TRACKED: LruHashMap<u32, u8> = LruHashMap::with_max_entries(65536, 0)
 /// process context: connect, accept, close, send/recv), open time, state, bytes and the last
 /// receive. State changes update it in place and emit nothing (the connection model: a short
 /// connection costs a ConnOpen and a ConnClose on each end). The collector reads it once a
-/// second for connections stuck in CLOSE_WAIT or waiting for an answer. An entry is removed
-/// when its socket reaches CLOSE after its fd was closed; LRU eviction bounds the rest.
+/// second for connections stuck in CLOSE_WAIT or waiting for an answer. Once its socket is in
+/// CLOSE and its fd closed, an entry is that socket's tombstone (CONN_CLOSED: the collector
+/// skips it; a late reset still finds its owner), written over when the kernel reuses the
+/// address for a new socket, which it does at once (slab objects): most connections cost no
+/// insert and no delete. LRU eviction bounds the rest.
 #[map]
 pub static CONNS: LruHashMap<u64, ConnInfo> = LruHashMap::with_max_entries(65536, NO_COMMON_LRU);
 
@@ -93,28 +96,14 @@ pub struct Owner {
     pub comm: [u8; 16],
 }
 
-/// The owners of the last connections whose entries were removed on this CPU: close() sends
-/// its reset (unread data, SO_LINGER 0) right after the socket entered CLOSE, and on loopback
-/// the peer's own close runs in between.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct RecentCloses {
-    pub next: u32,
-    pub _pad: u32,
-    pub sk: [u64; RECENT_CLOSES],
-    pub owner: [Owner; RECENT_CLOSES],
-}
-pub const RECENT_CLOSES: usize = 4;
-#[map]
-pub static RECENT_CLOSE: PerCpuArray<RecentCloses> = PerCpuArray::with_max_entries(1, 0);
-
 /// [`SockFd::flags`]: the collector was told of this fd (a socket_open, conn_open or
 /// listen), so its close is reported too. TCP stream sockets are announced only once they are
 /// connected, accepted or listened on.
 pub const FD_ANNOUNCED: u16 = 1;
 
 /// Socket fds opened by socket()/accept(), keyed by (tgid << 32 | fd): close() of one of these
-/// is a socket close.
+/// is a socket close. A closed one is left as a tombstone (`fd.rs`), written over by the next
+/// socket at that number; the collector sweeps the entries of processes that are gone.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct SockFd {
@@ -312,15 +301,21 @@ fn count_drop(kind: u32) {
     }
 }
 
+/// The boot-clock time records are stamped with.
 #[inline(always)]
-fn header<T: Payload>(t: &Task) -> Header {
+pub fn now() -> u64 {
+    // SAFETY: a helper without pointer arguments.
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
+#[inline(always)]
+fn header<T: Payload>(t: &Task, ts_ns: u64) -> Header {
     Header {
         kind: T::KIND as u16,
         payload_len: core::mem::size_of::<T>() as u16,
         // SAFETY: a helper without pointer arguments.
         cpu: unsafe { bpf_get_smp_processor_id() },
-        // SAFETY: a helper without pointer arguments.
-        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+        ts_ns,
         tgid: t.tgid,
         pid: t.pid,
         uid: bpf_get_current_uid_gid() as u32,
@@ -334,6 +329,12 @@ fn header<T: Payload>(t: &Task) -> Header {
 /// in. A full ring buffer is counted in DROPS.
 #[inline(always)]
 pub fn reserve<T: Payload + 'static>(t: &Task) -> Option<RingBufEntry<Record<T>>> {
+    reserve_at(t, now())
+}
+
+/// [`reserve`], stamped with `ts_ns`, a [`now`] the program already read.
+#[inline(always)]
+pub fn reserve_at<T: Payload + 'static>(t: &Task, ts_ns: u64) -> Option<RingBufEntry<Record<T>>> {
     let rb = if T::KIND.is_critical() {
         &CRITICAL
     } else {
@@ -343,7 +344,7 @@ pub fn reserve<T: Payload + 'static>(t: &Task) -> Option<RingBufEntry<Record<T>>
         Some(mut e) => {
             // SAFETY: the reserved entry is exclusively ours and large enough for a Record<T>; the
             // header is written in place without reading the uninitialised memory.
-            unsafe { (&raw mut (*e.as_mut_ptr()).header).write(header::<T>(t)) };
+            unsafe { (&raw mut (*e.as_mut_ptr()).header).write(header::<T>(t, ts_ns)) };
             Some(e)
         }
         None => {
@@ -380,7 +381,13 @@ pub fn submit_flags<T: Payload>() -> u64 {
 /// Writes a small record built on the stack.
 #[inline(always)]
 pub fn emit<T: Payload + 'static>(t: &Task, payload: T) {
-    if let Some(mut e) = reserve::<T>(t) {
+    emit_at(t, now(), payload);
+}
+
+/// [`emit`], stamped with `ts_ns`, a [`now`] the program already read.
+#[inline(always)]
+pub fn emit_at<T: Payload + 'static>(t: &Task, ts_ns: u64, payload: T) {
+    if let Some(mut e) = reserve_at::<T>(t, ts_ns) {
         // SAFETY: the reserved entry is exclusively ours and large enough for a Record<T>; the
         // payload is written in place without reading the uninitialised memory.
         unsafe { (&raw mut (*e.as_mut_ptr()).payload).write(payload) };
@@ -540,8 +547,16 @@ pub fn sys_ret(p: Prog, ctx: &aya_ebpf::programs::TracePointContext) -> Option<i
     field::<i64>(p, ctx, f)
 }
 
+/// Saves a thread's arguments for its sys_exit, over its entry from its last syscall: a
+/// thread keeps one entry while it lives (the LRU evicts those of threads gone), because a
+/// hash insert, and the delete that made room for it, each cost several lookups.
 #[inline(always)]
 pub fn save_args(tid: u32, args: [u64; 4]) {
+    if let Some(p) = ARGS.get_ptr_mut(&tid) {
+        // SAFETY: a valid map value pointer for the rest of this program.
+        unsafe { *p = args };
+        return;
+    }
     let _ = ARGS.insert(&tid, &args, 0);
 }
 
@@ -574,12 +589,29 @@ pub fn save_enter_args(
     Some(())
 }
 
+/// The arguments the thread's sys_enter saved, once: the entry stays, its tag cleared in place
+/// (every tag is non-zero).
 #[inline(always)]
 pub fn take_args(tid: u32) -> Option<[u64; 4]> {
-    // SAFETY: the value is copied out before the map is touched again.
-    let v = unsafe { ARGS.get(&tid).copied() };
-    if v.is_some() {
-        let _ = ARGS.remove(&tid);
+    let p = ARGS.get_ptr_mut(&tid)?;
+    // SAFETY: a valid map value pointer for the rest of this program; copied out at once.
+    let v = unsafe { *p };
+    if v[0] == 0 {
+        return None;
     }
-    v
+    // SAFETY: as above.
+    unsafe { (*p)[0] = 0 };
+    Some(v)
+}
+
+/// Writes the entry of socket fd `key` over the one there (the tombstone an fd number closed
+/// earlier left: fd numbers are reused at once), else inserts it.
+#[inline(always)]
+pub fn put_sock_fd(key: u64, v: SockFd) {
+    if let Some(p) = SOCK_FDS.get_ptr_mut(&key) {
+        // SAFETY: a valid map value pointer for the rest of this program.
+        unsafe { *p = v };
+        return;
+    }
+    let _ = SOCK_FDS.insert(&key, &v, 0);
 }

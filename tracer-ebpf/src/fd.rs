@@ -22,7 +22,8 @@ use tracer_common::{
 use crate::{
     common::{
         FD_ANNOUNCED, SOCK_FDS, SockFd, current, current_allowed, current_tgid, emit,
-        family_enabled, save_args, save_enter_args, sys_arg, sys_ret, take_args, uread,
+        family_enabled, put_sock_fd, save_args, save_enter_args, sys_arg, sys_ret, take_args,
+        uread,
     },
     sockets::fd_key,
 };
@@ -31,9 +32,9 @@ use crate::{
 #[map]
 static FORKED_FROM: LruHashMap<u32, u32> = LruHashMap::with_max_entries(65536, 0);
 
-/// [`SockFd::flags`] of a tombstone: the child closed (or replaced) this fd, inherited or its
-/// own; it is no socket until one is opened there again.
-const FD_TOMBSTONE: u16 = 0x8000;
+/// [`SockFd::flags`] of a tombstone: the process closed (or replaced) this fd, inherited or its
+/// own; it is no socket until one is opened there again (written over in place then).
+pub(crate) const FD_TOMBSTONE: u16 = 0x8000;
 
 /// Called at every fork of a process (with `--events tcp`).
 #[inline(always)]
@@ -77,8 +78,9 @@ fn inherited(tgid: u32, fd: u32) -> Option<SockFd> {
     None
 }
 
-/// What a forked process's closed fd becomes: its parent may still hold a socket at that
-/// number, which this fd no longer is.
+/// What a closed socket fd becomes: for a forked process, its parent may still hold a socket
+/// at that number, which this fd no longer is; for any process, an entry the next socket at
+/// that number is written over (an insert and a delete per socket cost several lookups).
 const TOMBSTONE: SockFd = SockFd {
     family: 0,
     sock_type: 0,
@@ -94,21 +96,22 @@ fn is_forked(tgid: u32) -> bool {
     unsafe { FORKED_FROM.get(&tgid) }.is_some()
 }
 
-/// Fd `fd` of `tgid` is closed: forgotten, or a tombstone for a forked process (whose
-/// parent may still hold a socket at that number).
+/// Fd `fd` of `tgid` is closed: its entry becomes a tombstone in place; without one, a forked
+/// process (whose parent may still hold a socket at that number) gets one.
 #[inline(always)]
 pub fn closed(tgid: u32, fd: u32) {
     let key = fd_key(tgid, fd);
-    if is_forked(tgid) {
+    if let Some(e) = SOCK_FDS.get_ptr_mut(&key) {
+        // SAFETY: a valid map value pointer for the rest of this program.
+        unsafe { *e = TOMBSTONE };
+    } else if is_forked(tgid) {
         let _ = SOCK_FDS.insert(&key, &TOMBSTONE, 0);
-    } else {
-        let _ = SOCK_FDS.remove(&key);
     }
 }
 
-/// close() of fd `fd` of `tgid`: its entry as [`sock_fd`] finds it, forgotten as [`closed`]
-/// does. A process's own entry is turned into its tombstone in place (no second hash update),
-/// and its own entry is looked up once (most closed fds are no socket at all).
+/// close() of fd `fd` of `tgid`: its entry as [`sock_fd`] finds it, then a tombstone as
+/// [`closed`] makes, written in place; its own entry is looked up once (most closed fds are no
+/// socket at all).
 #[inline(always)]
 pub fn take_closed(tgid: u32, fd: u32) -> Option<SockFd> {
     let Some(e) = SOCK_FDS.get_ptr_mut(&fd_key(tgid, fd)) else {
@@ -122,12 +125,8 @@ pub fn take_closed(tgid: u32, fd: u32) -> Option<SockFd> {
     if info.flags & FD_TOMBSTONE != 0 {
         return None;
     }
-    if is_forked(tgid) {
-        // SAFETY: as above; the tombstone `closed` would insert, written in place.
-        unsafe { *e = TOMBSTONE };
-    } else {
-        let _ = SOCK_FDS.remove(&fd_key(tgid, fd));
-    }
+    // SAFETY: as above.
+    unsafe { *e = TOMBSTONE };
     Some(info)
 }
 
@@ -146,9 +145,12 @@ fn dup_enter(oldfd: u64, newfd: u64) -> Option<()> {
         return None;
     }
     let tgid = current_tgid();
-    // SAFETY: only whether an entry exists is used; the value is never read.
-    let known =
-        |fd: u64| fd != ANY_FD && unsafe { SOCK_FDS.get(&fd_key(tgid, fd as u32)) }.is_some();
+    let known = |fd: u64| {
+        // SAFETY: the flags are copied out at once.
+        fd != ANY_FD
+            && unsafe { SOCK_FDS.get(&fd_key(tgid, fd as u32)) }
+                .is_some_and(|e| e.flags & FD_TOMBSTONE == 0)
+    };
     if !known(oldfd) && !known(newfd) {
         return None;
     }
@@ -183,16 +185,15 @@ fn dup_exit(p: Prog, ctx: &TracePointContext) -> Option<()> {
     match sock_fd(cur.tgid, oldfd) {
         Some(o) => {
             let (family, sock_type, flags) = (o.family, o.sock_type, o.flags);
-            let _ = SOCK_FDS.insert(
-                &new_key,
-                &SockFd {
+            put_sock_fd(
+                new_key,
+                SockFd {
                     family,
                     sock_type,
                     flags,
                     _pad: 0,
                     sk: 0,
                 },
-                0,
             );
             if allowed && flags & FD_ANNOUNCED != 0 {
                 emit(
@@ -319,16 +320,15 @@ fn try_exit_socketpair(p: Prog, ctx: &TracePointContext) -> Option<()> {
         if fd < 0 {
             continue;
         }
-        let _ = SOCK_FDS.insert(
-            &fd_key(cur.tgid, fd as u32),
-            &SockFd {
+        put_sock_fd(
+            fd_key(cur.tgid, fd as u32),
+            SockFd {
                 family,
                 sock_type,
                 flags: FD_ANNOUNCED,
                 _pad: 0,
                 sk: 0,
             },
-            0,
         );
         emit(
             &cur,

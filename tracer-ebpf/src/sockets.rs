@@ -9,17 +9,18 @@ use tracer_common::{
     prog::Prog,
     tcp::{
         CONN_CLOSED, ConnClose, ConnOpen, ROLE_ACTIVE, ROLE_PASSIVE, ROLE_UNKNOWN, SocketClose,
-        SocketOpen, TcpAccept, TcpListen, state,
+        SocketOpen, TcpAccept, TcpListen,
     },
 };
 
 use crate::{
     common::{
         ARGS, CONNS, FD_ANNOUNCED, SOCK_FDS, SockFd, Task, current, current_allowed,
-        current_task_ptr, emit, family_enabled, kread, save_args, sys_arg, sys_ret, take_args,
-        task_off, uread,
+        current_task_ptr, emit, emit_at, family_enabled, kread, now, put_sock_fd, save_args,
+        sys_arg, sys_ret, take_args, task_off, uread,
     },
-    tcp::{Addrs, adopt, from_sockaddr, remember_closed, sock_addrs},
+    fd::FD_TOMBSTONE,
+    tcp::{Addrs, adopt, from_sockaddr, sock_addrs},
 };
 
 const SOCK_STREAM: u16 = 1;
@@ -38,11 +39,18 @@ fn sock_of_fd(p: Prog, fd: u32) -> Option<u64> {
     let task = current_task_ptr();
     let files: u64 = kread(p, task, task_off!(task_files))?;
     let fdt: u64 = kread(p, files, task_off!(files_fdt))?;
-    let max: u32 = kread(p, fdt, task_off!(fdtable_max_fds))?;
+    // `max_fds` then the `fd` array pointer, as every kernel lays out `struct fdtable`: one
+    // read for both (the offsets are read-only globals: the verifier keeps one path).
+    let (max, fds) = if task_off!(fdtable_max_fds) == 0 && task_off!(fdtable_fd) == 8 {
+        let b: [u64; 2] = kread(p, fdt, 0)?;
+        (b[0] as u32, b[1])
+    } else {
+        let max: u32 = kread(p, fdt, task_off!(fdtable_max_fds))?;
+        (max, kread(p, fdt, task_off!(fdtable_fd))?)
+    };
     if fd >= max {
         return None;
     }
-    let fds: u64 = kread(p, fdt, task_off!(fdtable_fd))?;
     let file: u64 = kread(p, fds, fd.checked_mul(8)?)?;
     let sock: u64 = kread(p, file, task_off!(file_private_data))?;
     let sk: u64 = kread(p, sock, task_off!(socket_sk))?;
@@ -109,27 +117,28 @@ fn accept_exit(p: Prog, ctx: &TracePointContext) -> Option<()> {
             }
         };
         let inet = a.family == AF_INET || a.family == AF_INET6;
-        let _ = SOCK_FDS.insert(
-            &fd_key(cur.tgid, ret as u32),
-            &SockFd {
+        put_sock_fd(
+            fd_key(cur.tgid, ret as u32),
+            SockFd {
                 family: a.family,
                 sock_type: SOCK_STREAM,
                 flags: FD_ANNOUNCED,
                 _pad: 0,
                 sk: if inet { sk } else { 0 },
             },
-            0,
         );
         if a.family != 0 && !inet {
             // accept() on a unix socket: still a socket fd for the accounting.
             socket_open(&cur, fd, a.family);
             return Some(());
         }
+        let ts = now();
         if sk != 0 {
-            adopt(sk, &cur, fd, ROLE_PASSIVE, &a);
+            adopt(sk, &cur, fd, ROLE_PASSIVE, &a, ts);
         }
-        emit(
+        emit_at(
             &cur,
+            ts,
             ConnOpen {
                 sk,
                 fd,
@@ -228,16 +237,15 @@ fn try_sys_exit_socket(p: Prog, ctx: &TracePointContext) -> Option<()> {
     // connection then costs one record at each end of its life, not three.
     let tcp = sock_type == SOCK_STREAM && (family == AF_INET || family == AF_INET6);
     if ret >= 0 {
-        let _ = SOCK_FDS.insert(
-            &fd_key(cur.tgid, ret as u32),
-            &SockFd {
+        put_sock_fd(
+            fd_key(cur.tgid, ret as u32),
+            SockFd {
                 family,
                 sock_type,
                 flags: if tcp { 0 } else { FD_ANNOUNCED },
                 _pad: 0,
                 sk: 0,
             },
-            0,
         );
         if tcp {
             return Some(());
@@ -319,13 +327,10 @@ fn try_sys_enter_close(p: Prog, ctx: &TracePointContext) -> Option<()> {
         ev.dport = c.dport;
         ev.saddr = c.saddr;
         ev.daddr = c.daddr;
-        if c.state == 0 || c.state as u16 == state::CLOSE {
-            // Reset, refused, or never seen connected: nothing more will happen to it.
-            remember_closed(info.sk, c);
-            let _ = CONNS.remove(&info.sk);
-        } else {
-            c.flags |= CONN_CLOSED;
-        }
+        // Its fd is closed: once it is in CLOSE too (already, when reset, refused or never
+        // seen connected), the entry is the socket's tombstone, kept for a late reset's
+        // owner and written over when the kernel reuses the address for a new socket.
+        c.flags |= CONN_CLOSED;
     }
     if allowed {
         emit(&cur, ev);
@@ -424,6 +429,10 @@ fn try_sys_exit_connect(p: Prog, ctx: &TracePointContext) -> Option<()> {
     // SAFETY: a valid map value pointer for the rest of this program; copied out here and
     // updated in place below.
     let info = unsafe { *info_p };
+    if info.flags & FD_TOMBSTONE != 0 {
+        // Another thread closed the fd meanwhile.
+        return None;
+    }
     let mut daddr = [0u8; 16];
     let (ufamily, dport) = user_sockaddr(p, args[2], addrlen, &mut daddr);
     // From connect()'s SYN_SENT; a connect() that failed before it: through the fd table.
@@ -449,7 +458,7 @@ fn try_sys_exit_connect(p: Prog, ctx: &TracePointContext) -> Option<()> {
         a.daddr = daddr;
     }
     if sk != 0 {
-        adopt(sk, &cur, fd as i32, ROLE_ACTIVE, &a);
+        adopt(sk, &cur, fd as i32, ROLE_ACTIVE, &a, 0);
     }
     // SAFETY: as above: the entry's value, written in place (no second hash update).
     unsafe {
@@ -494,7 +503,7 @@ fn try_sys_enter_listen(p: Prog, ctx: &TracePointContext) -> Option<()> {
     if let Some(info_p) = SOCK_FDS.get_ptr_mut(&key)
         // SAFETY: a valid map value pointer for the rest of this program.
         && let info = unsafe { *info_p }
-        && info.flags & FD_ANNOUNCED == 0
+        && info.flags & (FD_ANNOUNCED | FD_TOMBSTONE) == 0
     {
         // A listening socket is counted from here (TCP sockets are announced when used).
         // SAFETY: as above; updated in place.

@@ -9,7 +9,6 @@
 //! current task is not the socket's owner: ownership is learnt only in process context
 //! (connect, listen, accept, close, send/recv).
 use aya_ebpf::{
-    helpers::bpf_ktime_get_boot_ns,
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -25,18 +24,11 @@ use tracer_common::{
 };
 
 use crate::common::{
-    CONNS, Owner, RECENT_CLOSE, RECENT_CLOSES, Task, btf_read, current_allowed, current_raw, emit,
-    family_enabled, field, filtering, is_self, kread, off, option, other_allowed, sk_read,
-    task_off,
+    CONNS, Owner, Task, btf_read, current_allowed, current_raw, emit, family_enabled, field,
+    filtering, is_self, kread, now, off, option, other_allowed, sk_read, task_off,
 };
 
 const IPPROTO_TCP: u16 = 6;
-
-#[inline(always)]
-fn now() -> u64 {
-    // SAFETY: a helper without pointer arguments.
-    unsafe { bpf_ktime_get_boot_ns() }
-}
 
 /// A connection entry as first seen, owned by `owner` (None: not known yet).
 #[inline(always)]
@@ -84,49 +76,34 @@ fn set_owner(c: &mut ConnInfo, t: &Task) {
     }
 }
 
+/// Writes connection `sk`'s entry afresh, over the one there (the tombstone of a socket the
+/// kernel freed and now reuses the address of), else inserts it: a hash insert, and the delete
+/// that made room for it, each cost several lookups.
 #[inline(always)]
-pub(crate) fn remember_closed(sk: u64, c: &ConnInfo) {
-    if let Some(p) = RECENT_CLOSE.get_ptr_mut(0) {
-        // SAFETY: a valid per-CPU map value pointer for the rest of this program.
-        unsafe {
-            let i = (*p).next as usize % RECENT_CLOSES;
-            (*p).next = (*p).next.wrapping_add(1);
-            (*p).sk[i] = sk;
-            (*p).owner[i] = owner_of(c);
-        }
+fn put_conn(sk: u64, c: &ConnInfo) {
+    if let Some(p) = CONNS.get_ptr_mut(&sk) {
+        // SAFETY: a valid map value pointer for the rest of this program.
+        unsafe { *p = *c };
+        return;
     }
+    let _ = CONNS.insert(&sk, c, 0);
 }
 
+/// The owner of connection `sk` (tgid 0: not known). A closed connection's entry stays as its
+/// tombstone until the address is reused, so a reset sent after close() still finds it.
 #[inline(always)]
-fn owner_of(c: &ConnInfo) -> Owner {
-    Owner {
-        tgid: c.owner_tgid,
-        _pad: 0,
-        cgroup_id: c.cgroup_id,
-        comm: c.comm,
-    }
-}
-
-/// The owner of connection `sk` (tgid 0: not known), looking also at the one just removed on
-/// this CPU.
-#[inline(always)]
-fn conn_or_recent(sk: u64) -> Option<Owner> {
+fn conn_owner(sk: u64) -> Option<Owner> {
     if sk == 0 {
         return None;
     }
     // SAFETY: the entry is copied into an Owner at once.
-    if let Some(c) = unsafe { CONNS.get(&sk) } {
-        return Some(owner_of(c));
-    }
-    let r = RECENT_CLOSE.get(0)?;
-    let mut i = 0;
-    while i < RECENT_CLOSES {
-        if r.sk[i] == sk {
-            return Some(r.owner[i]);
-        }
-        i += 1;
-    }
-    None
+    let c = unsafe { CONNS.get(&sk) }?;
+    Some(Owner {
+        tgid: c.owner_tgid,
+        _pad: 0,
+        cgroup_id: c.cgroup_id,
+        comm: c.comm,
+    })
 }
 
 /// Whether the socket's owner (or, when unknown, the current task) should be traced.
@@ -215,7 +192,7 @@ fn update_model(
     // The time is read only where it is kept (a clock read is one of a hit's dearest parts).
     if new == state::SYN_SENT {
         let c = fresh(Some(cur), ROLE_ACTIVE, new, now());
-        let _ = CONNS.insert(&sk, &c, 0);
+        put_conn(sk, &c);
         crate::sockets::connecting(cur.pid, sk);
         return;
     }
@@ -226,7 +203,7 @@ fn update_model(
         c.family = a.family;
         c.sport = a.sport;
         c.dport = a.dport;
-        let _ = CONNS.insert(&sk, &c, 0);
+        put_conn(sk, &c);
         return;
     }
     if new == state::LISTEN || old == state::LISTEN {
@@ -249,13 +226,16 @@ fn update_model(
     if in_process_context && c.owner_tgid != cur.tgid {
         set_owner(c, cur);
     }
-    if new == state::CLOSE && c.flags & (CONN_CLOSED | CONN_ANNOUNCED) != CONN_ANNOUNCED {
-        // Its fd is closed (or was never ours to see close): done (its time is not kept).
-        remember_closed(sk, c);
-        let _ = CONNS.remove(&sk);
-        return;
+    if new == state::CLOSE && c.flags & CONN_ANNOUNCED == 0 {
+        // Never ours to see close (a passive connection that died before accept()): done.
+        // With CONN_CLOSED and CLOSE, the entry is the socket's tombstone.
+        c.flags |= CONN_CLOSED;
     }
-    c.state_ns = now();
+    // Only the time CLOSE_WAIT began is read (by the collector, for a peer's close left
+    // unanswered): a clock read is one of a hit's dearest parts.
+    if new == state::CLOSE_WAIT {
+        c.state_ns = now();
+    }
 }
 
 /// A TCP state change: kept in the model; emitted for listeners, or every one with
@@ -279,7 +259,7 @@ fn state_change(sk: u64, old: u16, new: u16, addrs: impl Fn(&mut Addrs)) -> Opti
     let conn = if listener || in_process_context {
         None
     } else {
-        conn_or_recent(sk)
+        conn_owner(sk)
     };
     if !subject_allowed(conn.as_ref(), &cur) {
         return None;
@@ -355,7 +335,7 @@ fn try_tcp_send_reset(p: Prog, ctx: &TracePointContext) -> Option<()> {
     }
     let sk: u64 = field(p, ctx, off!(tsr_skaddr)).unwrap_or(0);
     let cur = current_raw();
-    let owner = conn_or_recent(sk);
+    let owner = conn_owner(sk);
     if !subject_allowed(owner.as_ref(), &cur) {
         return None;
     }
@@ -410,7 +390,7 @@ fn try_tcp_receive_reset(p: Prog, ctx: &TracePointContext) -> Option<()> {
     }
     let sk: u64 = field(p, ctx, off!(trr_skaddr)).unwrap_or(0);
     let cur = current_raw();
-    let owner = conn_or_recent(sk);
+    let owner = conn_owner(sk);
     if !subject_allowed(owner.as_ref(), &cur) {
         return None;
     }
@@ -640,13 +620,14 @@ fn sock_addrs_of<const BTF: bool>(p: Prog, sk: u64) -> Addrs {
 }
 
 /// The connection `sk` is now `cur`'s fd `fd`, announced in a conn_open: its entry says so.
+/// `ts`: accept()'s time, a passive connection's open time (the conn_open's stamp too); 0 for
+/// connect(), whose entry its SYN_SENT made (the clock is read only if there is none).
 #[inline(always)]
-pub(crate) fn adopt(sk: u64, cur: &Task, fd: i32, role: u8, a: &Addrs) {
-    let ts = now();
+pub(crate) fn adopt(sk: u64, cur: &Task, fd: i32, role: u8, a: &Addrs, ts: u64) {
     let p = match CONNS.get_ptr_mut(&sk) {
         Some(p) => p,
         None => {
-            let c = fresh(None, role, 0, ts);
+            let c = fresh(None, role, 0, if ts != 0 { ts } else { now() });
             let _ = CONNS.insert(&sk, &c, 0);
             match CONNS.get_ptr_mut(&sk) {
                 Some(p) => p,
