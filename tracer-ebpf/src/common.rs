@@ -308,8 +308,20 @@ pub fn now() -> u64 {
     unsafe { bpf_ktime_get_boot_ns() }
 }
 
+/// The current task's comm and cgroup as the program has just read them (a connection's new
+/// owner): a record's header takes them instead of asking the kernel twice.
+#[derive(Clone, Copy)]
+pub struct Known {
+    pub comm: [u8; 16],
+    pub cgroup_id: u64,
+}
+
 #[inline(always)]
-fn header<T: Payload>(t: &Task, ts_ns: u64) -> Header {
+fn header<T: Payload>(t: &Task, ts_ns: u64, known: Option<&Known>) -> Header {
+    let (comm, cgroup_id) = match known {
+        Some(k) => (k.comm, k.cgroup_id),
+        None => (t.comm(), t.cgroup_id()),
+    };
     Header {
         kind: T::KIND as u16,
         payload_len: core::mem::size_of::<T>() as u16,
@@ -320,8 +332,8 @@ fn header<T: Payload>(t: &Task, ts_ns: u64) -> Header {
         pid: t.pid,
         uid: bpf_get_current_uid_gid() as u32,
         _pad: 0,
-        cgroup_id: t.cgroup_id(),
-        comm: t.comm(),
+        cgroup_id,
+        comm,
     }
 }
 
@@ -335,6 +347,15 @@ pub fn reserve<T: Payload + 'static>(t: &Task) -> Option<RingBufEntry<Record<T>>
 /// [`reserve`], stamped with `ts_ns`, a [`now`] the program already read.
 #[inline(always)]
 pub fn reserve_at<T: Payload + 'static>(t: &Task, ts_ns: u64) -> Option<RingBufEntry<Record<T>>> {
+    reserve_known(t, ts_ns, None)
+}
+
+#[inline(always)]
+fn reserve_known<T: Payload + 'static>(
+    t: &Task,
+    ts_ns: u64,
+    known: Option<&Known>,
+) -> Option<RingBufEntry<Record<T>>> {
     let rb = if T::KIND.is_critical() {
         &CRITICAL
     } else {
@@ -344,7 +365,7 @@ pub fn reserve_at<T: Payload + 'static>(t: &Task, ts_ns: u64) -> Option<RingBufE
         Some(mut e) => {
             // SAFETY: the reserved entry is exclusively ours and large enough for a Record<T>; the
             // header is written in place without reading the uninitialised memory.
-            unsafe { (&raw mut (*e.as_mut_ptr()).header).write(header::<T>(t, ts_ns)) };
+            unsafe { (&raw mut (*e.as_mut_ptr()).header).write(header::<T>(t, ts_ns, known)) };
             Some(e)
         }
         None => {
@@ -387,7 +408,13 @@ pub fn emit<T: Payload + 'static>(t: &Task, payload: T) {
 /// [`emit`], stamped with `ts_ns`, a [`now`] the program already read.
 #[inline(always)]
 pub fn emit_at<T: Payload + 'static>(t: &Task, ts_ns: u64, payload: T) {
-    if let Some(mut e) = reserve_at::<T>(t, ts_ns) {
+    emit_known(t, ts_ns, None, payload);
+}
+
+/// [`emit_at`], with the comm and cgroup the program has just read.
+#[inline(always)]
+pub fn emit_known<T: Payload + 'static>(t: &Task, ts_ns: u64, known: Option<&Known>, payload: T) {
+    if let Some(mut e) = reserve_known::<T>(t, ts_ns, known) {
         // SAFETY: the reserved entry is exclusively ours and large enough for a Record<T>; the
         // payload is written in place without reading the uninitialised memory.
         unsafe { (&raw mut (*e.as_mut_ptr()).payload).write(payload) };

@@ -15,9 +15,9 @@ use tracer_common::{
 
 use crate::{
     common::{
-        ARGS, CONNS, FD_ANNOUNCED, SOCK_FDS, SockFd, Task, current, current_allowed,
-        current_task_ptr, emit, emit_at, family_enabled, kread, now, put_sock_fd, save_args,
-        sys_arg, sys_ret, take_args, task_off, uread,
+        ARGS, CONNS, FD_ANNOUNCED, SOCK_FDS, SockFd, Task, current, current_allowed, current_raw,
+        current_task_ptr, emit, emit_known, family_enabled, is_self, kread, now, put_sock_fd,
+        save_args, sys_arg, sys_ret, take_args, task_off, uread,
     },
     fd::FD_TOMBSTONE,
     tcp::{Addrs, adopt, from_sockaddr, sock_addrs},
@@ -133,12 +133,15 @@ fn accept_exit(p: Prog, ctx: &TracePointContext) -> Option<()> {
             return Some(());
         }
         let ts = now();
-        if sk != 0 {
-            adopt(sk, &cur, fd, ROLE_PASSIVE, &a, ts);
-        }
-        emit_at(
+        let known = if sk != 0 {
+            adopt(sk, &cur, fd, ROLE_PASSIVE, &a, ts)
+        } else {
+            None
+        };
+        emit_known(
             &cur,
             ts,
+            known.as_ref(),
             ConnOpen {
                 sk,
                 fd,
@@ -275,12 +278,11 @@ fn try_sys_enter_close(p: Prog, ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let fd = sys_arg(p, ctx, 0)? as u32;
-    let tgid = crate::common::current_tgid();
-    let info = crate::fd::take_closed(tgid, fd)?;
-    if info.flags & FD_ANNOUNCED == 0 {
+    let cur = current_raw();
+    let info = crate::fd::take_closed(cur.tgid, fd)?;
+    if info.flags & FD_ANNOUNCED == 0 || is_self(cur.tgid) {
         return None;
     }
-    let cur = current()?;
     let allowed = current_allowed(&cur);
     if info.sk == 0 {
         if allowed {
@@ -457,16 +459,20 @@ fn try_sys_exit_connect(p: Prog, ctx: &TracePointContext) -> Option<()> {
         a.dport = dport;
         a.daddr = daddr;
     }
-    if sk != 0 {
-        adopt(sk, &cur, fd as i32, ROLE_ACTIVE, &a, 0);
-    }
+    let known = if sk != 0 {
+        adopt(sk, &cur, fd as i32, ROLE_ACTIVE, &a, 0)
+    } else {
+        None
+    };
     // SAFETY: as above: the entry's value, written in place (no second hash update).
     unsafe {
         (*info_p).flags |= FD_ANNOUNCED;
         (*info_p).sk = sk;
     }
-    emit(
+    emit_known(
         &cur,
+        now(),
+        known.as_ref(),
         ConnOpen {
             sk,
             fd: fd as i32,

@@ -24,7 +24,7 @@ use tracer_common::{
 };
 
 use crate::common::{
-    CONNS, Owner, Task, btf_read, current_allowed, current_raw, emit, family_enabled, field,
+    CONNS, Known, Owner, Task, btf_read, current_allowed, current_raw, emit, family_enabled, field,
     filtering, is_self, kread, now, off, option, other_allowed, sk_read, task_off,
 };
 
@@ -197,7 +197,9 @@ fn update_model(
         return;
     }
     if old == state::LISTEN && new == state::SYN_RECV {
-        let mut c = fresh(None, ROLE_PASSIVE, new, now());
+        // Its open time is accept()'s (0 until then: a connection never accepted is never
+        // announced, and a CLOSE_WAIT keeps its own time).
+        let mut c = fresh(None, ROLE_PASSIVE, new, 0);
         let mut a = Addrs::default();
         addrs(&mut a);
         c.family = a.family;
@@ -621,18 +623,16 @@ fn sock_addrs_of<const BTF: bool>(p: Prog, sk: u64) -> Addrs {
 
 /// The connection `sk` is now `cur`'s fd `fd`, announced in a conn_open: its entry says so.
 /// `ts`: accept()'s time, a passive connection's open time (the conn_open's stamp too); 0 for
-/// connect(), whose entry its SYN_SENT made (the clock is read only if there is none).
+/// connect(), whose entry its SYN_SENT made (the clock is read only if there is none). Returns
+/// the owner's comm and cgroup, read by this accept() or by this connect()'s SYN_SENT.
 #[inline(always)]
-pub(crate) fn adopt(sk: u64, cur: &Task, fd: i32, role: u8, a: &Addrs, ts: u64) {
+pub(crate) fn adopt(sk: u64, cur: &Task, fd: i32, role: u8, a: &Addrs, ts: u64) -> Option<Known> {
     let p = match CONNS.get_ptr_mut(&sk) {
         Some(p) => p,
         None => {
             let c = fresh(None, role, 0, if ts != 0 { ts } else { now() });
             let _ = CONNS.insert(&sk, &c, 0);
-            match CONNS.get_ptr_mut(&sk) {
-                Some(p) => p,
-                None => return,
-            }
+            CONNS.get_ptr_mut(&sk)?
         }
     };
     // SAFETY: a valid map value pointer for the rest of this program.
@@ -654,4 +654,8 @@ pub(crate) fn adopt(sk: u64, cur: &Task, fd: i32, role: u8, a: &Addrs, ts: u64) 
     c.dport = a.dport;
     c.saddr = a.saddr;
     c.daddr = a.daddr;
+    Some(Known {
+        comm: c.comm,
+        cgroup_id: c.cgroup_id,
+    })
 }
