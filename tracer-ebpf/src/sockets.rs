@@ -26,6 +26,7 @@ use crate::{
 const SOCK_STREAM: u16 = 1;
 const EAGAIN: i64 = 11;
 const EINTR: i64 = 4;
+const EINPROGRESS: i64 = 115;
 
 #[inline(always)]
 pub(crate) fn fd_key(tgid: u32, fd: u32) -> u64 {
@@ -435,8 +436,14 @@ fn try_sys_exit_connect(p: Prog, ctx: &TracePointContext) -> Option<()> {
         // Another thread closed the fd meanwhile.
         return None;
     }
+    // The destination as asked for, when connect() failed: a failed connect() may have
+    // cleared the socket's (a success or one in progress has it).
     let mut daddr = [0u8; 16];
-    let (ufamily, dport) = user_sockaddr(p, args[2], addrlen, &mut daddr);
+    let (ufamily, dport) = if ret < 0 && ret != -EINPROGRESS {
+        user_sockaddr(p, args[2], addrlen, &mut daddr)
+    } else {
+        (0, 0)
+    };
     // From connect()'s SYN_SENT; a connect() that failed before it: through the fd table.
     let sk = if args[3] != 0 {
         args[3]
@@ -454,8 +461,7 @@ fn try_sys_exit_connect(p: Prog, ctx: &TracePointContext) -> Option<()> {
             daddr: [0; 16],
         }
     };
-    // The destination as asked for: a failed connect() may have cleared the socket's.
-    if ufamily == a.family {
+    if ufamily != 0 && ufamily == a.family {
         a.dport = dport;
         a.daddr = daddr;
     }

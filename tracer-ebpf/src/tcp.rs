@@ -186,6 +186,7 @@ fn update_model(
     old: u16,
     new: u16,
     in_process_context: bool,
+    // The current task when `in_process_context`, else not read.
     cur: &Task,
     addrs: impl Fn(&mut Addrs),
 ) {
@@ -244,20 +245,30 @@ fn update_model(
 /// `--tcp-states`.
 #[inline(always)]
 fn state_change(sk: u64, old: u16, new: u16, addrs: impl Fn(&mut Addrs)) -> Option<()> {
-    let cur = current_raw();
     // These transitions only happen inside connect(), listen(), close() or shutdown(): the
-    // current task owns the socket.
+    // current task owns the socket. The others (most run in softirq) do not ask who is
+    // current, unless the change is emitted: a helper call is one of a hit's dearest parts.
     let in_process_context = new == state::SYN_SENT
         || new == state::LISTEN
         || (old == state::ESTABLISHED && new == state::FIN_WAIT1)
         || (old == state::CLOSE_WAIT && new == state::LAST_ACK);
-    update_model(sk, old, new, in_process_context, &cur, &addrs);
+    let owner = if in_process_context {
+        current_raw()
+    } else {
+        Task { tgid: 0, pid: 0 }
+    };
+    update_model(sk, old, new, in_process_context, &owner, &addrs);
     // Listeners come and go rarely, and analyses need their ports; every other change only
     // when asked for.
     let listener = new == state::LISTEN || (old == state::LISTEN && new == state::CLOSE);
     if !listener && !option(OPT_TCP_STATES) {
         return Some(());
     }
+    let cur = if in_process_context {
+        owner
+    } else {
+        current_raw()
+    };
     let conn = if listener || in_process_context {
         None
     } else {
