@@ -94,8 +94,7 @@ programs! {
     sys_enter_mmap = 41,
     sys_exit_mmap = 42,
     sys_enter_munmap = 43,
-    sys_enter_brk = 44,
-    sys_exit_brk = 45,
+    sys_exit_brk = 44,
     // Processes: moves between cgroups.
-    cgroup_attach_task = 46,
+    cgroup_attach_task = 45,
 }

@@ -793,7 +793,7 @@ fn load(
 }
 
 /// The sys_enter tracepoints the programs read, with their first argument's name.
-const SYSCALL_ENTERS: [(&str, &str); 16] = [
+const SYSCALL_ENTERS: [(&str, &str); 15] = [
     ("sys_enter_accept", "fd"),
     ("sys_enter_accept4", "fd"),
     ("sys_enter_socket", "family"),
@@ -802,7 +802,6 @@ const SYSCALL_ENTERS: [(&str, &str); 16] = [
     ("sys_enter_listen", "fd"),
     ("sys_enter_mmap", "addr"),
     ("sys_enter_munmap", "addr"),
-    ("sys_enter_brk", "brk"),
     ("sys_enter_prlimit64", "pid"),
     ("sys_enter_setrlimit", "resource"),
     ("sys_enter_dup", "fildes"),

@@ -45,17 +45,10 @@ pub const PROBES: &[ProbeSpec] = &[
         fallback_for: None,
     },
     ProbeSpec {
-        program: "sys_enter_brk",
-        attach: Tracepoint("syscalls", "sys_enter_brk"),
-        family: Memory,
-        what: "brk()",
-        fallback_for: None,
-    },
-    ProbeSpec {
         program: "sys_exit_brk",
         attach: Tracepoint("syscalls", "sys_exit_brk"),
         family: Memory,
-        what: "brk() results",
+        what: "brk()",
         fallback_for: None,
     },
 ];
