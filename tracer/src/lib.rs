@@ -19,6 +19,7 @@ pub mod host;
 pub mod html;
 pub mod kernel;
 pub mod live;
+pub mod lockstep;
 pub mod metrics;
 pub mod otlp;
 pub mod output;

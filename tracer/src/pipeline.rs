@@ -25,6 +25,16 @@ pub trait Sink {
     fn new_boot(&mut self, _old: &Ctx<'_>, _next: &HostInfo) -> anyhow::Result<()> {
         Ok(())
     }
+    /// The host the following events come from, once the pipeline switched to it (after
+    /// `new_boot` when it is another boot). For a sink that keeps a process table of its own.
+    fn host(&mut self, _host: &HostInfo) -> anyhow::Result<()> {
+        Ok(())
+    }
+    /// An event the filters left out, after the process table was updated with it. For a sink
+    /// that keeps a process table of its own.
+    fn skipped(&mut self, _ev: &Event) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 pub struct Pipeline {
@@ -68,6 +78,9 @@ impl Pipeline {
             self.procs = ProcTable::new();
         }
         self.host = host;
+        for s in &mut self.sinks {
+            s.host(&self.host)?;
+        }
         Ok(())
     }
 
@@ -75,6 +88,9 @@ impl Pipeline {
         self.seen += 1;
         self.procs.apply(ev);
         if !self.filter.pass(ev, &self.procs) {
+            for s in &mut self.sinks {
+                s.skipped(ev)?;
+            }
             return Ok(());
         }
         self.passed += 1;

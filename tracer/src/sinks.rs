@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use crate::{
     analysis::{AnalysisArgs, Engine},
     dump::{RecordSummary, Recorder},
+    lockstep,
     metrics::{self, MetricsArgs},
     otlp::{self, OtlpArgs},
     output::{self, Format, Printer},
@@ -38,6 +39,9 @@ pub struct Spec<'a> {
     pub own: Vec<Box<dyn Sink>>,
     pub metrics: Option<&'a MetricsArgs>,
     pub otlp: Option<&'a OtlpArgs>,
+    /// The analyses may run on a thread of their own beside the printer ([`lockstep`]): for
+    /// a dump read as fast as it goes, when nothing else needs the engine during the stream.
+    pub concurrent: bool,
 }
 
 impl<'a> Spec<'a> {
@@ -51,6 +55,7 @@ impl<'a> Spec<'a> {
             own: Vec::new(),
             metrics: None,
             otlp: None,
+            concurrent: false,
         }
     }
 
@@ -70,6 +75,18 @@ pub struct Sinks {
 /// Adds the sinks of `spec` to `pipeline`.
 pub fn build(pipeline: &mut Pipeline, spec: Spec<'_>) -> anyhow::Result<Sinks> {
     let fleet = spec.fleet();
+    if spec.concurrent
+        && spec.findings != Findings::Off
+        && spec.recorder.is_none()
+        && spec.own.is_empty()
+        && !fleet
+    {
+        let engine = add_lockstep(pipeline, spec.analysis, spec.printer, spec.findings)?;
+        return Ok(Sinks {
+            engine: Some(engine),
+            fleet: FleetOutputs::default(),
+        });
+    }
     let mut recorder_stats = None;
     if let Some(r) = spec.recorder {
         recorder_stats = Some(r.live_stats());
@@ -115,6 +132,26 @@ fn add_engine(
     let (sink, handle) = engine.into_shared();
     pipeline.add_sink(Box::new(sink));
     Ok(handle)
+}
+
+/// The printer (if any) and the analyses as one sink, the analyses on a thread of their own.
+fn add_lockstep(
+    pipeline: &mut Pipeline,
+    args: &AnalysisArgs,
+    printer: Option<Format>,
+    findings: Findings,
+) -> anyhow::Result<Arc<Mutex<Engine>>> {
+    let mut engine = Engine::new(args.load()?)?;
+    let raised = Arc::new(lockstep::Raised::default());
+    if let Findings::Print { json } = findings {
+        let r = raised.clone();
+        engine.on_update(move |u, host| r.push(report::update_text(u, host, json)));
+    }
+    let engine = Arc::new(Mutex::new(engine));
+    let printer = printer.map(|f| Printer::new(f, false));
+    let sink = lockstep::Lockstep::start(printer, engine.clone(), raised)?;
+    pipeline.add_sink(Box::new(sink));
+    Ok(engine)
 }
 
 /// What the fleet outputs started and must stay alive for the session: the metrics endpoint

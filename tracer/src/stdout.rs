@@ -247,6 +247,23 @@ impl Queued {
     }
 }
 
+impl Queued {
+    /// Appends the lines in `buf`, taking the buffer itself when nothing else is pending (a
+    /// batch of lines built elsewhere is not copied); `buf` is left empty.
+    pub fn append_owned(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+        if self.cur.is_empty() {
+            std::mem::swap(&mut self.cur, buf);
+        } else {
+            self.cur.extend_from_slice(buf);
+            buf.clear();
+        }
+        if self.cur.len() >= BATCH {
+            self.hand_over()?;
+        }
+        Ok(())
+    }
+}
+
 impl Write for Queued {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.cur.extend_from_slice(buf);

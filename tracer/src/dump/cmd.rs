@@ -102,6 +102,7 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         if !args.no_findings {
             // The same findings, at the same points of the stream, as `live` printed them.
             spec.findings = Findings::Print { json: args.json };
+            spec.concurrent = true;
         }
     }
     crate::sinks::build(&mut pipeline, spec)?;

@@ -149,6 +149,38 @@ pub fn printable(ev: &Event) -> bool {
     )
 }
 
+impl Printer {
+    /// Appends the line of `ev` to `buf` (nothing for what is not shown): for a caller that
+    /// hands the lines to [`print_lines`] itself.
+    pub fn render(&self, ev: &Event, ctx: &Ctx<'_>, buf: &mut Vec<u8>) -> io::Result<()> {
+        if !printable(ev) || crate::stdout::skip_line() {
+            return Ok(());
+        }
+        match self.format {
+            Format::Json => write_json_line(buf, ev, ctx),
+            Format::Human => writeln!(buf, "{}", to_line(ev, ctx)),
+        }
+    }
+}
+
+/// The broken-pipe error as the pipeline expects it (`| head` stops the stream quietly).
+fn pipe_error(e: io::Error) -> anyhow::Error {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        anyhow::Error::from(BrokenPipe)
+    } else {
+        anyhow::Error::from(e)
+    }
+}
+
+/// Writes lines (each with its `\n`) to stdout, in order with everything else printed; takes
+/// the buffer rather than copying it (`lines` is left empty).
+pub fn print_lines(lines: &mut Vec<u8>) -> anyhow::Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    stdout_buf().append_owned(lines).map_err(pipe_error)
+}
+
 impl Sink for Printer {
     fn event(&mut self, ev: &Event, _raw: &[u8], ctx: &Ctx<'_>) -> anyhow::Result<()> {
         if !printable(ev) || crate::stdout::skip_line() {
@@ -159,19 +191,9 @@ impl Sink for Printer {
             Format::Json => out.append_with(|b| write_json_line(b, ev, ctx)),
             Format::Human => writeln!(out, "{}", to_line(ev, ctx)),
         };
-        match r {
-            // The reader went away (`| head`): stop quietly.
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Err(BrokenPipe.into()),
-            r => r?,
-        }
+        r.map_err(pipe_error)?;
         if self.line_flush {
-            out.flush().map_err(|e| {
-                if e.kind() == io::ErrorKind::BrokenPipe {
-                    anyhow::Error::from(BrokenPipe)
-                } else {
-                    anyhow::Error::from(e)
-                }
-            })?;
+            out.flush().map_err(pipe_error)?;
         }
         Ok(())
     }

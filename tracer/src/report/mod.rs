@@ -50,10 +50,15 @@ pub fn print(engine: &Engine, args: &ReportArgs) {
 /// Prints one NEW/UPDATED finding (what `live` shows as findings appear): a line for people,
 /// or one JSON object per line.
 pub fn print_update(u: &FindingUpdate, host: &HostInfo, json: bool) {
+    output::print(&update_text(u, host, json));
+}
+
+/// The line [`print_update`] prints (without its `\n`).
+pub fn update_text(u: &FindingUpdate, host: &HostInfo, json: bool) -> String {
     if json {
-        output::print(&update_json(u, host).to_string());
+        update_json(u, host).to_string()
     } else {
-        output::print(&update_line(u, host));
+        update_line(u, host)
     }
 }
 
