@@ -215,6 +215,13 @@ impl ProcTable {
     /// process older than the trace) the parent stands in.
     pub fn lineage(&self, pid: u32) -> Vec<u32> {
         let mut out = Vec::new();
+        self.lineage_into(pid, &mut out);
+        out
+    }
+
+    /// [`ProcTable::lineage`] into `out` (cleared first), reusing its allocation.
+    pub fn lineage_into(&self, pid: u32, out: &mut Vec<u32>) {
+        out.clear();
         let mut cur = pid;
         for _ in 0..32 {
             let Some(p) = self.get(cur) else { break };
@@ -229,7 +236,6 @@ impl ProcTable {
             out.push(up);
             cur = up;
         }
-        out
     }
 
     /// The nearest process that `a` and `b` both descend from by fork (`a` itself counts when
@@ -237,7 +243,20 @@ impl ProcTable {
     /// every process descends from it.
     pub fn common_forebear(&self, a: u32, b: u32) -> Option<u32> {
         let la = self.lineage(a);
-        let lb = self.lineage(b);
+        self.common_forebear_with(a, &la, b, &mut Vec::new())
+    }
+
+    /// [`ProcTable::common_forebear`] with `a`'s lineage already known (`la`), `buf` holding
+    /// `b`'s: for matching one process against many.
+    pub fn common_forebear_with(
+        &self,
+        a: u32,
+        la: &[u32],
+        b: u32,
+        buf: &mut Vec<u32>,
+    ) -> Option<u32> {
+        self.lineage_into(b, buf);
+        let lb = &buf[..];
         let x = std::iter::once(a)
             .chain(la.iter().copied())
             .find(|x| *x == b || lb.contains(x))?;

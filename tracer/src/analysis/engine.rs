@@ -314,9 +314,11 @@ impl Engine {
                     && m >= t.reported_magnitude * (1.0 + self.update_growth)
                     && now.saturating_sub(t.reported_ns) >= self.update_interval_ns;
                 let worse = f.severity > t.reported_severity;
-                let changed = t.finding != f;
+                // Compared only when it matters (findings are large; most evaluations report
+                // nothing).
+                let report = (grew || worse) && t.finding != f;
                 t.finding = f;
-                if (grew || worse) && changed {
+                if report {
                     t.reported_magnitude = m;
                     t.reported_severity = t.reported_severity.max(t.finding.severity);
                     t.reported_ns = now;

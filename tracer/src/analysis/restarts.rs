@@ -136,11 +136,15 @@ impl RestartLoops {
             return false;
         };
         let within = self.within_ns;
+        // The new process's lineage, computed once for all the deaths it is matched against.
+        let mut la: Option<Vec<u32>> = None;
+        let mut buf = Vec::new();
         let Some((i, sup)) = list.iter().enumerate().rev().find_map(|(i, d)| {
             if d.ts_ns > ts || ts - d.ts_ns > within {
                 return None;
             }
-            let sup = cx.procs.common_forebear(pid, d.pid)?;
+            let la = la.get_or_insert_with(|| cx.procs.lineage(pid));
+            let sup = cx.procs.common_forebear_with(pid, la, d.pid, &mut buf)?;
             (sup != pid && sup != d.pid).then_some((i, sup))
         }) else {
             return false;
@@ -151,7 +155,11 @@ impl RestartLoops {
         }
         let key = (sup, program);
         let lineage = std::iter::once(pid)
-            .chain(cx.procs.lineage(pid).into_iter().take_while(|p| *p != sup))
+            .chain(
+                la.unwrap_or_else(|| cx.procs.lineage(pid))
+                    .into_iter()
+                    .take_while(|p| *p != sup),
+            )
             .chain([sup])
             .map(|p| format!("{p} {}", comm_of(cx.procs, p, "?")))
             .collect();
