@@ -257,6 +257,15 @@ pub(crate) fn comm_of(procs: &ProcTable, pid: u32, fallback: &str) -> String {
     }
 }
 
+/// [`comm_of`] with a fallback rendered only when needed (an event's `Comm`, without
+/// allocating a String per event for the usual case of a known process).
+pub(crate) fn comm_or(procs: &ProcTable, pid: u32, fallback: impl std::fmt::Display) -> String {
+    match procs.get(pid) {
+        Some(p) if !p.comm.is_empty() => p.comm.clone(),
+        _ => fallback.to_string(),
+    }
+}
+
 /// The process a signal's sender acted for: the nearest process by fork that both the sender
 /// and the target descend from (monit → sh → kill, sent to a service monit started through
 /// sh). None when the sender acted for itself (the target descends from it), or the two share

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use tracer_common::oom::{OOM_HAS_COMM, OOM_HAS_MEMORY};
 
-use super::{Analysis, Check, Cx, Evidence, Finding, Severity, comm_of, round};
+use super::{Analysis, Check, Cx, Evidence, Finding, Severity, comm_of, comm_or, round};
 use crate::{
     event::{Body, Comm, Event},
     units::bytes_human,
@@ -89,7 +89,7 @@ impl Analysis for OomKills {
         let entry = cx.procs.get(victim);
         let cgroup = entry.map(|p| p.cgroup.clone()).unwrap_or_default();
         let cgroup_limit = entry.and_then(|p| p.mem_limit);
-        let trigger_comm = comm_of(cx.procs, ev.tgid, &ev.comm.to_string());
+        let trigger_comm = comm_or(cx.procs, ev.tgid, ev.comm);
         let by = if ev.tgid == victim {
             "its own allocation".to_owned()
         } else {

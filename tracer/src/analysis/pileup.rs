@@ -17,7 +17,8 @@ use serde::Serialize;
 use tracer_common::tcp::{ROLE_ACTIVE, STATE_FLAG_MODEL, state as tcp, status};
 
 use super::{
-    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Severity, comm_of, ns, round, secs,
+    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Severity, comm_of, comm_or, ns, round,
+    secs,
 };
 use crate::{
     event::{Body, Event, socket_addr},
@@ -98,7 +99,7 @@ impl Pileups {
     fn comm(&mut self, cx: &Cx<'_>, owner: u32, ev: &Event) {
         self.comms
             .entry(owner)
-            .or_insert_with(|| comm_of(cx.procs, owner, &ev.comm.to_string()));
+            .or_insert_with(|| comm_or(cx.procs, owner, ev.comm));
     }
 }
 
@@ -148,7 +149,7 @@ impl Analysis for Pileups {
                 self.totals.entry((owner, remote)).or_default().opened += 1;
                 self.comms
                     .entry(owner)
-                    .or_insert_with(|| comm_of(cx.procs, owner, &ev.comm.to_string()));
+                    .or_insert_with(|| comm_or(cx.procs, owner, ev.comm));
                 self.conns.insert(
                     t.skaddr,
                     Conn {

@@ -12,7 +12,7 @@ use serde::Serialize;
 use tracer_common::signal::{SI_KERNEL, SIGCHLD};
 
 use super::{
-    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Severity, ancestry, comm_of,
+    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Severity, ancestry, comm_of, comm_or,
     on_behalf_of, push_capped,
 };
 use crate::{
@@ -117,7 +117,10 @@ impl Analysis for SignalSources {
                 let behalf = if kernel {
                     None
                 } else {
-                    on_behalf_of(cx.procs, ev.tgid, target_pid)
+                    // The shared state has just computed it for this very signal.
+                    cx.state
+                        .signal_behalf
+                        .unwrap_or_else(|| on_behalf_of(cx.procs, ev.tgid, target_pid))
                 };
                 let key = (
                     if kernel { 0 } else { behalf.unwrap_or(ev.tgid) },
@@ -133,7 +136,7 @@ impl Analysis for SignalSources {
                     Group {
                         ev: SignalSource {
                             sender_pid: ev.tgid,
-                            sender_comm: comm_of(cx.procs, ev.tgid, &ev.comm.to_string()),
+                            sender_comm: comm_or(cx.procs, ev.tgid, ev.comm),
                             sender_cmdline: sender
                                 .map(|p| p.cmdline_string())
                                 .unwrap_or_else(|| format!("[{}]", ev.comm)),
@@ -167,7 +170,7 @@ impl Analysis for SignalSources {
                     // A new helper acting for the same process: name the latest.
                     let sender = cx.procs.get(ev.tgid);
                     g.ev.sender_pid = ev.tgid;
-                    g.ev.sender_comm = comm_of(cx.procs, ev.tgid, &ev.comm.to_string());
+                    g.ev.sender_comm = comm_or(cx.procs, ev.tgid, ev.comm);
                     g.ev.sender_cmdline = sender
                         .map(|p| p.cmdline_string())
                         .unwrap_or_else(|| format!("[{}]", ev.comm));

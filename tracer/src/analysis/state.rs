@@ -301,7 +301,7 @@ impl Signaled {
             ts_ns: ev.ts_ns,
             sig: s.sig,
             sender_pid: ev.tgid,
-            sender_comm: super::comm_of(procs, ev.tgid, &ev.comm.to_string()),
+            sender_comm: super::comm_or(procs, ev.tgid, ev.comm),
             sender_cmdline: procs
                 .get(ev.tgid)
                 .map(|p| p.cmdline_string())
@@ -332,6 +332,10 @@ pub struct State {
     /// At an exit: the last fatal signal the exiting process had received (taken out of
     /// `signaled`), for the analyses that see the exit.
     pub exit_signal: Option<Signaled>,
+    /// At a reported signal recorded in `signaled`: the process its sender acted for (see
+    /// [`super::on_behalf_of`]), as computed for that record, so analyses need not walk the
+    /// lineages again.
+    pub signal_behalf: Option<Option<u32>>,
     fatal: Vec<i32>,
     window_ns: u64,
 }
@@ -357,6 +361,7 @@ impl State {
 
     fn signals(&mut self, ev: &Event, procs: &crate::proc_table::ProcTable) {
         self.exit_signal = None;
+        self.signal_behalf = None;
         match &ev.body {
             Body::Signal(s)
                 if s.target_pid > 0
@@ -371,7 +376,9 @@ impl State {
                         return;
                     }
                 }
-                self.signaled.insert(target, Signaled::of(ev, s, procs));
+                let x = Signaled::of(ev, s, procs);
+                self.signal_behalf = Some(x.on_behalf_of.as_ref().map(|b| b.0));
+                self.signaled.insert(target, x);
             }
             Body::Exit(_) => self.exit_signal = self.signaled.remove(&ev.tgid),
             _ => {}

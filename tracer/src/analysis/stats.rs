@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use hdrhistogram::Histogram;
 use tracer_common::{process::EXIT_CODE_KNOWN, tcp::state as tcp};
 
-use super::{Cx, Finding, comm_of, signals, state::Signaled};
+use super::{Cx, Finding, comm_of, comm_or, signals, state::Signaled};
 use crate::{
     event::{Body, Comm, Event, KindCounts},
     proc_table::IdHash,
@@ -274,7 +274,7 @@ impl Timeline {
     }
 
     pub fn observe(&mut self, ev: &Event, cx: &Cx<'_>) {
-        let comm = || comm_of(cx.procs, ev.tgid, &ev.comm.to_string());
+        let comm = || comm_or(cx.procs, ev.tgid, ev.comm);
         match &ev.body {
             Body::Signal(s)
                 if signals::SignalSources::is_reported(&self.fatal, s.sig, s.result) =>
@@ -387,7 +387,7 @@ impl Timeline {
             );
             return;
         }
-        let comm = comm_of(cx.procs, ev.tgid, &ev.comm.to_string());
+        let comm = comm_or(cx.procs, ev.tgid, ev.comm);
         let port = port
             .filter(|p| *p != 0)
             .map(|p| format!(" on port {p}"))
