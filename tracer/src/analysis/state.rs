@@ -5,6 +5,7 @@
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     fmt,
+    sync::Arc,
 };
 
 use tracer_common::tcp::state as tcp_state;
@@ -328,10 +329,11 @@ pub struct State {
     /// The process whose socket count the latest event changed, and how.
     pub fd_change: Option<(u32, FdChange)>,
     /// Target pid → the last fatal signal it received, until it exits.
-    pub signaled: HashMap<u32, Signaled, IdHash>,
+    /// Shared: the timeline keeps the one a timeline entry names, to render it only if kept.
+    pub signaled: HashMap<u32, Arc<Signaled>, IdHash>,
     /// At an exit: the last fatal signal the exiting process had received (taken out of
     /// `signaled`), for the analyses that see the exit.
-    pub exit_signal: Option<Signaled>,
+    pub exit_signal: Option<Arc<Signaled>>,
     /// At a reported signal recorded in `signaled`: the process its sender acted for (see
     /// [`super::on_behalf_of`]), as computed for that record, so analyses need not walk the
     /// lineages again.
@@ -378,7 +380,7 @@ impl State {
                 }
                 let x = Signaled::of(ev, s, procs);
                 self.signal_behalf = Some(x.on_behalf_of.as_ref().map(|b| b.0));
-                self.signaled.insert(target, x);
+                self.signaled.insert(target, Arc::new(x));
             }
             Body::Exit(_) => self.exit_signal = self.signaled.remove(&ev.tgid),
             _ => {}

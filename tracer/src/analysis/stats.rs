@@ -1,7 +1,10 @@
 //! What the report shows besides findings: event counts and drops, connection lifetimes per
 //! process (histograms with a fixed maximum that count outliers instead of failing), and the
 //! incident timeline (notable events in time order, like a post-mortem). All bounded.
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::Arc,
+};
 
 use hdrhistogram::Histogram;
 use tracer_common::{process::EXIT_CODE_KNOWN, tcp::state as tcp};
@@ -217,8 +220,84 @@ pub struct TimelineEntry {
     pub count: u64,
 }
 
+/// An entry as kept: its text is rendered only when the report asks for the entries, so the
+/// many that a busy stream pushes out of the bounded timeline never are.
+struct Kept {
+    ts_ns: u64,
+    what: &'static str,
+    pid: u32,
+    comm: String,
+    text: Text,
+    count: u64,
+}
+
+enum Text {
+    Done(String),
+    /// `SIGTERM from 4242 monit [monit -I] to 5123 svc`.
+    Signal {
+        sig: i32,
+        from: Arc<Signaled>,
+        target: u32,
+        target_comm: Comm,
+    },
+    /// `5123 svc killed by ...`: the process is the entry's pid and comm.
+    Exit {
+        signaled: Option<Arc<Signaled>>,
+        code: Option<i32>,
+        sig: Option<i32>,
+    },
+}
+
+impl Kept {
+    fn render(&self) -> TimelineEntry {
+        let text = match &self.text {
+            Text::Done(t) => t.clone(),
+            Text::Signal {
+                sig,
+                from,
+                target,
+                target_comm,
+            } => {
+                let name = signal_name(*sig);
+                let from = from_text(from);
+                format!("{name} from {from} to {target} {}", target_comm)
+            }
+            Text::Exit {
+                signaled,
+                code,
+                sig,
+            } => {
+                let signaled = signaled.as_ref().map(|s| (s.sig, from_text(s)));
+                let status = match (signaled, *sig, *code) {
+                    // Killed by the very signal we saw sent: say who sent it.
+                    (Some((n, from)), Some(s), _) if n == s => format!("killed by {from}"),
+                    (Some((_, from)), Some(s), _) => {
+                        format!("killed by {} after {from}", signal_name(s))
+                    }
+                    (Some((_, from)), None, Some(c)) => {
+                        format!("exited with status {c} after {from}")
+                    }
+                    (Some((_, from)), None, None) => format!("exited after {from}"),
+                    (None, Some(s), _) => format!("killed by {}", signal_name(s)),
+                    // Not kept (see `observe`).
+                    (None, None, _) => String::new(),
+                };
+                format!("{} {} {status}", self.pid, self.comm)
+            }
+        };
+        TimelineEntry {
+            ts_ns: self.ts_ns,
+            what: self.what,
+            pid: self.pid,
+            comm: self.comm.clone(),
+            text,
+            count: self.count,
+        }
+    }
+}
+
 pub struct Timeline {
-    entries: VecDeque<TimelineEntry>,
+    entries: VecDeque<Kept>,
     /// Sequence number of `entries[0]`.
     first_seq: u64,
     max: usize,
@@ -246,13 +325,13 @@ impl Timeline {
     }
 
     /// Entries in time order (stable for equal times).
-    pub fn entries(&self) -> Vec<&TimelineEntry> {
-        let mut v: Vec<&TimelineEntry> = self.entries.iter().collect();
+    pub fn entries(&self) -> Vec<TimelineEntry> {
+        let mut v: Vec<&Kept> = self.entries.iter().collect();
         v.sort_by_key(|e| e.ts_ns);
-        v
+        v.into_iter().map(Kept::render).collect()
     }
 
-    fn push(&mut self, e: TimelineEntry) -> u64 {
+    fn push(&mut self, e: Kept) -> u64 {
         self.entries.push_back(e);
         if self.entries.len() > self.max {
             self.entries.pop_front();
@@ -263,12 +342,12 @@ impl Timeline {
     }
 
     pub fn finding(&mut self, f: &Finding, at_ns: u64) {
-        self.push(TimelineEntry {
+        self.push(Kept {
             ts_ns: at_ns,
             what: "finding",
             pid: f.pid().unwrap_or(0),
             comm: String::new(),
-            text: format!("{} {}: {}", f.severity.name(), f.kind(), f.summary),
+            text: Text::Done(format!("{} {}: {}", f.severity.name(), f.kind(), f.summary)),
             count: 1,
         });
     }
@@ -283,47 +362,45 @@ impl Timeline {
                 // The shared state has just taken down who sent it (for the target's exit).
                 let from = match cx.state.signaled.get(&target) {
                     Some(x) if s.target_pid > 0 && x.ts_ns == ev.ts_ns && x.sig == s.sig => {
-                        from_text(x)
+                        x.clone()
                     }
-                    _ => from_text(&Signaled::of(ev, s, cx.procs)),
+                    _ => Arc::new(Signaled::of(ev, s, cx.procs)),
                 };
-                let name = signal_name(s.sig);
-                self.push(TimelineEntry {
+                self.push(Kept {
                     ts_ns: ev.ts_ns,
                     what: "signal",
                     pid: ev.tgid,
                     comm: comm(),
-                    text: format!("{name} from {from} to {target} {}", Comm(s.target_comm)),
+                    text: Text::Signal {
+                        sig: s.sig,
+                        from,
+                        target,
+                        target_comm: Comm(s.target_comm),
+                    },
                     count: 1,
                 });
             }
             Body::Exit(x) => {
-                let signaled = cx.state.exit_signal.as_ref().map(|s| (s.sig, from_text(s)));
+                let signaled = cx.state.exit_signal.clone();
                 let known = x.flags & EXIT_CODE_KNOWN != 0;
                 let (code, sig) = if known {
                     wait_status(x.exit_code)
                 } else {
                     (None, None)
                 };
-                let status = match (signaled, sig, code) {
-                    // Killed by the very signal we saw sent: say who sent it.
-                    (Some((n, from)), Some(s), _) if n == s => format!("killed by {from}"),
-                    (Some((_, from)), Some(s), _) => {
-                        format!("killed by {} after {from}", signal_name(s))
-                    }
-                    (Some((_, from)), None, Some(c)) => {
-                        format!("exited with status {c} after {from}")
-                    }
-                    (Some((_, from)), None, None) => format!("exited after {from}"),
-                    (None, Some(s), _) => format!("killed by {}", signal_name(s)),
-                    (None, None, _) => return,
-                };
-                self.push(TimelineEntry {
+                if signaled.is_none() && sig.is_none() {
+                    return;
+                }
+                self.push(Kept {
                     ts_ns: ev.ts_ns,
                     what: "exit",
                     pid: ev.tgid,
                     comm: comm(),
-                    text: format!("{} {} {status}", ev.tgid, comm()),
+                    text: Text::Exit {
+                        signaled,
+                        code,
+                        sig,
+                    },
                     count: 1,
                 });
             }
@@ -339,17 +416,17 @@ impl Timeline {
                 } else {
                     String::new()
                 };
-                self.push(TimelineEntry {
+                self.push(Kept {
                     ts_ns: ev.ts_ns,
                     what: "oom_kill",
                     pid: o.victim_pid,
                     comm: victim_comm.clone(),
-                    text: format!(
+                    text: Text::Done(format!(
                         "OOM killer killed {} {victim_comm}{rss}, triggered by {} {}",
                         o.victim_pid,
                         ev.tgid,
                         comm()
-                    ),
+                    )),
                     count: 1,
                 });
             }
@@ -378,13 +455,13 @@ impl Timeline {
             && let Some(e) = self.entries.get_mut((b.seq - self.first_seq) as usize)
         {
             e.count += 1;
-            e.text = format!(
+            e.text = Text::Done(format!(
                 "{} failed {} times with {} in {}",
                 b.call,
                 e.count,
                 errno_name(err),
                 b.who
-            );
+            ));
             return;
         }
         let comm = comm_or(cx.procs, ev.tgid, ev.comm);
@@ -393,12 +470,12 @@ impl Timeline {
             .map(|p| format!(" on port {p}"))
             .unwrap_or_default();
         let who = format!("{} {comm}{port}", ev.tgid);
-        let seq = self.push(TimelineEntry {
+        let seq = self.push(Kept {
             ts_ns: ev.ts_ns,
             what: "fd_error",
             pid: ev.tgid,
             comm,
-            text: format!("{call} failed with {} in {who}", errno_name(err)),
+            text: Text::Done(format!("{call} failed with {} in {who}", errno_name(err))),
             count: 1,
         });
         if self.bursts.len() > 4096 {
