@@ -83,6 +83,9 @@ struct Group {
     /// the engine keeps what it was told: a restart loop's thousands of signals re-render
     /// one group each, not all of them).
     changed: bool,
+    /// The sender as the summary names it, rendered once for as long as the sender fields
+    /// stay the same (None: to render).
+    sender_text: Option<String>,
 }
 
 pub struct SignalSources {
@@ -155,6 +158,7 @@ impl Analysis for SignalSources {
                         first_ns: ev.ts_ns,
                         last_ns: ev.ts_ns,
                         changed: true,
+                        sender_text: None,
                     }
                 });
                 g.ev.count += 1;
@@ -166,6 +170,7 @@ impl Analysis for SignalSources {
                     // The kernel works in whatever task is current: keep the latest.
                     g.ev.sender_pid = ev.tgid;
                     g.ev.sender_comm = ev.comm.to_string();
+                    g.sender_text = None;
                 } else if behalf.is_some() && g.ev.sender_pid != ev.tgid {
                     // A new helper acting for the same process: name the latest.
                     let sender = cx.procs.get(ev.tgid);
@@ -175,6 +180,7 @@ impl Analysis for SignalSources {
                         .map(|p| p.cmdline_string())
                         .unwrap_or_else(|| format!("[{}]", ev.comm));
                     g.ev.sender_ancestry = ancestry(cx.procs, ev.tgid);
+                    g.sender_text = None;
                 }
                 if kernel && g.ev.reason.as_deref() != Some("oom") {
                     let why = if s.code == SI_KERNEL {
@@ -183,6 +189,7 @@ impl Analysis for SignalSources {
                         "fault"
                     };
                     g.ev.reason = Some(why.into());
+                    g.sender_text = None;
                 }
                 g.last_ns = g.last_ns.max(ev.ts_ns);
                 g.changed = true;
@@ -195,6 +202,7 @@ impl Analysis for SignalSources {
                     if *kernel && *sig == 9 && g.ev.target_pid == victim {
                         g.ev.reason = Some("oom".into());
                         g.changed = true;
+                        g.sender_text = None;
                         return true;
                     }
                 }
@@ -212,6 +220,10 @@ impl Analysis for SignalSources {
         }
         v.into_iter()
             .map(|g| {
+                let sender = g
+                    .sender_text
+                    .get_or_insert_with(|| sender_text(&g.ev))
+                    .as_str();
                 let e = &g.ev;
                 let sig = e.signal.as_str();
                 let severity = match sig {
@@ -219,29 +231,6 @@ impl Analysis for SignalSources {
                     | "SIGSYS" => Severity::Critical,
                     "SIGINT" | "SIGHUP" => Severity::Info,
                     _ => Severity::Warning,
-                };
-                let sender = if e.from_kernel {
-                    let why = match e.reason.as_deref() {
-                        Some("oom") => "the OOM killer",
-                        Some("fault") => "the kernel (fault)",
-                        _ => "the kernel",
-                    };
-                    format!("{why} (in {} {})", e.sender_pid, e.sender_comm)
-                } else {
-                    let parent = e
-                        .sender_ancestry
-                        .get(1)
-                        .map(|p| format!(", child of {p}"))
-                        .unwrap_or_default();
-                    let behalf = match (e.on_behalf_of_pid, &e.on_behalf_of_comm) {
-                        (Some(p), Some(c)) => format!(" on behalf of {p} ({c})"),
-                        (Some(p), None) => format!(" on behalf of {p}"),
-                        _ => String::new(),
-                    };
-                    format!(
-                        "{} ({}: {}{parent}){behalf}",
-                        e.sender_pid, e.sender_comm, e.sender_cmdline
-                    )
                 };
                 let times = if e.count == 1 {
                     String::new()
@@ -270,6 +259,33 @@ impl Analysis for SignalSources {
                 }
             })
             .collect()
+    }
+}
+
+/// The sender as a `signal_source` summary names it.
+fn sender_text(e: &SignalSource) -> String {
+    if e.from_kernel {
+        let why = match e.reason.as_deref() {
+            Some("oom") => "the OOM killer",
+            Some("fault") => "the kernel (fault)",
+            _ => "the kernel",
+        };
+        format!("{why} (in {} {})", e.sender_pid, e.sender_comm)
+    } else {
+        let parent = e
+            .sender_ancestry
+            .get(1)
+            .map(|p| format!(", child of {p}"))
+            .unwrap_or_default();
+        let behalf = match (e.on_behalf_of_pid, &e.on_behalf_of_comm) {
+            (Some(p), Some(c)) => format!(" on behalf of {p} ({c})"),
+            (Some(p), None) => format!(" on behalf of {p}"),
+            _ => String::new(),
+        };
+        format!(
+            "{} ({}: {}{parent}){behalf}",
+            e.sender_pid, e.sender_comm, e.sender_cmdline
+        )
     }
 }
 
