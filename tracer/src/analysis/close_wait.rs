@@ -74,9 +74,9 @@ pub struct CloseWaits {
     min_age_ns: u64,
     min_count: u64,
     socks: HashMap<u64, Stuck, IdHash>,
-    comms: HashMap<u32, String>,
+    comms: HashMap<u32, String, IdHash>,
     /// Owners that exited since the last evaluation (their sockets closed with them).
-    exited: HashSet<u32>,
+    exited: HashSet<u32, IdHash>,
 }
 
 impl CloseWaits {
@@ -85,8 +85,8 @@ impl CloseWaits {
             min_age_ns: ns(cfg.close_wait_min_age_s),
             min_count: cfg.close_wait_min_count.max(1),
             socks: HashMap::default(),
-            comms: HashMap::new(),
-            exited: HashSet::new(),
+            comms: HashMap::default(),
+            exited: HashSet::default(),
         }
     }
 }

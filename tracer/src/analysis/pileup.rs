@@ -70,10 +70,10 @@ pub struct Pileups {
     min_age_ns: u64,
     conns: HashMap<u64, Conn, IdHash>,
     totals: BTreeMap<(u32, SocketAddr), Totals>,
-    comms: HashMap<u32, String>,
+    comms: HashMap<u32, String, IdHash>,
     /// Processes that exited since the last evaluation: their connections went with them
     /// (dropped at the next evaluation, in one pass, rather than a scan per exit).
-    exited: HashSet<u32>,
+    exited: HashSet<u32, IdHash>,
 }
 
 impl Pileups {
@@ -83,8 +83,8 @@ impl Pileups {
             min_age_ns: ns(cfg.pileup_min_age_s),
             conns: HashMap::default(),
             totals: BTreeMap::new(),
-            comms: HashMap::new(),
-            exited: HashSet::new(),
+            comms: HashMap::default(),
+            exited: HashSet::default(),
         }
     }
 

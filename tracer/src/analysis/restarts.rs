@@ -163,10 +163,11 @@ impl RestartLoops {
             .chain([sup])
             .map(|p| format!("{p} {}", comm_of(cx.procs, p, "?")))
             .collect();
-        let l = self.loops.entry(key.clone()).or_insert_with(|| Loop {
+        let l = self.loops.entry(key).or_insert_with(|| Loop {
             supervisor_comm: comm_of(cx.procs, sup, "?"),
             lineage: Vec::new(),
-            program: entry.cmdline_string(),
+            // Set just below.
+            program: String::new(),
             recent: VecDeque::new(),
             peak: 0,
             total: 0,
