@@ -6,7 +6,7 @@
 //! Signals a target ignores cannot kill it and are left out; SIGCHLD never counts.
 //! Grouped by (sender, target program, signal), so a supervisor killing each new instance of
 //! a program is one finding whose count grows.
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, fmt::Write};
 
 use serde::Serialize;
 use tracer_common::signal::{SI_KERNEL, SIGCHLD};
@@ -232,25 +232,33 @@ impl Analysis for SignalSources {
                     "SIGINT" | "SIGHUP" => Severity::Info,
                     _ => Severity::Warning,
                 };
-                let times = if e.count == 1 {
-                    String::new()
-                } else {
-                    format!(" {} times", e.count)
-                };
-                let target = if e.target_pids.len() > 1 {
-                    format!(
+                // "{sig} sent{ times} by {sender} to {target}", written into one buffer of
+                // the right size (this runs at every fatal signal).
+                let mut summary =
+                    String::with_capacity(sig.len() + sender.len() + e.target_comm.len() + 64);
+                summary.push_str(sig);
+                summary.push_str(" sent");
+                if e.count != 1 {
+                    let _ = write!(summary, " {} times", e.count);
+                }
+                summary.push_str(" by ");
+                summary.push_str(sender);
+                summary.push_str(" to ");
+                if e.target_pids.len() > 1 {
+                    let _ = write!(
+                        summary,
                         "{} ({} pids, latest {})",
                         e.target_comm,
                         e.target_pids.len(),
                         e.target_pid
-                    )
+                    );
                 } else {
-                    format!("{} ({})", e.target_pid, e.target_comm)
-                };
+                    let _ = write!(summary, "{} ({})", e.target_pid, e.target_comm);
+                }
                 Finding {
                     workload: None,
                     severity,
-                    summary: format!("{sig} sent{times} by {sender} to {target}"),
+                    summary,
                     first_seen_ns: g.first_ns,
                     last_seen_ns: g.last_ns,
                     evidence: Evidence::SignalSource(e.clone()),
