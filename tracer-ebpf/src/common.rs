@@ -341,13 +341,7 @@ fn header<T: Payload>(t: &Task, ts_ns: u64, known: Option<&Known>) -> Header {
 /// in. A full ring buffer is counted in DROPS.
 #[inline(always)]
 pub fn reserve<T: Payload + 'static>(t: &Task) -> Option<RingBufEntry<Record<T>>> {
-    reserve_at(t, now())
-}
-
-/// [`reserve`], stamped with `ts_ns`, a [`now`] the program already read.
-#[inline(always)]
-pub fn reserve_at<T: Payload + 'static>(t: &Task, ts_ns: u64) -> Option<RingBufEntry<Record<T>>> {
-    reserve_known(t, ts_ns, None)
+    reserve_known(t, now(), None)
 }
 
 #[inline(always)]
@@ -402,16 +396,11 @@ pub fn submit_flags<T: Payload>() -> u64 {
 /// Writes a small record built on the stack.
 #[inline(always)]
 pub fn emit<T: Payload + 'static>(t: &Task, payload: T) {
-    emit_at(t, now(), payload);
+    emit_known(t, now(), None, payload);
 }
 
-/// [`emit`], stamped with `ts_ns`, a [`now`] the program already read.
-#[inline(always)]
-pub fn emit_at<T: Payload + 'static>(t: &Task, ts_ns: u64, payload: T) {
-    emit_known(t, ts_ns, None, payload);
-}
-
-/// [`emit_at`], with the comm and cgroup the program has just read.
+/// [`emit`], stamped with `ts_ns` (a [`now`] the program already read) and, when given, the
+/// comm and cgroup it has just read.
 #[inline(always)]
 pub fn emit_known<T: Payload + 'static>(t: &Task, ts_ns: u64, known: Option<&Known>, payload: T) {
     if let Some(mut e) = reserve_known::<T>(t, ts_ns, known) {
@@ -574,17 +563,26 @@ pub fn sys_ret(p: Prog, ctx: &aya_ebpf::programs::TracePointContext) -> Option<i
     field::<i64>(p, ctx, f)
 }
 
-/// Saves a thread's arguments for its sys_exit, over its entry from its last syscall: a
-/// thread keeps one entry while it lives (the LRU evicts those of threads gone), because a
-/// hash insert, and the delete that made room for it, each cost several lookups.
+/// Writes `v` over the entry at `key`, else inserts it. The entries of ARGS, SOCK_FDS and
+/// CONNS outlive their use (a thread's saved arguments, the tombstone of a closed fd number or
+/// socket) and are written over when the key comes back, which it does at once (a thread's next
+/// syscall, a reused fd number or socket address): a hash insert, and the delete that made
+/// room for it, each cost several lookups.
 #[inline(always)]
-pub fn save_args(tid: u32, args: [u64; 4]) {
-    if let Some(p) = ARGS.get_ptr_mut(&tid) {
+pub fn put<K, V: Copy>(map: &LruHashMap<K, V>, key: &K, v: &V) {
+    if let Some(p) = map.get_ptr_mut(key) {
         // SAFETY: a valid map value pointer for the rest of this program.
-        unsafe { *p = args };
+        unsafe { *p = *v };
         return;
     }
-    let _ = ARGS.insert(&tid, &args, 0);
+    let _ = map.insert(key, v, 0);
+}
+
+/// Saves a thread's arguments for its sys_exit, over its entry from its last syscall (a thread
+/// keeps one entry while it lives; the LRU evicts those of threads gone).
+#[inline(always)]
+pub fn save_args(tid: u32, args: [u64; 4]) {
+    put(&ARGS, &tid, &args);
 }
 
 /// At a sys_enter of a traced family: saves `tag` and syscall arguments `idx` for the sys_exit,
@@ -632,13 +630,8 @@ pub fn take_args(tid: u32) -> Option<[u64; 4]> {
 }
 
 /// Writes the entry of socket fd `key` over the one there (the tombstone an fd number closed
-/// earlier left: fd numbers are reused at once), else inserts it.
+/// earlier left), else inserts it.
 #[inline(always)]
 pub fn put_sock_fd(key: u64, v: SockFd) {
-    if let Some(p) = SOCK_FDS.get_ptr_mut(&key) {
-        // SAFETY: a valid map value pointer for the rest of this program.
-        unsafe { *p = v };
-        return;
-    }
-    let _ = SOCK_FDS.insert(&key, &v, 0);
+    put(&SOCK_FDS, &key, &v);
 }

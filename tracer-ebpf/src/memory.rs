@@ -13,11 +13,10 @@ use aya_ebpf::{
 };
 use tracer_common::{
     Family,
+    config::TaskOffsets,
     memory::{Brk, MAP_ANONYMOUS, MemSample, Mmap, Munmap, sample_step},
     prog::Prog,
 };
-
-use tracer_common::config::TaskOffsets;
 
 use crate::common::{
     Task, btf_read, conf, current, current_allowed, current_task_ptr, emit, family_enabled, field,
@@ -90,11 +89,12 @@ fn current_mm(p: Prog) -> Option<u64> {
     btf_read::<u64>(task, at)
 }
 
-/// `mm->total_vm` of the current task in bytes (0 when unknown); `p` counts a failed read.
+/// `mm->total_vm` in bytes of `mm`, as [`current_mm`] gave it (0 when unknown); `p` counts a
+/// failed read.
 #[inline(always)]
-fn mapped_bytes(p: Prog) -> u64 {
+fn mapped_bytes_of(p: Prog, mm: Option<u64>) -> u64 {
     let at = task_off!(mm_total_vm);
-    let pages: u64 = current_mm(p)
+    let pages: u64 = mm
         .and_then(|mm| {
             if plain_loads() {
                 btf_read(mm, at)
@@ -104,6 +104,12 @@ fn mapped_bytes(p: Prog) -> u64 {
         })
         .unwrap_or(0);
     pages * conf!(page_size) as u64
+}
+
+/// `mm->total_vm` of the current task in bytes (0 when unknown).
+#[inline(always)]
+fn mapped_bytes(p: Prog) -> u64 {
+    mapped_bytes_of(p, current_mm(p))
 }
 
 /// The four RSS counters of `mm` (a BTF pointer: the hook's argument or `task_struct.mm`) in
@@ -131,11 +137,17 @@ fn mm_counters(mm: u64) -> Option<[u64; 4]> {
     Some([read(0)?, read(1)?, read(2)?, read(3)?])
 }
 
-/// The current task's RSS counters: read from its mm when BTF gave their layout (fresher than
-/// the last rss_stat), else as the last rss_stat left them in `s`.
+/// After an mmap or brk: the current task's RSS counters, read from its mm when BTF gave their
+/// layout (fresher than the last rss_stat), else as the last rss_stat left them in `st`; then
+/// a sample if RSS or mapped bytes moved. The mm is looked up once for both.
 #[inline(always)]
-fn current_counters(p: Prog, s: &MemState) -> [u64; 4] {
-    current_mm(p).and_then(mm_counters).unwrap_or(s.counters)
+fn sample_current(p: Prog, cur: &Task, st: *mut MemState) {
+    let mm = current_mm(p);
+    // SAFETY: `st` is a map value pointer from `state`, valid for the rest of this program.
+    let c = mm
+        .and_then(mm_counters)
+        .unwrap_or(unsafe { (*st).counters });
+    maybe_sample(p, cur, st, c, Some(mapped_bytes_of(p, mm)));
 }
 
 #[inline(always)]
@@ -325,10 +337,7 @@ fn try_sys_exit_mmap(p: Prog, ctx: &TracePointContext) -> Option<()> {
         );
     }
     if ret >= 0 {
-        let st = state(cur.tgid)?;
-        // SAFETY: `st` is a map value pointer from `state`, valid for the rest of this program.
-        let c = current_counters(p, unsafe { &*st });
-        maybe_sample(p, &cur, st, c, Some(mapped_bytes(p)));
+        sample_current(p, &cur, state(cur.tgid)?);
     }
     Some(())
 }
@@ -388,7 +397,6 @@ fn try_sys_exit_brk(p: Prog, ctx: &TracePointContext) -> Option<()> {
         );
         s.last_brk = brk;
     }
-    let c = current_counters(p, s);
-    maybe_sample(p, &cur, st, c, Some(mapped_bytes(p)));
+    sample_current(p, &cur, st);
     Some(())
 }

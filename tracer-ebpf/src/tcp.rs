@@ -25,7 +25,7 @@ use tracer_common::{
 
 use crate::common::{
     CONNS, Known, Owner, Task, btf_read, current_allowed, current_raw, emit, family_enabled, field,
-    filtering, is_self, kread, now, off, option, other_allowed, sk_read, task_off,
+    filtering, is_self, kread, now, off, option, other_allowed, put, sk_read, task_off,
 };
 
 const IPPROTO_TCP: u16 = 6;
@@ -74,19 +74,6 @@ fn set_owner(c: &mut ConnInfo, t: &Task) {
     } else {
         c.flags &= !CONN_ALLOWED;
     }
-}
-
-/// Writes connection `sk`'s entry afresh, over the one there (the tombstone of a socket the
-/// kernel freed and now reuses the address of), else inserts it: a hash insert, and the delete
-/// that made room for it, each cost several lookups.
-#[inline(always)]
-fn put_conn(sk: u64, c: &ConnInfo) {
-    if let Some(p) = CONNS.get_ptr_mut(&sk) {
-        // SAFETY: a valid map value pointer for the rest of this program.
-        unsafe { *p = *c };
-        return;
-    }
-    let _ = CONNS.insert(&sk, c, 0);
 }
 
 /// The owner of connection `sk` (tgid 0: not known). A closed connection's entry stays as its
@@ -193,7 +180,7 @@ fn update_model(
     // The time is read only where it is kept (a clock read is one of a hit's dearest parts).
     if new == state::SYN_SENT {
         let c = fresh(Some(cur), ROLE_ACTIVE, new, now());
-        put_conn(sk, &c);
+        put(&CONNS, &sk, &c);
         crate::sockets::connecting(cur.pid, sk);
         return;
     }
@@ -206,7 +193,7 @@ fn update_model(
         c.family = a.family;
         c.sport = a.sport;
         c.dport = a.dport;
-        put_conn(sk, &c);
+        put(&CONNS, &sk, &c);
         return;
     }
     if new == state::LISTEN || old == state::LISTEN {
