@@ -123,7 +123,11 @@ fn connection_model(bind: &str, family: &str, env: &[(&str, &str)]) {
         return;
     }
     let me = test_pid();
-    let t = Tracer::for_test_env(TCP, env);
+    // Debug logging: the collector says so if the kernel refused its batch read of the
+    // connection map (checked at the end: the entry-by-entry fallback would hide it).
+    let mut env = env.to_vec();
+    env.push(("TRACER_LOG", "tracer=debug"));
+    let t = Tracer::for_test_env(TCP, &env);
     let listener = TcpListener::bind(bind).expect("bind");
     let addr = listener.local_addr().unwrap();
     let port = addr.port() as u64;
@@ -178,7 +182,16 @@ fn connection_model(bind: &str, family: &str, env: &[(&str, &str)]) {
         e.is("conn_close", me) && e["sport"] == aport
     });
     drop(listener);
-    let ev = t.stop().events;
+    let stopped = t.stop();
+    assert!(
+        !stopped
+            .stderr
+            .iter()
+            .any(|l| l.contains("batch lookup refused")),
+        "the connection map was read entry by entry, not in batches:\n{}",
+        stopped.stderr.join("\n")
+    );
+    let ev = stopped.events;
     let mut k = Checks::new();
     k.find_with(
         "the client's conn_open",
