@@ -209,6 +209,7 @@ fn doctor_reports_every_probe_and_succeeds_as_root() {
         "sock/inet_sock_set_state",
         "sock/sock_recv_length",
         "kmem/rss_stat",
+        "syscalls/sys_enter_mmap",
     ] {
         let line = out.lines().find(|l| l.contains(probe)).unwrap_or_else(|| {
             panic!(

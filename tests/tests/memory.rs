@@ -18,13 +18,24 @@ fn hex(v: &serde_json::Value) -> u64 {
     parse_hex(v.as_str().expect("a hex string")).expect("0x…")
 }
 
+/// mmap()'s exit reads the call's arguments from the task's saved registers (6.2+).
 #[test]
 fn large_anonymous_mmap_and_munmap() {
+    large_anonymous_mmap_and_munmap_with(&[]);
+}
+
+/// The same with mmap()'s arguments saved at entry (the fallback before 6.2).
+#[test]
+fn large_anonymous_mmap_and_munmap_arguments_saved_at_entry() {
+    large_anonymous_mmap_and_munmap_with(&[("TRACER_CLASSIC_TRACEPOINTS", "1")]);
+}
+
+fn large_anonymous_mmap_and_munmap_with(env: &[(&str, &str)]) {
     if !require_root() {
         return;
     }
     let cg = cgroup(256 * MIB);
-    let t = Tracer::for_test(&["--events", "memory,process"]);
+    let t = Tracer::for_test_env(&["--events", "memory,process"], env);
     let mut w = Workload::spawn(cg.enter(&mut workload!("mmap", "--mib", 64)));
     let wp = w.pid();
     let mapped = w.expect("mapped");
@@ -61,6 +72,39 @@ fn large_anonymous_mmap_and_munmap() {
         "mmap before munmap",
     );
     k.finish(&ev);
+}
+
+/// A file-backed mapping: its fd, protection and sharing, read from the task's saved
+/// registers (6.2+) and, in the fallback, saved at entry.
+#[test]
+fn large_file_mmap_names_its_fd() {
+    if !require_root() {
+        return;
+    }
+    let cg = cgroup(256 * MIB);
+    let mut k = Checks::new();
+    let mut all = Vec::new();
+    for env in [&[][..], &[("TRACER_CLASSIC_TRACEPOINTS", "1")][..]] {
+        let t = Tracer::for_test_env(&["--events", "memory,process"], env);
+        let mut w = Workload::spawn(cg.enter(&mut workload!("mmap", "--mib", 64, "--file")));
+        let wp = w.pid();
+        let mapped = w.expect("mapped");
+        w.expect("unmapped");
+        assert!(w.wait().success());
+        t.wait_for("the workload's exit", |e| e.is("exit", wp));
+        let ev = t.stop().events;
+        k.find_with(
+            &format!("the 64 MiB file mapping ({env:?})"),
+            &ev,
+            |e| e.is("mmap", wp) && e["len"] == 64 * MIB,
+            json!({
+                "addr": mapped["addr"], "prot": "r--", "anonymous": false, "shared": true,
+                "fd": mapped["fd"],
+            }),
+        );
+        all.extend(ev);
+    }
+    k.finish(&all);
 }
 
 /// Heap growth through brk (sbrk) of 16 MiB.

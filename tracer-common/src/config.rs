@@ -225,6 +225,20 @@ pub struct TaskOffsets {
     pub mm_rss_stat: u32,
     pub mm_rss_stride: u32,
     pub mm_rss_count: u32,
+    /// `struct pt_regs` members holding a syscall's arguments 0-5 as the task entered it,
+    /// which the syscall leaves as they were: a `sys_exit` program reads its call's arguments
+    /// there (`bpf_task_pt_regs`) instead of saving them at `sys_enter` (x86_64: di, si, dx,
+    /// r10, r8, r9; aarch64: orig_x0, regs[1..6]).
+    pub regs_arg: [u32; 6],
+    /// `task_struct.cred`, `cred.uid`: a record header's uid read with plain loads.
+    pub task_cred: u32,
+    pub cred_uid: u32,
+    /// `task_struct.cgroups`, `css_set.dfl_cgrp`, `cgroup.kn`, `kernfs_node.id`: a record
+    /// header's cgroup id (what `bpf_get_current_cgroup_id` returns) read with plain loads.
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
 }
 
 impl TaskOffsets {
@@ -259,7 +273,40 @@ impl TaskOffsets {
             mm_rss_stat: u,
             mm_rss_stride: u,
             mm_rss_count: u,
+            regs_arg: [u; 6],
+            task_cred: u,
+            cred_uid: u,
+            task_cgroups: u,
+            css_set_dfl_cgrp: u,
+            cgroup_kn: u,
+            kernfs_node_id: u,
         }
+    }
+
+    /// Whether a `sys_exit` program can read its call's arguments 1-4 from the task's saved
+    /// registers.
+    pub const fn regs_args_known(&self) -> bool {
+        let mut i = 1;
+        while i < 5 {
+            if self.regs_arg[i] == Self::UNKNOWN {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    /// Whether a record header's uid and cgroup id can be read from the task with plain loads.
+    pub const fn header_known(&self) -> bool {
+        self.task_pid != Self::UNKNOWN
+            && self.task_tgid != Self::UNKNOWN
+            && self.task_comm != Self::UNKNOWN
+            && self.task_cred != Self::UNKNOWN
+            && self.cred_uid != Self::UNKNOWN
+            && self.task_cgroups != Self::UNKNOWN
+            && self.css_set_dfl_cgrp != Self::UNKNOWN
+            && self.cgroup_kn != Self::UNKNOWN
+            && self.kernfs_node_id != Self::UNKNOWN
     }
 
     /// Whether the RSS counters can be read from an `mm_struct` (see [`TaskOffsets::mm_rss_stat`]).

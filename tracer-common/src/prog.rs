@@ -91,10 +91,11 @@ programs! {
     // Memory.
     rss_stat_btf = 39,
     rss_stat = 40,
-    sys_enter_mmap = 41,
-    sys_exit_mmap = 42,
-    sys_enter_munmap = 43,
-    sys_exit_brk = 44,
+    sys_exit_mmap_regs = 41,
+    sys_enter_mmap = 42,
+    sys_exit_mmap = 43,
+    sys_enter_munmap = 44,
+    sys_exit_brk = 45,
     // Processes: moves between cgroups.
-    cgroup_attach_task = 45,
+    cgroup_attach_task = 46,
 }

@@ -7,7 +7,7 @@ use aya_ebpf::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_comm,
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_current_uid_gid,
         bpf_get_smp_processor_id, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
+        bpf_probe_read_kernel_str_bytes, bpf_probe_read_user, generated::bpf_get_current_task_btf,
     },
     macros::map,
     maps::{LruHashMap, PerCpuArray, RingBuf, ring_buf::RingBufEntry},
@@ -51,6 +51,14 @@ macro_rules! task_off {
     };
 }
 pub(crate) use {conf, off, task_off};
+
+/// Where `struct pt_regs` keeps syscall argument `i` (0-5; [`TaskOffsets::regs_arg`]).
+#[inline(always)]
+pub fn regs_arg(i: usize) -> u32 {
+    // SAFETY: as for `conf!`: TASK_OFFSETS is an initialised, read-only global; `i` is a
+    // constant below 6 wherever this is inlined.
+    unsafe { core::ptr::read_volatile(&raw const TASK_OFFSETS.regs_arg[i]) }
+}
 
 /// Per-CPU LRU lists: no global lock on the hot paths (socket(), close(), every syscall pair).
 const NO_COMMON_LRU: u32 = aya_ebpf::bindings::BPF_F_NO_COMMON_LRU;
@@ -121,25 +129,94 @@ pub static SOCK_FDS: LruHashMap<u64, SockFd> = LruHashMap::with_max_entries(2621
 #[map]
 pub static ARGS: LruHashMap<u32, [u64; 4]> = LruHashMap::with_max_entries(16384, NO_COMMON_LRU);
 
-/// The current task, by ids only: uid, cgroup and comm are read when a record is written (most
-/// hook hits write nothing, e.g. rss_stat on every page fault).
+/// The current task, by ids (and, on kernels where plain loads through it pass the verifier,
+/// its BTF pointer): uid, cgroup and comm are read when a record is written (most hook hits
+/// write nothing, e.g. rss_stat on every page fault).
 #[derive(Clone, Copy)]
 pub struct Task {
     pub tgid: u32,
     pub pid: u32,
+    /// The task as `bpf_get_current_task_btf` returned it ([`task_loads`]), or 0: then comm,
+    /// cgroup and uid come from helper calls.
+    pub task: u64,
 }
 
 impl Task {
     #[inline(always)]
     pub fn comm(&self) -> [u8; 16] {
+        if self.task != 0 {
+            // Two plain loads; the kernel keeps `comm` NUL-padded (a rename racing this read
+            // could tear it, as it could the helper's copy).
+            let at = task_off!(task_comm);
+            let lo = btf_read::<u64>(self.task, at).unwrap_or(0);
+            let hi = btf_read::<u64>(self.task, at.wrapping_add(8)).unwrap_or(0);
+            let mut comm = [0u8; 16];
+            comm[..8].copy_from_slice(&lo.to_ne_bytes());
+            comm[8..].copy_from_slice(&hi.to_ne_bytes());
+            return comm;
+        }
         bpf_get_current_comm().unwrap_or([0; 16])
     }
 
+    /// The task's cgroup id in the default hierarchy, as `bpf_get_current_cgroup_id` gives it.
     #[inline(always)]
     pub fn cgroup_id(&self) -> u64 {
+        if self.task != 0 {
+            return btf_read::<u64>(self.task, task_off!(task_cgroups))
+                .and_then(|css| btf_read::<u64>(css, task_off!(css_set_dfl_cgrp)))
+                .and_then(|cg| btf_read::<u64>(cg, task_off!(cgroup_kn)))
+                .and_then(|kn| btf_read::<u64>(kn, task_off!(kernfs_node_id)))
+                .unwrap_or(0);
+        }
         // SAFETY: a helper without pointer arguments.
         unsafe { bpf_get_current_cgroup_id() }
     }
+
+    /// The task's uid in the initial user namespace, as `bpf_get_current_uid_gid` gives it.
+    #[inline(always)]
+    pub fn uid(&self) -> u32 {
+        if self.task != 0 {
+            return btf_read::<u64>(self.task, task_off!(task_cred))
+                .and_then(|cred| btf_read::<u32>(cred, task_off!(cred_uid)))
+                .unwrap_or(0);
+        }
+        bpf_get_current_uid_gid() as u32
+    }
+}
+
+/// Whether this kernel's verifier accepts plain loads through BTF pointers the way tracer makes
+/// them (from 6.2 on), recognised by the RSS counter layout 6.2 brought (`struct percpu_counter
+/// rss_stat[4]`, a stride above 8): 6.1 rejects a `task_struct` member load from
+/// `bpf_get_current_task_btf` and a walk into `atomic_long_t count[4]`. A constant at load, so
+/// each kernel's verifier only sees one of the two paths.
+#[inline(always)]
+pub fn plain_loads() -> bool {
+    let stride = task_off!(mm_rss_stride);
+    stride != TaskOffsets::UNKNOWN && stride > 8
+}
+
+/// Whether the current task's ids, comm, uid and cgroup are read with plain loads through its
+/// BTF pointer: one helper call (`bpf_get_current_task_btf`) instead of four per record.
+#[inline(always)]
+pub fn task_loads() -> bool {
+    let u = TaskOffsets::UNKNOWN;
+    plain_loads()
+        && task_off!(task_pid) != u
+        && task_off!(task_tgid) != u
+        && task_off!(task_comm) != u
+        && task_off!(task_cred) != u
+        && task_off!(cred_uid) != u
+        && task_off!(task_cgroups) != u
+        && task_off!(css_set_dfl_cgrp) != u
+        && task_off!(cgroup_kn) != u
+        && task_off!(kernfs_node_id) != u
+}
+
+/// The current task as a BTF pointer (plain loads through it only where [`plain_loads`]).
+#[inline(always)]
+pub fn current_task_btf() -> u64 {
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_get_current_task_btf() as u64 }
 }
 
 #[inline(always)]
@@ -177,10 +254,20 @@ pub fn current() -> Option<Task> {
 
 #[inline(always)]
 pub fn current_raw() -> Task {
+    if task_loads() {
+        let task = current_task_btf();
+        // Two loads: the verifier checks each against one member.
+        return Task {
+            tgid: btf_read::<u32>(task, task_off!(task_tgid)).unwrap_or(0),
+            pid: btf_read::<u32>(task, task_off!(task_pid)).unwrap_or(0),
+            task,
+        };
+    }
     let id = bpf_get_current_pid_tgid();
     Task {
         tgid: (id >> 32) as u32,
         pid: id as u32,
+        task: 0,
     }
 }
 
@@ -330,7 +417,7 @@ fn header<T: Payload>(t: &Task, ts_ns: u64, known: Option<&Known>) -> Header {
         ts_ns,
         tgid: t.tgid,
         pid: t.pid,
-        uid: bpf_get_current_uid_gid() as u32,
+        uid: t.uid(),
         _pad: 0,
         cgroup_id,
         comm,

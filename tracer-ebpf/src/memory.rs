@@ -6,7 +6,7 @@
 //! counters from the `mm_struct` with plain loads (no bpf_probe_read_kernel call); the classic
 //! one, its fallback, reads the record.
 use aya_ebpf::{
-    helpers::generated::bpf_get_current_task_btf,
+    helpers::generated::bpf_task_pt_regs,
     macros::{btf_tracepoint, map, tracepoint},
     maps::LruHashMap,
     programs::{BtfTracePointContext, TracePointContext},
@@ -19,8 +19,9 @@ use tracer_common::{
 };
 
 use crate::common::{
-    Task, btf_read, conf, current, current_allowed, current_task_ptr, emit, family_enabled, field,
-    kread, off, save_args, sys_arg, sys_ret, take_args, task_off,
+    Task, btf_read, conf, current, current_allowed, current_task_btf, current_task_ptr, emit,
+    family_enabled, field, kread, off, plain_loads, regs_arg, save_args, sys_arg, sys_ret,
+    take_args, task_off,
 };
 
 /// Per-process memory state (tgid key).
@@ -59,23 +60,11 @@ fn state(tgid: u32) -> Option<*mut MemState> {
     PROC_MEM.get_ptr_mut(&tgid)
 }
 
-/// Whether the programs read the task's mm and its fields with plain loads through BTF
-/// pointers: from 6.2 on, recognised by its RSS counter layout (`struct percpu_counter
-/// rss_stat[4]`, a stride above 8). 6.1's verifier rejects both the `task_struct.mm` load
-/// from `bpf_get_current_task_btf` and a walk into its `atomic_long_t count[4]` ("Type
-/// 'atomic_long_t' is not a struct"): it keeps bpf_probe_read_kernel. A constant at load, so
-/// each kernel's verifier only sees one of the two paths.
-#[inline(always)]
-fn plain_loads() -> bool {
-    let stride = task_off!(mm_rss_stride);
-    stride != TaskOffsets::UNKNOWN && stride > 8
-}
-
 /// The current task's `mm_struct` (0 for a kernel thread): from 6.2 on with a plain load
 /// through the task's BTF pointer, no bpf_probe_read_kernel call (about 50 ns each on the
 /// measured VM). None when BTF gave no `task_struct.mm`; `p` counts a failed read.
 #[inline(always)]
-fn current_mm(p: Prog) -> Option<u64> {
+fn current_mm(p: Prog, cur: &Task) -> Option<u64> {
     let at = task_off!(task_mm);
     if at == TaskOffsets::UNKNOWN {
         return None;
@@ -83,9 +72,13 @@ fn current_mm(p: Prog) -> Option<u64> {
     if !plain_loads() {
         return kread(p, current_task_ptr(), at);
     }
-    // SAFETY: a helper without arguments; it returns the current task as a BTF pointer, which
-    // `btf_read` only loads a member of.
-    let task = unsafe { bpf_get_current_task_btf() } as u64;
+    // The task's BTF pointer, as `current` read it or asked now: `btf_read` only loads a
+    // member of it.
+    let task = if cur.task != 0 {
+        cur.task
+    } else {
+        current_task_btf()
+    };
     btf_read::<u64>(task, at)
 }
 
@@ -108,8 +101,8 @@ fn mapped_bytes_of(p: Prog, mm: Option<u64>) -> u64 {
 
 /// `mm->total_vm` of the current task in bytes (0 when unknown).
 #[inline(always)]
-fn mapped_bytes(p: Prog) -> u64 {
-    mapped_bytes_of(p, current_mm(p))
+fn mapped_bytes(p: Prog, cur: &Task) -> u64 {
+    mapped_bytes_of(p, current_mm(p, cur))
 }
 
 /// The four RSS counters of `mm` (a BTF pointer: the hook's argument or `task_struct.mm`) in
@@ -142,7 +135,7 @@ fn mm_counters(mm: u64) -> Option<[u64; 4]> {
 /// a sample if RSS or mapped bytes moved. The mm is looked up once for both.
 #[inline(always)]
 fn sample_current(p: Prog, cur: &Task, st: *mut MemState) {
-    let mm = current_mm(p);
+    let mm = current_mm(p, cur);
     // SAFETY: `st` is a map value pointer from `state`, valid for the rest of this program.
     let c = mm
         .and_then(mm_counters)
@@ -175,7 +168,7 @@ fn maybe_sample(p: Prog, cur: &Task, st: *mut MemState, c: [u64; 4], mapped: Opt
     if !rss_moved && !mapped_moved {
         return;
     }
-    let mapped = mapped.unwrap_or_else(|| mapped_bytes(p));
+    let mapped = mapped.unwrap_or_else(|| mapped_bytes(p, cur));
     s.last_rss = rss;
     s.last_mapped = mapped;
     emit(
@@ -230,7 +223,7 @@ fn try_rss_stat_btf(p: Prog, ctx: &BtfTracePointContext) -> Option<()> {
     let cur = rss_subject()?;
     // Updates of another process's mm (reclaim, remote faults) cannot be attributed here.
     let mm = ctx.arg::<*const u8>(0) as u64;
-    if current_mm(p)? != mm {
+    if current_mm(p, &cur)? != mm {
         return None;
     }
     let Some(c) = mm_counters(mm) else {
@@ -317,27 +310,69 @@ fn try_sys_exit_mmap(p: Prog, ctx: &TracePointContext) -> Option<()> {
     }
     let ret = sys_ret(p, ctx)?;
     let cur = current()?;
-    let len = args[1];
+    mmap_done(p, &cur, ret, args[1], args[2], args[3])
+}
+
+/// mmap()'s exit without a `sys_enter` program (from 6.2 on, when BTF gave where `struct
+/// pt_regs` keeps the arguments): its length, protection, flags and fd are read from the
+/// registers the task entered the call with, which the call leaves as they were. One hook and
+/// a saved-arguments write and lookup less per mmap(); `sys_enter_mmap` and `sys_exit_mmap`
+/// are its fallback.
+#[tracepoint]
+pub fn sys_exit_mmap_regs(ctx: TracePointContext) -> u32 {
+    let _ = try_sys_exit_mmap_regs(Prog::sys_exit_mmap_regs, &ctx);
+    0
+}
+
+fn try_sys_exit_mmap_regs(p: Prog, ctx: &TracePointContext) -> Option<()> {
+    if !family_enabled(Family::Memory) || !plain_loads() {
+        return None;
+    }
+    let cur = current()?;
+    if !current_allowed(&cur) {
+        return None;
+    }
+    let ret = sys_ret(p, ctx)?;
+    let task = if cur.task != 0 {
+        cur.task
+    } else {
+        current_task_btf()
+    };
+    // SAFETY: `task` is the current task's BTF pointer, what the helper takes; it returns the
+    // task's saved user registers as a BTF pointer, which `btf_read` only loads members of.
+    let regs = unsafe { bpf_task_pt_regs(task as *mut _) } as u64;
+    let arg = |i: usize| btf_read::<u64>(regs, regs_arg(i));
+    let len = arg(1)?;
+    let prot = arg(2)?;
+    let flags = arg(3)?;
+    let fd = arg(4)?;
+    mmap_done(p, &cur, ret, len, (prot << 32) | (flags & 0xffff_ffff), fd)
+}
+
+/// After mmap(): a record when the mapping is large or the call failed, then a sample.
+/// `prot_flags` is prot in the high half, flags in the low one.
+#[inline(always)]
+fn mmap_done(p: Prog, cur: &Task, ret: i64, len: u64, prot_flags: u64, fd: u64) -> Option<()> {
     if len >= conf!(large_mapping_bytes) || ret < 0 {
-        let flags = args[2] as u32;
+        let flags = prot_flags as u32;
         emit(
-            &cur,
+            cur,
             Mmap {
                 ret,
                 len,
-                prot: (args[2] >> 32) as u32,
+                prot: (prot_flags >> 32) as u32,
                 flags,
                 fd: if flags & MAP_ANONYMOUS != 0 {
                     -1
                 } else {
-                    args[3] as i32
+                    fd as i32
                 },
                 _pad: 0,
             },
         );
     }
     if ret >= 0 {
-        sample_current(p, &cur, state(cur.tgid)?);
+        sample_current(p, cur, state(cur.tgid)?);
     }
     Some(())
 }

@@ -242,7 +242,11 @@ fn state_change(sk: u64, old: u16, new: u16, addrs: impl Fn(&mut Addrs)) -> Opti
     let owner = if in_process_context {
         current_raw()
     } else {
-        Task { tgid: 0, pid: 0 }
+        Task {
+            tgid: 0,
+            pid: 0,
+            task: 0,
+        }
     };
     update_model(sk, old, new, in_process_context, &owner, &addrs);
     // Listeners come and go rarely, and analyses need their ports; every other change only

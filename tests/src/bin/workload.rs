@@ -543,9 +543,45 @@ fn hog(args: &[String]) -> ExitCode {
 fn mmap(args: &[String]) -> ExitCode {
     require_memory_limit();
     let len = (opt_num(args, "--mib", None) as usize) << 20;
-    let p = map_anon(len, 0);
+    // `--file`: a shared read-only mapping of a sparse file of `len` bytes made in the temp
+    // directory (never touched: it costs no memory), instead of an anonymous one.
+    let file = args.iter().any(|a| a == "--file").then(|| {
+        let path = std::env::temp_dir().join(format!("workload-mmap-{}", std::process::id()));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap_or_else(|_| fail("create the file to map"));
+        let _ = std::fs::remove_file(&path);
+        f.set_len(len as u64)
+            .unwrap_or_else(|_| fail("size the file to map"));
+        f
+    });
+    let (p, fd) = match &file {
+        Some(f) => {
+            use std::os::fd::AsRawFd;
+            let fd = f.as_raw_fd();
+            // SAFETY: a fresh shared read-only mapping of our own file; nothing reads it.
+            let p = unsafe {
+                libc::mmap(
+                    ptr::null_mut(),
+                    len,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED,
+                    fd,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                fail("mmap");
+            }
+            (p.cast::<u8>(), fd)
+        }
+        None => (map_anon(len, 0), -1),
+    };
     say(
-        json!({"event": "mapped", "pid": std::process::id(), "addr": format!("{:#x}", p as usize), "len": len}),
+        json!({"event": "mapped", "pid": std::process::id(), "addr": format!("{:#x}", p as usize), "len": len, "fd": fd}),
     );
     // SAFETY: unmapping exactly the mapping made above, never used again.
     if unsafe { libc::munmap(p.cast(), len) } < 0 {

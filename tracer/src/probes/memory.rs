@@ -24,18 +24,25 @@ pub const PROBES: &[ProbeSpec] = &[
         fallback_for: Some("rss_stat_btf"),
     },
     ProbeSpec {
+        program: "sys_exit_mmap_regs",
+        attach: Tracepoint("syscalls", "sys_exit_mmap"),
+        family: Memory,
+        what: "mmap() (its arguments from the task's saved registers)",
+        fallback_for: None,
+    },
+    ProbeSpec {
         program: "sys_enter_mmap",
         attach: Tracepoint("syscalls", "sys_enter_mmap"),
         family: Memory,
-        what: "mmap()",
-        fallback_for: None,
+        what: "mmap() (its arguments saved at entry)",
+        fallback_for: Some("sys_exit_mmap_regs"),
     },
     ProbeSpec {
         program: "sys_exit_mmap",
         attach: Tracepoint("syscalls", "sys_exit_mmap"),
         family: Memory,
-        what: "mmap() results",
-        fallback_for: None,
+        what: "mmap() results (with the arguments saved at entry)",
+        fallback_for: Some("sys_exit_mmap_regs"),
     },
     ProbeSpec {
         program: "sys_enter_munmap",
@@ -52,6 +59,20 @@ pub const PROBES: &[ProbeSpec] = &[
         fallback_for: None,
     },
 ];
+
+/// Why mmap()'s exit cannot read the call's arguments from the task's saved registers: it
+/// needs where `struct pt_regs` keeps them, and plain loads through BTF pointers, which
+/// verifiers before 6.2 reject the way tracer makes them (recognised by the RSS counter layout
+/// 6.2 brought).
+pub fn sys_exit_mmap_regs_unusable(o: &TaskOffsets) -> Option<String> {
+    if !o.regs_args_known() {
+        Some("where struct pt_regs keeps syscall arguments is not known for this kernel".into())
+    } else if !o.rss_counters_known() || o.mm_rss_stride <= 8 {
+        Some("kernel before 6.2: mmap()'s arguments are saved at entry instead".into())
+    } else {
+        None
+    }
+}
 
 /// Why the BTF `rss_stat` program cannot run on this kernel: it compares the hook's mm with
 /// `task_struct.mm` and reads the counter at `mm_struct.rss_stat` (their layout from BTF).

@@ -391,6 +391,7 @@ fn last_lines(s: &str, n: usize) -> String {
 fn unusable(spec: &ProbeSpec, offsets: &TaskOffsets) -> Option<String> {
     match spec.program {
         "rss_stat_btf" => memory::rss_stat_btf_unusable(offsets),
+        "sys_exit_mmap_regs" => memory::sys_exit_mmap_regs_unusable(offsets),
         _ => None,
     }
 }
@@ -405,6 +406,18 @@ fn attach(
     let prog = ebpf
         .program_mut(spec.program)
         .ok_or_else(|| AttachError::Skip(format!("program {} not in the object", spec.program)))?;
+    // For tests of the fallbacks, and for a kernel whose BTF tracepoints misbehave: programs
+    // that have a fallback (BTF tracepoints, plain loads through BTF pointers) are left out.
+    if std::env::var_os("TRACER_CLASSIC_TRACEPOINTS").is_some()
+        && all_probes().any(|p| p.fallback_for == Some(spec.program))
+    {
+        return Err(AttachError::Skip(
+            "left out for its fallback (TRACER_CLASSIC_TRACEPOINTS is set)".into(),
+        ));
+    }
+    if let Some(why) = unusable(spec, offsets) {
+        return Err(AttachError::Skip(why));
+    }
     match spec.attach {
         Attach::Tracepoint(cat, name) => {
             if !tfs.exists(cat, name) {
@@ -417,21 +430,9 @@ fn attach(
             tp.attach(cat, name).map_err(program_error)?;
         }
         Attach::BtfTracepoint(name) => {
-            // For tests of the fallbacks, and for a kernel whose BTF tracepoints misbehave:
-            // those that have a classic fallback are left out.
-            if std::env::var_os("TRACER_CLASSIC_TRACEPOINTS").is_some()
-                && all_probes().any(|p| p.fallback_for == Some(spec.program))
-            {
-                return Err(AttachError::Skip(
-                    "BTF tracepoints disabled (TRACER_CLASSIC_TRACEPOINTS is set)".into(),
-                ));
-            }
             let btf = btf.ok_or_else(|| {
                 AttachError::Skip("kernel BTF (/sys/kernel/btf/vmlinux) unavailable".into())
             })?;
-            if let Some(why) = unusable(spec, offsets) {
-                return Err(AttachError::Skip(why));
-            }
             let tp: &mut BtfTracePoint = prog.try_into().map_err(program_error)?;
             tp.load(name, btf).map_err(program_error)?;
             tp.attach().map_err(program_error)?;

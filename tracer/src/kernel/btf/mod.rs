@@ -50,6 +50,11 @@ pub fn task_offsets_from(bytes: &[u8]) -> Result<TaskOffsets, BtfError> {
     let socket = btf.find_struct("socket");
     let sock = btf.find_struct("sock");
     let inet_sock = btf.find_struct("inet_sock");
+    let regs = btf.find_struct("pt_regs");
+    let cred = btf.find_struct("cred");
+    let css_set = btf.find_struct("css_set");
+    let cgroup = btf.find_struct("cgroup");
+    let kernfs_node = btf.find_struct("kernfs_node");
     let off = |outer: Option<u32>, path: &[&str]| {
         outer
             .and_then(|id| btf.offset_of(id, path))
@@ -89,7 +94,42 @@ pub fn task_offsets_from(bytes: &[u8]) -> Result<TaskOffsets, BtfError> {
         mm_rss_stat: rss_at,
         mm_rss_stride: rss_stride,
         mm_rss_count: rss_count,
+        regs_arg: syscall_arg_regs(&btf, regs),
+        task_cred: off(task, &["cred"]),
+        cred_uid: off(cred, &["uid", "val"]),
+        task_cgroups: off(task, &["cgroups"]),
+        css_set_dfl_cgrp: off(css_set, &["dfl_cgrp"]),
+        cgroup_kn: off(cgroup, &["kn"]),
+        kernfs_node_id: off(kernfs_node, &["id"]),
     })
+}
+
+/// Where `struct pt_regs` keeps a syscall's six arguments as the task entered it (see
+/// [`TaskOffsets::regs_arg`]); unknown on other architectures or shapes.
+fn syscall_arg_regs(btf: &Btf, regs: Option<u32>) -> [u32; 6] {
+    let u = TaskOffsets::UNKNOWN;
+    let Some(regs) = regs else {
+        return [u; 6];
+    };
+    let named = |names: [&str; 6]| names.map(|n| btf.offset_of(regs, &[n]).unwrap_or(u));
+    if cfg!(target_arch = "x86_64") {
+        named(["di", "si", "dx", "r10", "r8", "r9"])
+    } else if cfg!(target_arch = "aarch64") {
+        // x0 holds the return value at exit; the first argument survives in orig_x0.
+        let first = btf.offset_of(regs, &["orig_x0"]).unwrap_or(u);
+        let base = btf
+            .member_of(regs, &["regs"])
+            .filter(|&(_, ty)| btf.array(ty).is_some_and(|(_, len)| len >= 6))
+            .map(|(at, _)| at);
+        let mut out = [u; 6];
+        out[0] = first;
+        for (i, slot) in out.iter_mut().enumerate().skip(1) {
+            *slot = base.map_or(u, |b| b + 8 * i as u32);
+        }
+        out
+    } else {
+        [u; 6]
+    }
 }
 
 /// The RSS counters of `struct mm_struct`: where they start, the distance between two of them,
@@ -408,6 +448,13 @@ mod tests {
             mm_rss_stat: 40,
             mm_rss_stride: 40,
             mm_rss_count: 8,
+            regs_arg: [TaskOffsets::UNKNOWN; 6],
+            task_cred: TaskOffsets::UNKNOWN,
+            cred_uid: TaskOffsets::UNKNOWN,
+            task_cgroups: TaskOffsets::UNKNOWN,
+            css_set_dfl_cgrp: TaskOffsets::UNKNOWN,
+            cgroup_kn: TaskOffsets::UNKNOWN,
+            kernfs_node_id: TaskOffsets::UNKNOWN,
         }
     }
 
@@ -702,6 +749,9 @@ mod tests {
             o.sk_protocol,
         ];
         assert!(all.iter().all(|&v| v != TaskOffsets::UNKNOWN), "{o:#?}");
+        // What the record headers and the mmap exit read with plain loads.
+        assert!(o.header_known(), "{o:#?}");
+        assert!(o.regs_args_known(), "{o:#?}");
         // 6.2 and later: percpu_counters, whose `count` follows the lock.
         assert!(o.rss_counters_known(), "{o:#?}");
         assert!(
