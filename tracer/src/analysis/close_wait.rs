@@ -12,12 +12,14 @@ use serde::Serialize;
 use tracer_common::tcp::{STATE_FLAG_MODEL, state as tcp, status};
 
 use super::{
-    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Severity, comm_of, ns, round, secs,
+    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Kinds, Severity, comm_of, ns, round,
+    secs,
 };
 use crate::{
     event::{Body, Event, socket_addr},
     proc_table::IdHash,
 };
+use tracer_common::Kind;
 
 /// The evidence of a `close_wait` finding.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -150,6 +152,18 @@ impl CloseWaits {
 impl Analysis for CloseWaits {
     fn name(&self) -> &'static str {
         "close_wait"
+    }
+
+    fn kinds(&self) -> Kinds {
+        Kinds::kernel(&[
+            Kind::TcpState,
+            Kind::ConnStatus,
+            Kind::ConnClose,
+            Kind::ConnOpen,
+            Kind::SockOwner,
+            Kind::TcpAccept,
+            Kind::Exit,
+        ])
     }
 
     fn observe(&mut self, ev: &Event, cx: &Cx<'_>) -> bool {

@@ -11,7 +11,7 @@ use std::{
 };
 
 use super::{
-    Analysis, AnalysisConfig, ConfigError, Cx, Finding, Severity,
+    Analysis, AnalysisConfig, ConfigError, Cx, Finding, Kinds, Severity,
     close_wait::CloseWaits,
     fds::FdLimits,
     memory::Runaways,
@@ -71,6 +71,8 @@ type UpdateFn = Box<dyn FnMut(&FindingUpdate, &HostInfo) + Send>;
 pub struct Engine {
     cfg: AnalysisConfig,
     analyses: Vec<Box<dyn Analysis>>,
+    /// What each analysis asks for ([`Analysis::kinds`]), in the same order.
+    kinds: Vec<Kinds>,
     state: State,
     stats: Stats,
     timeline: Timeline,
@@ -109,6 +111,7 @@ impl Engine {
         cfg.validate()?;
         let analyses = analyses(&cfg);
         Ok(Engine {
+            kinds: analyses.iter().map(|a| a.kinds()).collect(),
             state: State::new(cfg.mem_window_s, cfg.signal_numbers()?),
             stats: Stats::default(),
             timeline: Timeline::new(cfg.timeline_max, cfg.signal_numbers()?),
@@ -145,6 +148,7 @@ impl Engine {
             })
             .collect();
         self.analyses = analyses(&self.cfg);
+        self.kinds = self.analyses.iter().map(|a| a.kinds()).collect();
         self.state.new_boot();
         self.timeline.new_boot();
         // Boot-time clocks start again from zero.
@@ -232,7 +236,11 @@ impl Engine {
         };
         self.stats.observe(ev, &cx);
         self.timeline.observe(ev, &cx);
+        let kind = Kinds::of(&ev.body);
         for i in 0..self.analyses.len() {
+            if !self.kinds[i].meets(kind) {
+                continue;
+            }
             let cx = Cx {
                 procs: ctx.procs,
                 host: ctx.host,

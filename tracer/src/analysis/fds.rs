@@ -9,13 +9,15 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::{
-    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Severity, comm_of, state::FdChange,
+    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Kinds, Severity, comm_of,
+    state::FD_CHANGES, state::FdChange,
 };
 use crate::{
     event::{Body, Event},
     proc_table::IdHash,
     vocab::errno_name,
 };
+use tracer_common::Kind;
 
 /// The evidence of a `fd_exhaustion` finding.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -123,6 +125,14 @@ impl FdLimits {
 impl Analysis for FdLimits {
     fn name(&self) -> &'static str {
         "fd_exhaustion"
+    }
+
+    fn kinds(&self) -> Kinds {
+        FD_CHANGES.and(Kinds::kernel(&[
+            Kind::TcpAccept,
+            Kind::SocketOpen,
+            Kind::Exit,
+        ]))
     }
 
     fn observe(&mut self, ev: &Event, cx: &Cx<'_>) -> bool {

@@ -16,12 +16,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::{
-    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Severity, comm_of, ns, round, secs,
+    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Kinds, Severity, comm_of, ns, round,
+    secs,
 };
 use crate::{
     event::{Body, Event},
     units::bytes_human,
 };
+use tracer_common::Kind;
 
 /// The evidence of a `runaway_alloc` finding.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -210,6 +212,10 @@ pub fn limit_of(cx: &Cx<'_>, pid: u32) -> Option<(u64, &'static str)> {
 impl Analysis for Runaways {
     fn name(&self) -> &'static str {
         "runaway_alloc"
+    }
+
+    fn kinds(&self) -> Kinds {
+        Kinds::kernel(&[Kind::MemSample, Kind::Exit, Kind::Exec])
     }
 
     fn observe(&mut self, ev: &Event, cx: &Cx<'_>) -> bool {

@@ -42,10 +42,87 @@ pub struct Cx<'a> {
     pub state: &'a state::State,
 }
 
-/// One analysis: sees every event, and tells its current findings when asked.
+/// A set of event kinds (kernel and collector): what an analysis reacts to, so that the
+/// engine hands each event only to the analyses that may do something with it (most events
+/// are connections, which most analyses ignore).
+///
+/// One bit per kind id modulo 64, kernel and collector kinds apart: kinds that share a bit
+/// (none today) are delivered together, which costs a call and changes nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kinds(u128);
+
+impl Kinds {
+    /// Every event.
+    pub const ALL: Kinds = Kinds(u128::MAX);
+
+    /// These kernel kinds.
+    pub const fn kernel(kinds: &[tracer_common::Kind]) -> Kinds {
+        let mut bits = 0;
+        let mut i = 0;
+        while i < kinds.len() {
+            bits |= kernel_bit(kinds[i] as u16);
+            i += 1;
+        }
+        Kinds(bits)
+    }
+
+    /// These collector kinds.
+    pub const fn collector(kinds: &[tracer_common::CollectorKind]) -> Kinds {
+        let mut bits = 0;
+        let mut i = 0;
+        while i < kinds.len() {
+            bits |= collector_bit(kinds[i] as u16);
+            i += 1;
+        }
+        Kinds(bits)
+    }
+
+    pub const fn and(self, other: Kinds) -> Kinds {
+        Kinds(self.0 | other.0)
+    }
+
+    /// The kind of an event with this body, as a set of one.
+    pub fn of(body: &crate::event::Body) -> Kinds {
+        Kinds(body_bit(body))
+    }
+
+    /// Whether the two sets share a kind.
+    pub fn meets(self, other: Kinds) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// Whether an event with this body is in the set.
+    pub fn has(self, body: &crate::event::Body) -> bool {
+        self.meets(Kinds::of(body))
+    }
+}
+
+const fn kernel_bit(id: u16) -> u128 {
+    1 << (id % 64)
+}
+
+const fn collector_bit(id: u16) -> u128 {
+    1 << (64 + id % 64)
+}
+
+fn body_bit(body: &crate::event::Body) -> u128 {
+    match (body.kind(), body.collector_kind()) {
+        (Some(k), _) => kernel_bit(k as u16),
+        (None, Some(c)) => collector_bit(c as u16),
+        (None, None) => u128::MAX,
+    }
+}
+
+/// One analysis: sees every event of the kinds it asks for, and tells its current findings
+/// when asked.
 pub trait Analysis: Send {
     /// The finding kind it raises (`socket_leak`...).
     fn name(&self) -> &'static str;
+    /// The events [`Analysis::observe`] may act on or answer true for: the engine does not
+    /// pass it the others.
+    fn kinds(&self) -> Kinds {
+        Kinds::ALL
+    }
     /// One event. Returns true when findings should be evaluated right away rather than at the
     /// next evaluation tick (a fatal signal, an OOM kill: things people wait for in `live`).
     fn observe(&mut self, ev: &crate::event::Event, cx: &Cx<'_>) -> bool;

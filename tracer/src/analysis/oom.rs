@@ -5,11 +5,12 @@
 use serde::Serialize;
 use tracer_common::oom::{OOM_HAS_COMM, OOM_HAS_MEMORY};
 
-use super::{Analysis, Check, Cx, Evidence, Finding, Severity, comm_of, comm_or, round};
+use super::{Analysis, Check, Cx, Evidence, Finding, Kinds, Severity, comm_of, comm_or, round};
 use crate::{
     event::{Body, Comm, Event},
     units::bytes_human,
 };
+use tracer_common::Kind;
 
 /// The evidence of a `oom_kill` finding.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -63,6 +64,10 @@ impl OomKills {
 impl Analysis for OomKills {
     fn name(&self) -> &'static str {
         "oom_kill"
+    }
+
+    fn kinds(&self) -> Kinds {
+        Kinds::kernel(&[Kind::OomKill])
     }
 
     fn observe(&mut self, ev: &Event, cx: &Cx<'_>) -> bool {

@@ -17,13 +17,14 @@ use serde::Serialize;
 use tracer_common::tcp::{ROLE_ACTIVE, STATE_FLAG_MODEL, state as tcp, status};
 
 use super::{
-    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Severity, comm_of, comm_or, ns, round,
-    secs,
+    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Kinds, Severity, comm_of, comm_or, ns,
+    round, secs,
 };
 use crate::{
     event::{Body, Event, socket_addr},
     proc_table::IdHash,
 };
+use tracer_common::Kind;
 
 /// The evidence of a `conn_pileup` finding.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -106,6 +107,16 @@ impl Pileups {
 impl Analysis for Pileups {
     fn name(&self) -> &'static str {
         "conn_pileup"
+    }
+
+    fn kinds(&self) -> Kinds {
+        Kinds::kernel(&[
+            Kind::TcpState,
+            Kind::ConnOpen,
+            Kind::ConnClose,
+            Kind::ConnStatus,
+            Kind::Exit,
+        ])
     }
 
     fn observe(&mut self, ev: &Event, cx: &Cx<'_>) -> bool {

@@ -28,13 +28,14 @@ use tracer_common::{
 };
 
 use super::{
-    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Severity, comm_of, round, secs,
+    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Kinds, Severity, comm_of, round, secs,
     service_port,
 };
 use crate::{
     event::{Body, Event},
     proc_table::IdHash,
 };
+use tracer_common::Kind;
 
 /// The evidence of a `reset_storm` finding.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -368,6 +369,10 @@ impl ResetStorms {
 impl Analysis for ResetStorms {
     fn name(&self) -> &'static str {
         "reset_storm"
+    }
+
+    fn kinds(&self) -> Kinds {
+        Kinds::kernel(&[Kind::TcpReset, Kind::ConnClose, Kind::TcpState, Kind::Exit])
     }
 
     fn observe(&mut self, ev: &Event, cx: &Cx<'_>) -> bool {

@@ -19,14 +19,15 @@ use serde::Serialize;
 use tracer_common::process::EXIT_CODE_KNOWN;
 
 use super::{
-    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Severity, comm_of, ns, push_capped,
-    secs,
+    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Kinds, Severity, comm_of, ns,
+    push_capped, secs,
 };
 use crate::{
     event::{Body, Event},
     proc_table::ProcEntry,
     vocab::{signal_name, wait_status},
 };
+use tracer_common::Kind;
 
 /// The evidence of a `restart_loop` finding.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -201,6 +202,10 @@ impl RestartLoops {
 impl Analysis for RestartLoops {
     fn name(&self) -> &'static str {
         "restart_loop"
+    }
+
+    fn kinds(&self) -> Kinds {
+        Kinds::kernel(&[Kind::Exit, Kind::Exec, Kind::Fork])
     }
 
     fn observe(&mut self, ev: &Event, cx: &Cx<'_>) -> bool {

@@ -12,13 +12,14 @@ use serde::Serialize;
 use tracer_common::signal::{SI_KERNEL, SIGCHLD};
 
 use super::{
-    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Severity, ancestry, comm_of, comm_or,
-    on_behalf_of, push_capped,
+    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Kinds, Severity, ancestry, comm_of,
+    comm_or, on_behalf_of, push_capped,
 };
 use crate::{
     event::{Body, Comm, Event},
     vocab::{signal_from_kernel, signal_name},
 };
+use tracer_common::Kind;
 
 /// The evidence of a `signal_source` finding.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -110,6 +111,10 @@ impl SignalSources {
 impl Analysis for SignalSources {
     fn name(&self) -> &'static str {
         "signal_source"
+    }
+
+    fn kinds(&self) -> Kinds {
+        Kinds::kernel(&[Kind::Signal, Kind::OomKill])
     }
 
     fn observe(&mut self, ev: &Event, cx: &Cx<'_>) -> bool {

@@ -18,13 +18,14 @@ use std::collections::{HashMap, VecDeque};
 use serde::Serialize;
 
 use super::{
-    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Severity, comm_of, ns, round, secs,
-    slope, state::FdChange,
+    Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Kinds, Severity, comm_of, ns, round,
+    secs, slope, state::FD_CHANGES, state::FdChange,
 };
 use crate::{
     event::{Body, Event},
     proc_table::IdHash,
 };
+use tracer_common::Kind;
 
 /// The evidence of a `socket_leak` finding.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -151,6 +152,10 @@ impl SocketLeaks {
 impl Analysis for SocketLeaks {
     fn name(&self) -> &'static str {
         "socket_leak"
+    }
+
+    fn kinds(&self) -> Kinds {
+        FD_CHANGES.and(Kinds::kernel(&[Kind::Exit]))
     }
 
     fn observe(&mut self, ev: &Event, cx: &Cx<'_>) -> bool {

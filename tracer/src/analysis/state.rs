@@ -8,8 +8,9 @@ use std::{
     sync::Arc,
 };
 
-use tracer_common::tcp::state as tcp_state;
+use tracer_common::{CollectorKind, Kind, tcp::state as tcp_state};
 
+use super::Kinds;
 use crate::{
     event::{Body, Event},
     proc_table::IdHash,
@@ -141,6 +142,20 @@ pub struct FdCount {
     /// it are in the counts already.
     counted_until_ns: u64,
 }
+
+/// The events that may change a process's socket count ([`State::fd_change`]): what the
+/// analyses that follow those counts ask for.
+pub const FD_CHANGES: Kinds = Kinds::kernel(&[
+    Kind::SocketOpen,
+    Kind::TcpAccept,
+    Kind::ConnOpen,
+    Kind::SocketClose,
+    Kind::ConnClose,
+    Kind::FdDup,
+    Kind::Fork,
+    Kind::Exec,
+])
+.and(Kinds::collector(&[CollectorKind::ProcInfo]));
 
 /// How the last event changed a process's socket count (see [`State::fd_change`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -399,6 +414,7 @@ impl State {
     pub fn apply(&mut self, ev: &Event, procs: &crate::proc_table::ProcTable) {
         self.now_ns = self.now_ns.max(ev.ts_ns);
         self.fd_change = self.fds.apply(ev);
+        debug_assert!(self.fd_change.is_none() || FD_CHANGES.has(&ev.body));
         self.signals(ev, procs);
         if self.owners.len() >= MAX_OWNERS {
             // Sockets whose close was never seen (lost records): start over rather than grow.
