@@ -279,6 +279,16 @@ impl Subject for Named<'_> {
 }
 
 impl Filter {
+    /// Whether nothing but the SIGCHLD switch selects events: every family, no pids, no time
+    /// bounds, no rule.
+    fn passes_all_but_sigchld(&self) -> bool {
+        self.families & ALL_FAMILIES == ALL_FAMILIES
+            && self.pids.is_empty()
+            && self.since_ns.is_none()
+            && self.until_ns.is_none()
+            && self.rule.flags == 0
+    }
+
     fn named<'a>(&'a self, pid: u32, comm: [u8; 16]) -> Named<'a> {
         Named {
             pids: &self.pids,
@@ -301,6 +311,11 @@ impl Filter {
     /// Whether `ev` passes. Keeps the `--pid` set up to date (children of followed processes are
     /// followed), so it must see every event in order, as the pipeline does.
     pub fn pass(&mut self, ev: &Event, procs: &ProcTable) -> bool {
+        if self.passes_all_but_sigchld() {
+            // No selection (a plain `report` or `replay`): only SIGCHLD may be left out.
+            return self.sigchld
+                || !matches!(&ev.body, Body::Signal(s) if s.sig == tracer_common::signal::SIGCHLD);
+        }
         if let Body::Fork(f) = &ev.body
             && !self.pids.is_empty()
             && self.pids.contains(&ev.tgid)
@@ -493,6 +508,11 @@ mod tests {
             target_comm: [0; 16],
         };
         assert!(!f.pass(&ev(1, "a", Body::Signal(s)), &procs));
+        assert!(f.pass(&ev(1, "a", Body::Signal(Signal { sig: 15, ..s })), &procs));
+        assert!(f.pass(&ev(1, "a", sock()), &procs));
+        assert!(f.pass(&ev(1, "a", Body::Tick), &procs));
+        f.sigchld = true;
+        assert!(f.pass(&ev(1, "a", Body::Signal(s)), &procs));
         let mut f = Filter {
             since_ns: Some(11),
             ..Filter::default()
