@@ -13,18 +13,21 @@
 //! pre-fork servers whose workers never exec, at fork. Programs are compared by the base name
 //! of argv[0] plus their arguments, so `/usr/bin/node app.js` and `node app.js` match while two
 //! different apps run by one `node` binary do not.
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::Arc,
+};
 
 use serde::Serialize;
 use tracer_common::process::EXIT_CODE_KNOWN;
 
 use super::{
     Analysis, AnalysisConfig, Check, Cx, Evidence, Finding, Kinds, Severity, comm_of, ns,
-    push_capped, secs,
+    push_capped, secs, state::Signaled,
 };
 use crate::{
     event::{Body, Event},
-    proc_table::ProcEntry,
+    proc_table::{IdHash, ProcEntry},
     vocab::{signal_name, wait_status},
 };
 use tracer_common::Kind;
@@ -91,7 +94,39 @@ pub fn program_key(p: &ProcEntry) -> String {
 struct Death {
     pid: u32,
     ts_ns: u64,
-    how: String,
+    how: How,
+}
+
+/// How a process died: what a finding's `deaths` say, rendered only for the deaths a finding
+/// shows (most are matched and pushed out of the capped list without ever being shown).
+#[derive(Clone)]
+enum How {
+    /// The fatal signal it received (as it was when sent).
+    Signaled(Arc<Signaled>),
+    KilledBy(i32),
+    Exit(i32),
+}
+
+impl How {
+    fn render(&self) -> String {
+        match self {
+            How::Signaled(s) => {
+                let from = if s.from_kernel {
+                    "the kernel".to_owned()
+                } else {
+                    let behalf = s
+                        .on_behalf_of
+                        .as_ref()
+                        .map(|(b, c)| format!(" on behalf of {b} {c}"))
+                        .unwrap_or_default();
+                    format!("{} {}{behalf}", s.sender_pid, s.sender_comm)
+                };
+                format!("{} from {from}", signal_name(s.sig))
+            }
+            How::KilledBy(sig) => format!("killed by {}", signal_name(*sig)),
+            How::Exit(code) => format!("exit {code}"),
+        }
+    }
 }
 
 struct Loop {
@@ -104,7 +139,7 @@ struct Loop {
     peak: u64,
     total: u64,
     pids: Vec<u32>,
-    deaths: Vec<String>,
+    deaths: Vec<How>,
     first_ns: u64,
     last_ns: u64,
 }
@@ -114,7 +149,7 @@ pub struct RestartLoops {
     window_ns: u64,
     min_count: u64,
     /// program → recent abnormal deaths of its processes.
-    deaths: HashMap<String, Vec<Death>>,
+    deaths: HashMap<String, Vec<Death>, IdHash>,
     loops: BTreeMap<(u32, String), Loop>,
 }
 
@@ -124,7 +159,7 @@ impl RestartLoops {
             within_ns: ns(cfg.restart_within_s),
             window_ns: ns(cfg.restart_window_s),
             min_count: cfg.restart_min_count.max(1),
-            deaths: HashMap::new(),
+            deaths: HashMap::default(),
             loops: BTreeMap::new(),
         }
     }
@@ -224,21 +259,9 @@ impl Analysis for RestartLoops {
                     (None, None)
                 };
                 let how = match (signaled, status) {
-                    (Some(s), _) => {
-                        let from = if s.from_kernel {
-                            "the kernel".to_owned()
-                        } else {
-                            let behalf = s
-                                .on_behalf_of
-                                .as_ref()
-                                .map(|(b, c)| format!(" on behalf of {b} {c}"))
-                                .unwrap_or_default();
-                            format!("{} {}{behalf}", s.sender_pid, s.sender_comm)
-                        };
-                        format!("{} from {from}", signal_name(s.sig))
-                    }
-                    (None, (_, Some(sig))) => format!("killed by {}", signal_name(sig)),
-                    (None, (Some(code), _)) if code != 0 => format!("exit {code}"),
+                    (Some(s), _) => How::Signaled(s.clone()),
+                    (None, (_, Some(sig))) => How::KilledBy(sig),
+                    (None, (Some(code), _)) if code != 0 => How::Exit(code),
                     _ => return false,
                 };
                 let Some(p) = cx.procs.get(ev.tgid) else {
@@ -301,7 +324,7 @@ impl Analysis for RestartLoops {
             let last = l
                 .deaths
                 .last()
-                .map(|d| format!("; last death: {d}"))
+                .map(|d| format!("; last death: {}", d.render()))
                 .unwrap_or_default();
             out.push(Finding {
                 workload: None,
@@ -321,7 +344,7 @@ impl Analysis for RestartLoops {
                     program: l.program.clone(),
                     restarts: l.total,
                     pids: l.pids.clone(),
-                    deaths: l.deaths.clone(),
+                    deaths: l.deaths.iter().map(How::render).collect(),
                     lineage: l.lineage.clone(),
                 }),
                 previous_names: Vec::new(),
