@@ -15,9 +15,9 @@ use tracer_common::{
 
 use crate::{
     common::{
-        ARGS, CONNS, FD_ANNOUNCED, SOCK_FDS, SockFd, Task, current, current_allowed, current_raw,
-        current_task_ptr, emit, emit_known, family_enabled, is_self, kread, now, put_sock_fd,
-        save_args, sys_arg, sys_ret, take_args, task_off, uread,
+        ARGS, CONNS, FD_ANNOUNCED, SOCK_FDS, SockFd, Task, btf_read, current, current_allowed,
+        current_raw, current_task_ptr, emit, emit_known, family_enabled, is_self, kread, now,
+        put_sock_fd, save_args, sys_arg, sys_ret, take_args, task_off, uread,
     },
     fd::FD_TOMBSTONE,
     tcp::{Addrs, adopt, from_sockaddr, sock_addrs},
@@ -33,21 +33,22 @@ pub(crate) fn fd_key(tgid: u32, fd: u32) -> u64 {
     ((tgid as u64) << 32) | fd as u64
 }
 
-/// The `struct sock` behind fd `fd` of the current process, through BTF offsets:
+/// The `struct sock` behind fd `fd` of the current task `cur`, through BTF offsets:
 /// task->files->fdt->fd[fd]->private_data (struct socket)->sk.
 #[inline(always)]
-fn sock_of_fd(p: Prog, fd: u32) -> Option<u64> {
-    let task = current_task_ptr();
-    let files: u64 = kread(p, task, task_off!(task_files))?;
-    let fdt: u64 = kread(p, files, task_off!(files_fdt))?;
-    // `max_fds` then the `fd` array pointer, as every kernel lays out `struct fdtable`: one
-    // read for both (the offsets are read-only globals: the verifier keeps one path).
-    let (max, fds) = if task_off!(fdtable_max_fds) == 0 && task_off!(fdtable_fd) == 8 {
-        let b: [u64; 2] = kread(p, fdt, 0)?;
-        (b[0] as u32, b[1])
+fn sock_of_fd(p: Prog, cur: &Task, fd: u32) -> Option<u64> {
+    let (max, fds) = if cur.task != 0 {
+        // Plain loads down to the fd array (its element, a `struct file *` in an array of
+        // pointers, and what hangs off a file's `void *private_data` are plain numbers to the
+        // verifier: read below with bpf_probe_read_kernel).
+        let files = btf_read::<u64>(cur.task, task_off!(task_files))?;
+        let fdt = btf_read::<u64>(files, task_off!(files_fdt))?;
+        (
+            btf_read::<u32>(fdt, task_off!(fdtable_max_fds))?,
+            btf_read::<u64>(fdt, task_off!(fdtable_fd))?,
+        )
     } else {
-        let max: u32 = kread(p, fdt, task_off!(fdtable_max_fds))?;
-        (max, kread(p, fdt, task_off!(fdtable_fd))?)
+        fd_array(p)?
     };
     if fd >= max {
         return None;
@@ -56,6 +57,25 @@ fn sock_of_fd(p: Prog, fd: u32) -> Option<u64> {
     let sock: u64 = kread(p, file, task_off!(file_private_data))?;
     let sk: u64 = kread(p, sock, task_off!(socket_sk))?;
     if sk == 0 { None } else { Some(sk) }
+}
+
+/// The current task's fd array and its size, with bpf_probe_read_kernel (before 6.2).
+#[inline(always)]
+fn fd_array(p: Prog) -> Option<(u32, u64)> {
+    let task = current_task_ptr();
+    let files: u64 = kread(p, task, task_off!(task_files))?;
+    let fdt: u64 = kread(p, files, task_off!(files_fdt))?;
+    // `max_fds` then the `fd` array pointer, as every kernel lays out `struct fdtable`: one
+    // read for both (the offsets are read-only globals: the verifier keeps one path).
+    Some(
+        if task_off!(fdtable_max_fds) == 0 && task_off!(fdtable_fd) == 8 {
+            let b: [u64; 2] = kread(p, fdt, 0)?;
+            (b[0] as u32, b[1])
+        } else {
+            let max: u32 = kread(p, fdt, task_off!(fdtable_max_fds))?;
+            (max, kread(p, fdt, task_off!(fdtable_fd))?)
+        },
+    )
 }
 
 const TAG_ACCEPT: u64 = 1;
@@ -105,7 +125,7 @@ fn accept_exit(p: Prog, ctx: &TracePointContext) -> Option<()> {
     let cur = current()?;
     if ret >= 0 {
         let fd = ret as i32;
-        let sk = sock_of_fd(p, ret as u32).unwrap_or(0);
+        let sk = sock_of_fd(p, &cur, ret as u32).unwrap_or(0);
         let a = if sk != 0 {
             sock_addrs(p, sk)
         } else {
@@ -169,7 +189,7 @@ fn accept_exit(p: Prog, ctx: &TracePointContext) -> Option<()> {
         saddr: [0; 16],
         daddr: [0; 16],
     };
-    if let Some(sk) = sock_of_fd(p, args[1] as u32) {
+    if let Some(sk) = sock_of_fd(p, &cur, args[1] as u32) {
         // Failure: report the listening socket's address, so EMFILE names the port.
         let a = sock_addrs(p, sk);
         if a.family != AF_INET && a.family != AF_INET6 {
@@ -448,7 +468,7 @@ fn try_sys_exit_connect(p: Prog, ctx: &TracePointContext) -> Option<()> {
     let sk = if args[3] != 0 {
         args[3]
     } else {
-        sock_of_fd(p, fd).unwrap_or(0)
+        sock_of_fd(p, &cur, fd).unwrap_or(0)
     };
     let mut a = if sk != 0 {
         sock_addrs(p, sk)

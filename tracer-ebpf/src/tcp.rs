@@ -566,9 +566,13 @@ pub(crate) fn sock_addrs(p: Prog, sk: u64) -> Addrs {
     {
         let b: [u8; 18] = kread(p, sk, daddr).unwrap_or([0; 18]);
         let family = u16::from_ne_bytes([b[16], b[17]]);
-        let sport = match kread::<u16>(p, sk, task_off!(inet_sport)) {
-            Some(port) => u16::from_be(port),
-            None => u16::from_ne_bytes([b[14], b[15]]),
+        // The local port: `skc_num` while the socket holds it (read with the addresses),
+        // else `inet_sport`, which outlives it (a read of its own).
+        let num = u16::from_ne_bytes([b[14], b[15]]);
+        let sport = if num != 0 {
+            num
+        } else {
+            kread::<u16>(p, sk, task_off!(inet_sport)).map_or(0, u16::from_be)
         };
         let mut a = Addrs {
             family,
@@ -597,12 +601,14 @@ pub(crate) fn sock_addrs(p: Prog, sk: u64) -> Addrs {
 #[inline(always)]
 fn sock_addrs_of<const BTF: bool>(p: Prog, sk: u64) -> Addrs {
     let family: u16 = sk_read::<_, BTF>(p, sk, task_off!(skc_family)).unwrap_or(0);
-    // inet_sport outlives skc_num, which is cleared when the port is released (before the
-    // socket's CLOSE state change). It is a member of `struct inet_sock`, beyond the `struct
-    // sock` a BTF argument is typed as: always a probe read.
-    let sport = match kread::<u16>(p, sk, task_off!(inet_sport)) {
-        Some(port) => u16::from_be(port),
-        None => sk_read::<_, BTF>(p, sk, task_off!(skc_num)).unwrap_or(0),
+    // skc_num is cleared when the port is released (before the socket's CLOSE state change);
+    // inet_sport outlives it. That is a member of `struct inet_sock`, beyond the `struct sock`
+    // a BTF argument is typed as: always a probe read, so only made when skc_num is gone.
+    let num: u16 = sk_read::<_, BTF>(p, sk, task_off!(skc_num)).unwrap_or(0);
+    let sport = if num != 0 {
+        num
+    } else {
+        kread::<u16>(p, sk, task_off!(inet_sport)).map_or(0, u16::from_be)
     };
     let mut a = Addrs {
         family,
