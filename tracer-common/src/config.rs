@@ -296,7 +296,17 @@ impl TaskOffsets {
         true
     }
 
-    /// Whether a record header's uid and cgroup id can be read from the task with plain loads.
+    /// Whether this kernel's verifier takes plain loads through BTF pointers the way tracer
+    /// makes them (6.2 and later), told by the RSS counter stride 6.2 brought (`struct
+    /// percpu_counter rss_stat[4]`, above 8 bytes): 6.1 rejects a `task_struct` member load
+    /// from `bpf_get_current_task_btf` and a walk into `atomic_long_t count[4]`. The eBPF
+    /// programs apply the same rule to the stride they were loaded with.
+    pub const fn plain_loads(rss_stride: u32) -> bool {
+        rss_stride != Self::UNKNOWN && rss_stride > 8
+    }
+
+    /// Whether the current task's ids, comm, uid and cgroup id can be read with plain loads
+    /// (with [`TaskOffsets::plain_loads`]).
     pub const fn header_known(&self) -> bool {
         self.task_pid != Self::UNKNOWN
             && self.task_tgid != Self::UNKNOWN

@@ -172,6 +172,17 @@ impl Task {
         unsafe { bpf_get_current_cgroup_id() }
     }
 
+    /// The task's BTF pointer: as [`current_raw`] read it, else asked now (plain loads through
+    /// it only where [`plain_loads`]).
+    #[inline(always)]
+    pub fn btf_ptr(&self) -> u64 {
+        if self.task != 0 {
+            self.task
+        } else {
+            current_task_btf()
+        }
+    }
+
     /// The task's uid in the initial user namespace, as `bpf_get_current_uid_gid` gives it.
     #[inline(always)]
     pub fn uid(&self) -> u32 {
@@ -185,14 +196,11 @@ impl Task {
 }
 
 /// Whether this kernel's verifier accepts plain loads through BTF pointers the way tracer makes
-/// them (from 6.2 on), recognised by the RSS counter layout 6.2 brought (`struct percpu_counter
-/// rss_stat[4]`, a stride above 8): 6.1 rejects a `task_struct` member load from
-/// `bpf_get_current_task_btf` and a walk into `atomic_long_t count[4]`. A constant at load, so
-/// each kernel's verifier only sees one of the two paths.
+/// them ([`TaskOffsets::plain_loads`], 6.2 on). A constant at load, so each kernel's verifier
+/// only sees one of the two paths.
 #[inline(always)]
 pub fn plain_loads() -> bool {
-    let stride = task_off!(mm_rss_stride);
-    stride != TaskOffsets::UNKNOWN && stride > 8
+    TaskOffsets::plain_loads(task_off!(mm_rss_stride))
 }
 
 /// Whether the current task's ids, comm, uid and cgroup are read with plain loads through its

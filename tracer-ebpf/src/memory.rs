@@ -19,9 +19,8 @@ use tracer_common::{
 };
 
 use crate::common::{
-    Task, btf_read, conf, current, current_allowed, current_task_btf, current_task_ptr, emit,
-    family_enabled, field, kread, off, plain_loads, regs_arg, save_args, sys_arg, sys_ret,
-    take_args, task_off,
+    Task, btf_read, conf, current, current_allowed, current_task_ptr, emit, family_enabled, field,
+    kread, off, plain_loads, regs_arg, save_args, sys_arg, sys_ret, take_args, task_off,
 };
 
 /// Per-process memory state (tgid key).
@@ -72,14 +71,7 @@ fn current_mm(p: Prog, cur: &Task) -> Option<u64> {
     if !plain_loads() {
         return kread(p, current_task_ptr(), at);
     }
-    // The task's BTF pointer, as `current` read it or asked now: `btf_read` only loads a
-    // member of it.
-    let task = if cur.task != 0 {
-        cur.task
-    } else {
-        current_task_btf()
-    };
-    btf_read::<u64>(task, at)
+    btf_read::<u64>(cur.btf_ptr(), at)
 }
 
 /// `mm->total_vm` in bytes of `mm`, as [`current_mm`] gave it (0 when unknown); `p` counts a
@@ -325,7 +317,8 @@ pub fn sys_exit_mmap_regs(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sys_exit_mmap_regs(p: Prog, ctx: &TracePointContext) -> Option<()> {
-    if !family_enabled(Family::Memory) || !plain_loads() {
+    // Attached only where plain loads pass (`sys_exit_mmap_regs_unusable`).
+    if !family_enabled(Family::Memory) {
         return None;
     }
     let cur = current()?;
@@ -333,14 +326,9 @@ fn try_sys_exit_mmap_regs(p: Prog, ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let ret = sys_ret(p, ctx)?;
-    let task = if cur.task != 0 {
-        cur.task
-    } else {
-        current_task_btf()
-    };
-    // SAFETY: `task` is the current task's BTF pointer, what the helper takes; it returns the
-    // task's saved user registers as a BTF pointer, which `btf_read` only loads members of.
-    let regs = unsafe { bpf_task_pt_regs(task as *mut _) } as u64;
+    // SAFETY: the current task's BTF pointer is what the helper takes; it returns the task's
+    // saved user registers as a BTF pointer, which `btf_read` only loads members of.
+    let regs = unsafe { bpf_task_pt_regs(cur.btf_ptr() as *mut _) } as u64;
     let arg = |i: usize| btf_read::<u64>(regs, regs_arg(i));
     let len = arg(1)?;
     let prot = arg(2)?;

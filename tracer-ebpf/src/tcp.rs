@@ -541,6 +541,19 @@ pub fn sock_send_length(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// A socket's local port: `num` (its `skc_num`, read with its other fields) while it holds the
+/// port, else `inet_sport`, which outlives it: `skc_num` is cleared when the port is released,
+/// before the socket's CLOSE state change. `inet_sport` is a member of `struct inet_sock`,
+/// beyond the `struct sock` a BTF argument is typed as: always a probe read, so only made
+/// when `skc_num` is gone.
+#[inline(always)]
+fn local_port(p: Prog, sk: u64, num: u16) -> u16 {
+    if num != 0 {
+        return num;
+    }
+    kread::<u16>(p, sk, task_off!(inet_sport)).map_or(0, u16::from_be)
+}
+
 /// Family, local and remote ports and addresses of a `struct sock`.
 #[derive(Default)]
 pub(crate) struct Addrs {
@@ -566,14 +579,7 @@ pub(crate) fn sock_addrs(p: Prog, sk: u64) -> Addrs {
     {
         let b: [u8; 18] = kread(p, sk, daddr).unwrap_or([0; 18]);
         let family = u16::from_ne_bytes([b[16], b[17]]);
-        // The local port: `skc_num` while the socket holds it (read with the addresses),
-        // else `inet_sport`, which outlives it (a read of its own).
-        let num = u16::from_ne_bytes([b[14], b[15]]);
-        let sport = if num != 0 {
-            num
-        } else {
-            kread::<u16>(p, sk, task_off!(inet_sport)).map_or(0, u16::from_be)
-        };
+        let sport = local_port(p, sk, u16::from_ne_bytes([b[14], b[15]]));
         let mut a = Addrs {
             family,
             sport,
@@ -601,15 +607,11 @@ pub(crate) fn sock_addrs(p: Prog, sk: u64) -> Addrs {
 #[inline(always)]
 fn sock_addrs_of<const BTF: bool>(p: Prog, sk: u64) -> Addrs {
     let family: u16 = sk_read::<_, BTF>(p, sk, task_off!(skc_family)).unwrap_or(0);
-    // skc_num is cleared when the port is released (before the socket's CLOSE state change);
-    // inet_sport outlives it. That is a member of `struct inet_sock`, beyond the `struct sock`
-    // a BTF argument is typed as: always a probe read, so only made when skc_num is gone.
-    let num: u16 = sk_read::<_, BTF>(p, sk, task_off!(skc_num)).unwrap_or(0);
-    let sport = if num != 0 {
-        num
-    } else {
-        kread::<u16>(p, sk, task_off!(inet_sport)).map_or(0, u16::from_be)
-    };
+    let sport = local_port(
+        p,
+        sk,
+        sk_read::<_, BTF>(p, sk, task_off!(skc_num)).unwrap_or(0),
+    );
     let mut a = Addrs {
         family,
         sport,

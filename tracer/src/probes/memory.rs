@@ -67,7 +67,7 @@ pub const PROBES: &[ProbeSpec] = &[
 pub fn sys_exit_mmap_regs_unusable(o: &TaskOffsets) -> Option<String> {
     if !o.regs_args_known() {
         Some("where struct pt_regs keeps syscall arguments is not known for this kernel".into())
-    } else if !o.rss_counters_known() || o.mm_rss_stride <= 8 {
+    } else if !TaskOffsets::plain_loads(o.mm_rss_stride) {
         Some("kernel before 6.2: mmap()'s arguments are saved at entry instead".into())
     } else {
         None
